@@ -1,0 +1,45 @@
+"""The `aries` command: a thin shell over library functions.
+
+Each subcommand lives in `aries/commands/<name>.py` and exposes `register(subparsers)`, which adds
+its parser and sets `func` to a handler taking the parsed arguments. Handlers import heavy
+libraries (torch, transformers) lazily so that `aries --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from aries import AriesError, __version__, commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aries",
+        description="ARIES: iterative preference training that teaches a model to refine itself.",
+    )
+    parser.add_argument("--version", action="version", version=f"aries {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"aries.commands.{module.name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except AriesError as error:
+        print(f"aries {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"aries {args.command}: interrupted; rerun the same command to resume", file=sys.stderr
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `aries` subcommand; see `aries/cli.py`."""

@@ -1,0 +1,180 @@
+"""`aries refine`: answer, then refine K rounds, for one question or a prompt source."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from aries.views import DEFAULT_REFINE_INSTRUCTION
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every command that loads a generation model shares."""
+    parser.add_argument(
+        "--model",
+        default="embedded",
+        help="'embedded' (SmolLM2-135M-Instruct, offline), a local HF folder, a .gguf file, "
+        "a PEFT adapter folder or a hub id (default: embedded)",
+    )
+    parser.add_argument(
+        "--backend", default="hf", help="generation backend: hf, vllm or openai (default: hf)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="prompts per generate call (default: 16)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16",
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model repositories to run their own Python code (off by default)",
+    )
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, *, temperature: float = 0.0) -> None:
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=256, help="tokens per answer (default: 256)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=temperature,
+        help=f"0 = greedy, > 0 samples (default: {temperature})",
+    )
+    parser.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "refine",
+        help="answer and self-refine (one question, a prompt file or a built-in source)",
+        description="Answer each prompt, then refine the answer K rounds (the self-refinement "
+        "setting of ARIES, arXiv 2502.05605). One question prints every round; a prompt source "
+        "writes chains.jsonl, resuming from the records already there.",
+    )
+    parser.add_argument("question", nargs="?", help="a single question (prints each round)")
+    parser.add_argument(
+        "--prompts",
+        action="append",
+        metavar="SOURCE",
+        help="prompt source: a .jsonl/.json/.csv/.parquet file, a datasets folder or hub id, "
+        "'reasoning-gym:<task>?size=N&seed=S&...', 'mt-bench' or 'sharegpt?size=N' (repeatable)",
+    )
+    parser.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="ROLE=NAME",
+        help="map a file field: prompt=NAME, id=NAME or answer=NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--size", type=int, default=None, help="take at most this many prompts per source"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="refinement rounds K after the answer (default: 2)"
+    )
+    parser.add_argument(
+        "--instruction", default=DEFAULT_REFINE_INSTRUCTION, help="the refinement instruction z"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=0, help="extra independent direct samples per prompt"
+    )
+    parser.add_argument(
+        "--out",
+        default="chains.jsonl",
+        help="output JSONL for prompt sources (default: chains.jsonl)",
+    )
+    parser.add_argument(
+        "--too-long",
+        choices=("skip", "error"),
+        default="skip",
+        help="prompts whose chain cannot fit the model's context: skip with a counted "
+        "warning (default) or stop with an error",
+    )
+    add_model_arguments(parser)
+    add_sampling_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def parse_field_map(items: list[str]) -> dict[str, str]:
+    from aries import AriesError
+
+    mapping = {}
+    for item in items:
+        role, eq, name = item.partition("=")
+        if not eq or role not in ("prompt", "id", "answer") or not name:
+            raise AriesError(f"--field {item!r}: expected prompt=NAME, id=NAME or answer=NAME")
+        mapping[role] = name
+    return mapping
+
+
+def run(args: argparse.Namespace) -> int:
+    from aries import AriesError
+    from aries.backends import Sampling, make_backend
+    from aries.collect import run_chains, split_by_context
+    from aries.sources import PromptSource, load_prompts
+
+    if bool(args.question) == bool(args.prompts):
+        raise AriesError("give either a question or --prompts SOURCE (not both)")
+    if args.rounds < 0:
+        raise AriesError("--rounds must be >= 0")
+    if args.question:
+        prompts = [{"id": "question", "prompt": args.question}]
+    else:
+        fields = parse_field_map(args.field)
+        prompts = []
+        for spec in args.prompts:
+            source = PromptSource.parse(spec)
+            source.fields = fields or source.fields
+            source.size = args.size or source.size
+            prompts += load_prompts(source)
+    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed)
+    backend = make_backend(
+        args.backend,
+        args.model,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+    prompts, too_long = split_by_context(
+        backend,
+        prompts,
+        rounds=args.rounds,
+        max_new_tokens=args.max_new_tokens,
+        instruction=args.instruction,
+    )
+    if too_long:
+        ids = ", ".join(p["id"] for p in too_long[:5])
+        message = f"{len(too_long)} prompt(s) do not fit the model's context ({ids}...)"
+        if args.too_long == "error" or not prompts:
+            raise AriesError(message)
+        print(f"aries refine: warning: skipped {message}", file=sys.stderr)
+    out = None if args.question else args.out
+    records = run_chains(
+        backend,
+        prompts,
+        rounds=args.rounds,
+        sampling=sampling,
+        instruction=args.instruction,
+        n_samples=args.samples,
+        out_path=out,
+        progress=not args.question,
+    )
+    if args.question:
+        for step in records[0]["chain"]:
+            title = "answer" if step["round"] == 0 else f"refinement {step['round']}"
+            print(f"── {title} ({step['completion_tokens']} tokens, {step['finish_reason']})")
+            print(step["text"])
+    else:
+        print(f"wrote {len(records)} chains ({args.rounds} refinement rounds) to {out}")
+    return 0

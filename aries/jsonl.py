@@ -1,0 +1,128 @@
+"""Crash-safe files: strict JSONL reading, resumable appends, atomic writes.
+
+The run directory is the contract between stages, so a file a later stage trusts must never be
+half-written: whole files are written to a temporary name and renamed; append-only JSONL files
+are written one complete line at a time and a torn last line (a kill mid-write) is discarded on
+the next open instead of being trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from aries import AriesError
+
+
+def iter_jsonl(path: str | Path, *, allow_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSONL file; a malformed line is an error naming file and line.
+
+    With `allow_torn_tail`, a last line without its newline that does not parse is treated as an
+    interrupted write and skipped (that is how `JsonlAppender` files end after a kill).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise AriesError(f"{path}: cannot read file ({error.strerror})") from None
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        is_tail = number == len(lines)  # no newline after it
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            if is_tail and allow_torn_tail:
+                return
+            raise AriesError(f"{path}:{number}: malformed JSON ({error})") from None
+        if not isinstance(record, dict):
+            raise AriesError(
+                f"{path}:{number}: expected a JSON object, got {type(record).__name__}"
+            )
+        yield record
+
+
+def read_jsonl(path: str | Path, *, allow_torn_tail: bool = False) -> list[dict[str, Any]]:
+    """All records of a JSONL file (see `iter_jsonl`)."""
+    return list(iter_jsonl(path, allow_torn_tail=allow_torn_tail))
+
+
+class JsonlAppender:
+    """Append records to a JSONL file that may already hold records from an interrupted run.
+
+    On open, complete records are kept (their ids are in `done_ids`) and a torn last line is
+    truncated away. Each `write` appends complete lines and fsyncs, so a kill loses at most the
+    records being written, never one already reported as written.
+    """
+
+    def __init__(self, path: str | Path, id_field: str = "id"):
+        self.path = Path(path)
+        self.id_field = id_field
+        self.done_ids: set[str] = set()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            records = read_jsonl(self.path, allow_torn_tail=True)
+            self.done_ids = {str(record[id_field]) for record in records}
+            self._truncate_torn_tail()
+        self._file = open(self.path, "ab")
+
+    def _truncate_torn_tail(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            with open(self.path, "r+b") as file:
+                file.truncate(keep)
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append records (skipping ids already present) and make them durable."""
+        lines = []
+        for record in records:
+            record_id = str(record[self.id_field])
+            if record_id in self.done_ids:
+                continue
+            self.done_ids.add(record_id)
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        if lines:
+            self._file.write("".join(lines).encode("utf-8"))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a whole file so that readers see the old content or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """`atomic_write_text` for one JSON document."""
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """`atomic_write_text` for a whole JSONL file."""
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

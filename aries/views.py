@@ -1,0 +1,49 @@
+"""The two views of one model (METHOD.md): direct `π(y | x)` and refine `π(y' | x, y, z)`.
+
+Every stage that builds a prompt (collection, pair construction, evaluation, serving) goes through
+these functions, so the model is trained on exactly the conversations it is later asked to refine.
+"""
+
+from __future__ import annotations
+
+from aries.backends import Message
+
+DEFAULT_REFINE_INSTRUCTION = (
+    "Review your previous answer. If it contains a mistake, fix it; if it is correct, keep it. "
+    "Write your complete, improved answer in the same format."
+)
+"""The refinement instruction `z`: asks for a complete better answer, not a critique or a diff."""
+
+
+def direct_messages(prompt: str) -> list[Message]:
+    """Direct view: `[user x]`."""
+    return [{"role": "user", "content": prompt}]
+
+
+def refine_messages(prompt: str, previous: str, instruction: str) -> list[Message]:
+    """Refine view: `[user x] [assistant y] [user z]`, answered by the next assistant turn."""
+    return [
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": previous},
+        {"role": "user", "content": instruction},
+    ]
+
+
+def render_plain(conversation: list[Message]) -> str:
+    """Plain-text template for base models without a chat template.
+
+    `[user x]` becomes `Question: x / Answer:`; `[user x][assistant y][user z]` becomes
+    `Question / Previous answer / Instruction / Answer:`, so the refine view reads naturally
+    to a model that has never seen chat markup.
+    """
+    parts = []
+    for index, message in enumerate(conversation):
+        if message["role"] == "system":
+            parts.append(message["content"])
+        elif message["role"] == "assistant":
+            parts.append(f"Previous answer: {message['content']}")
+        elif index == 0 or not any(m["role"] == "user" for m in conversation[:index]):
+            parts.append(f"Question: {message['content']}")
+        else:
+            parts.append(f"Instruction: {message['content']}")
+    return "\n\n".join(parts) + "\n\nAnswer:"
