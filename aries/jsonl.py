@@ -72,11 +72,21 @@ class JsonlAppender:
         self._file = open(self.path, "ab")
 
     def _truncate_torn_tail(self) -> None:
+        """Drop a torn last line; a complete last record that only lacks its newline (already
+        counted in `done_ids`) is kept and terminated instead."""
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
+            try:
+                complete = isinstance(json.loads(data[keep:]), dict)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                complete = False
             with open(self.path, "r+b") as file:
-                file.truncate(keep)
+                if complete:
+                    file.seek(0, os.SEEK_END)
+                    file.write(b"\n")
+                else:
+                    file.truncate(keep)
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         """Append records (skipping ids already present) and make them durable."""
