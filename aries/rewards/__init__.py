@@ -1,0 +1,86 @@
+"""Reward sources: one interface for verifiers, reward models and LLM judges.
+
+Selection (METHOD.md stage 2) only needs a number per response. Every source takes a batch of
+`ScoreItem`s (all responses of many prompts at once, so models batch well) and returns one float
+per item, or `None` when it could not score that item (no reference answer, unparseable judge
+output, prompt longer than the reward model's context). `None` is counted and reported, never
+turned into a zero: a silent zero would become a "rejected" answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aries import AriesError
+
+
+@dataclass
+class ScoreItem:
+    """One response to score, with what a verifier may need to check it."""
+
+    prompt: str
+    response: str
+    reference: str | None = None
+    """The gold / reference answer of the prompt, when the data has one."""
+    record: dict[str, Any] = field(default_factory=dict)
+    """The whole chains.jsonl record (id, source, metadata), for task-specific verifiers."""
+
+
+class RewardSource(Protocol):
+    """Anything that scores responses; `name` is written next to every score in scores.jsonl."""
+
+    name: str
+
+    def score(self, items: list[ScoreItem]) -> list[float | None]:
+        """One score per item, in input order; higher is better; None = could not score."""
+        ...
+
+
+REWARD_TYPES = ("verifier", "exact-match", "regex", "reward-model", "judge")
+
+
+def make_reward_source(config: dict[str, Any] | str) -> RewardSource:
+    """Build a reward source from `{"type": ..., **fields of that type's config dataclass}`.
+
+    A bare string is a type with default settings. Types and their config classes:
+    `verifier` → `VerifierConfig`, `exact-match` → `ExactMatchConfig`, `regex` → `RegexConfig`
+    (in aries.rewards.verifiers), `reward-model` → `RewardModelConfig` (aries.rewards.reward_model),
+    `judge` → `JudgeConfig` (aries.rewards.judge). Unknown keys are an error, not ignored.
+    """
+    from aries.rewards import judge, reward_model, verifiers
+
+    options = {"type": config} if isinstance(config, str) else dict(config)
+    kind = options.pop("type", None)
+    builders = {
+        "verifier": (verifiers.VerifierConfig, verifiers.Verifier),
+        "exact-match": (verifiers.ExactMatchConfig, verifiers.ExactMatch),
+        "regex": (verifiers.RegexConfig, verifiers.RegexVerifier),
+        "reward-model": (reward_model.RewardModelConfig, reward_model.RewardModel),
+        "judge": (judge.JudgeConfig, judge.Judge),
+    }
+    if kind not in builders:
+        raise AriesError(f"unknown reward type {kind!r}: choose one of {', '.join(REWARD_TYPES)}")
+    config_class, source_class = builders[kind]
+    return source_class(build_config(config_class, options, f"reward {kind!r}"))
+
+
+def build_config(config_class: type, options: dict[str, Any], what: str) -> Any:
+    """Instantiate a config dataclass from a dict, naming unknown or missing keys in the error."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise AriesError(
+            f"{what}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+        )
+    try:
+        return config_class(**options)
+    except TypeError as error:
+        raise AriesError(f"{what}: {error}") from None
+
+
+def is_missing(score: float | None) -> bool:
+    """True for a score that must not be used: None or NaN."""
+    return score is None or (isinstance(score, float) and math.isnan(score))
