@@ -79,6 +79,10 @@ class RegexConfig:
             raise AriesError(f"regex reward: bad pattern {self.pattern!r} ({error})") from None
 
 
+_DECORATION = re.compile(r"^[\s*_`$]+|[\s*_`$.]+$")
+"""Markdown emphasis, code ticks, `$` and spaces around an answer, and a trailing period."""
+
+
 def final_answer(text: str, marker: str = "Answer:") -> str | None:
     """The first non-empty line after the last `marker` (case-insensitive), markdown stripped.
 
@@ -89,7 +93,7 @@ def final_answer(text: str, marker: str = "Answer:") -> str | None:
     if position < 0:
         return None
     for line in text[position + len(marker) :].splitlines():
-        answer = line.strip().strip("*_`$ ").rstrip(".").strip()
+        answer = _DECORATION.sub("", line)
         if answer:
             if re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?", answer):
                 answer = answer.replace(",", "")
@@ -99,7 +103,7 @@ def final_answer(text: str, marker: str = "Answer:") -> str | None:
 
 def normalise(text: str, case_sensitive: bool = False) -> str:
     """Collapse whitespace and strip surrounding punctuation-like decoration."""
-    text = " ".join(text.split()).strip("*_`$ ").rstrip(".")
+    text = _DECORATION.sub("", " ".join(text.split()))
     return text if case_sensitive else text.casefold()
 
 

@@ -1,0 +1,88 @@
+"""LLM judge: score parsing, pairwise position-bias cancellation, and a real tiny model."""
+
+from __future__ import annotations
+
+import pytest
+
+from aries.backends import Generation
+from aries.rewards import ScoreItem
+from aries.rewards.judge import Judge, JudgeConfig, parse_pairwise, parse_pointwise
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The response is relevant... Score: 4", 4.0),
+        ("**Score**: 3", 3.0),
+        ("Score: 4/5", 4.0),
+        ("I would give it a score of 2 out of 5.", 2.0),
+        ("Overall 8/10.", 4.0),
+        ("Points: 1+1. Score: 2\nScore: 5", 5.0),
+        ("[[3]]", 3.0),
+        ("Score: 7", None),
+        ("great answer!!", None),
+        ("", None),
+    ],
+)
+def test_parse_pointwise(text, expected):
+    assert parse_pointwise(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A is clearer. [[A]]", "A"),
+        ("[[B]]", "B"),
+        ("Both fine. [[C]]", "tie"),
+        ("**Winner:** B", "B"),
+        ("Assistant A is better overall.", "A"),
+        ("Final verdict: tie", "tie"),
+        ("I cannot decide", None),
+    ],
+)
+def test_parse_pairwise(text, expected):
+    assert parse_pairwise(text) == expected
+
+
+class ScriptedBackend:
+    """Answers every judge prompt with a fixed text: a judge with pure position bias."""
+
+    name = "scripted"
+
+    def __init__(self, answer: str):
+        self.answer = answer
+        self.prompts: list[str] = []
+
+    def generate(self, conversations, sampling):
+        self.prompts += [c[-1]["content"] for c in conversations]
+        return [Generation(self.answer, "stop", 1, 1) for _ in conversations]
+
+
+def test_pairwise_both_orders_cancel_position_bias():
+    backend = ScriptedBackend("[[A]]")  # always prefers whatever is shown first
+    judge = Judge(JudgeConfig(mode="pairwise"), backend=backend)
+    record = {"id": "p1"}
+    items = [ScoreItem("q", r, None, record) for r in ("one", "two", "three")]
+    items.append(ScoreItem("lonely", "only answer", None, {"id": "p2"}))
+    assert judge.score(items) == [0.5, 0.5, 0.5, None]
+    assert len(backend.prompts) == 6  # 3 responses: every ordered pair once
+    assert judge.unparsed == 0
+
+
+def test_pointwise_counts_unparseable_as_none_and_shows_reference():
+    backend = ScriptedBackend("Looks fine to me.")
+    judge = Judge(JudgeConfig(), backend=backend)
+    assert judge.score([ScoreItem("2+2?", "4", "4"), ScoreItem("hi", "hello")]) == [None, None]
+    assert judge.unparsed == 2 and judge.judged == 2
+    assert "Reference answer: 4" in backend.prompts[0]
+    assert "Reference answer" not in backend.prompts[1]
+    assert "additive 5-point scoring system" in backend.prompts[0]
+
+
+def test_real_tiny_model_judge_returns_none_for_garbage(tiny_model_path):
+    judge = Judge(JudgeConfig(model=str(tiny_model_path), max_new_tokens=8, batch_size=2))
+    scores = judge.score([ScoreItem("What is 2+2?", "4"), ScoreItem("Name a colour", "blue")])
+    assert len(scores) == 2
+    assert judge.judged == 2
+    assert judge.unparsed == scores.count(None)
+    assert all(s is None or 0 <= s <= 5 for s in scores)
