@@ -1,0 +1,149 @@
+"""`aries eval`: a metric for the direct answer and every refinement round, with intervals."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aries.commands.refine import add_model_arguments, add_sampling_arguments
+from aries.views import DEFAULT_REFINE_INSTRUCTION
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model or a run's iteration, per refinement round",
+        description="Answer and refine K rounds on a benchmark, then score every round: accuracy "
+        "with a verifier for checkable sets, or win rate (raw and length-controlled) against "
+        "reference or baseline answers with a reward model or LLM judge. Writes eval.json and "
+        "the chains beside it, and prints a table. --seed also picks the problems of generated "
+        "benchmarks (reasoning-gym).",
+    )
+    parser.add_argument(
+        "--run", default=None, help="a run directory: evaluate its iteration's model (not --model)"
+    )
+    parser.add_argument(
+        "--iteration",
+        type=int,
+        default=None,
+        help="with --run: which iteration's trained model (default: the latest one)",
+    )
+    parser.add_argument(
+        "--benchmark",
+        required=True,
+        help="a reasoning-gym task name (gsm_symbolic), 'reasoning-gym:<task>?...', "
+        "'gsm8k:<file|hub id>', 'math:<file|hub id>', 'mt-bench', or a prompt file with "
+        "'answer' fields",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="refinement rounds K after the answer (default: 2)"
+    )
+    parser.add_argument("--size", type=int, default=None, help="evaluate at most N prompts")
+    parser.add_argument(
+        "--reward-model",
+        default=None,
+        help="score open-ended answers with this reward model (folder or hub id): win rate",
+    )
+    parser.add_argument(
+        "--judge",
+        default=None,
+        help="score open-ended answers with this LLM judge model ('embedded', folder, hub id)",
+    )
+    parser.add_argument(
+        "--tie-margin",
+        type=float,
+        default=0.0,
+        help="reward differences up to this count as ties (default: 0)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="chains.jsonl of a fixed baseline: win rate against its direct answers instead of "
+        "the benchmark's reference answers",
+    )
+    parser.add_argument(
+        "--instruction", default=DEFAULT_REFINE_INSTRUCTION, help="the refinement instruction z"
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals"
+    )
+    parser.add_argument(
+        "--out", default="eval.json", help="output file (default: eval.json; chains beside it)"
+    )
+    add_model_arguments(parser)
+    add_sampling_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run_model(run_dir: str, iteration: int | None) -> str:
+    """The trained model folder of a run's iteration (latest with a model by default)."""
+    from aries import AriesError
+
+    root = Path(run_dir)
+    if iteration is not None:
+        model = root / f"iter_{iteration}" / "model"
+        if not model.is_dir():
+            raise AriesError(f"{model}: no trained model for iteration {iteration}")
+        return str(model)
+    models = sorted(root.glob("iter_*/model"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not models:
+        raise AriesError(f"{root}: no iter_*/model folder (is it a run directory?)")
+    return str(models[-1])
+
+
+def make_scorer(args: argparse.Namespace):
+    """(verifier, judge): exactly one is set, from --reward-model / --judge or the default."""
+    from aries import AriesError
+    from aries.evaluate import RewardJudge
+    from aries.rewards import make_reward_source
+
+    if args.reward_model and args.judge:
+        raise AriesError("give --reward-model or --judge, not both")
+    if not (args.reward_model or args.judge):
+        return make_reward_source("verifier"), None
+    if args.reward_model:
+        source = make_reward_source({"type": "reward-model", "model": args.reward_model})
+    else:
+        source = make_reward_source({"type": "judge", "model": args.judge})
+    if hasattr(source, "compare"):
+        return None, source
+    return None, RewardJudge(source, tie_margin=args.tie_margin)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aries import AriesError
+    from aries.backends import Sampling, make_backend
+    from aries.evaluate import evaluate, format_table, load_baseline, load_benchmark
+
+    if args.rounds < 0:
+        raise AriesError("--rounds must be >= 0")
+    model = run_model(args.run, args.iteration) if args.run else args.model
+    prompts = load_benchmark(args.benchmark, size=args.size, seed=args.seed)
+    verifier, judge = make_scorer(args)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    backend = make_backend(
+        args.backend,
+        model,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+    result = evaluate(
+        backend,
+        prompts,
+        rounds=args.rounds,
+        sampling=Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed),
+        out_path=args.out,
+        verifier=verifier,
+        judge=judge,
+        baseline=baseline,
+        instruction=args.instruction,
+        benchmark=args.benchmark,
+        model=model,
+        n_resamples=args.bootstrap,
+    )
+    backend.close()
+    print(format_table(result))
+    print(f"wrote {args.out}")
+    return 0
