@@ -163,6 +163,7 @@ def load_causal_lm(
 
     `dtype='auto'` means float32 on CPU and bfloat16 on a GPU that supports it.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
@@ -184,7 +185,7 @@ def load_causal_lm(
                 model = model.merge_and_unload()
     except AriesError:
         raise
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:  # corrupt weights: SafetensorError
         raise AriesError(f"{spec}: cannot load model ({str(error).splitlines()[0]})") from None
     return model.to(device).eval()
 
