@@ -117,6 +117,33 @@ class RewardJudge:
         return verdicts
 
 
+class PairwiseJudge:
+    """An LLM judge's pairwise mode (`aries.rewards.judge`, both orders) used on (response,
+    reference) pairs: each comparison is its own group of two, so the judge sees only that pair.
+
+    The judge's score for the response is its share of the two verdicts; above one half is a
+    win, below a loss, exactly one half (split or tied verdicts) a tie, as in MT-Bench's
+    two-order pairwise grading (Zheng et al. 2023, arXiv 2306.05685).
+    """
+
+    def __init__(self, source: Verifier):
+        self.source = source
+        self.name = source.name
+
+    def compare(self, items: list[Comparison]) -> list[float | None]:
+        from aries.rewards import ScoreItem
+
+        scored = []
+        for index, item in enumerate(items):
+            group = {"id": f"comparison-{index}"}
+            scored += [
+                ScoreItem(item.prompt, item.response, None, group),
+                ScoreItem(item.prompt, item.reference, None, group),
+            ]
+        shares = self.source.score(scored)[::2]
+        return [None if s is None else 0.5 if s == 0.5 else float(s > 0.5) for s in shares]
+
+
 # ---------------------------------------------------------------------------------------------
 # Benchmarks
 

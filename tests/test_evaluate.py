@@ -12,6 +12,7 @@ from aries.backends import Generation, Sampling
 from aries.cli import main
 from aries.evaluate import (
     Comparison,
+    PairwiseJudge,
     RewardJudge,
     check_held_out,
     evaluate,
@@ -207,3 +208,25 @@ def test_eval_command_needs_a_model_in_the_run(tmp_path, capsys):
     code = main(["eval", "--run", str(tmp_path), "--benchmark", "gsm_symbolic"])
     assert code == 2
     assert "no iter_*/model" in capsys.readouterr().err
+
+
+def test_pairwise_judge_sees_each_pair_alone():
+    class Shares:
+        """Stands in for the pairwise judge: the response's share of its two verdicts."""
+
+        name = "pairwise"
+
+        def score(self, items):
+            groups = [item.record["id"] for item in items]
+            assert groups[0::2] == groups[1::2] and len(set(groups)) == len(items) // 2
+            assert all(item.reference is None for item in items)
+            share = {"good": 1.0, "split": 0.5, "mostly": 0.75, "bad": 0.25, "?": None}
+            out = []
+            for item in items[0::2]:
+                value = share[item.response]
+                out += [value, None if value is None else 1 - value]
+            return out
+
+    judge = PairwiseJudge(Shares())
+    items = [Comparison("p", r, "ref", {}) for r in ("good", "split", "mostly", "bad", "?")]
+    assert judge.compare(items) == [1.0, 0.5, 1.0, 0.0, None]

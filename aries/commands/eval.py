@@ -50,6 +50,13 @@ def register(subparsers) -> None:
         help="score open-ended answers with this LLM judge model ('embedded', folder, hub id)",
     )
     parser.add_argument(
+        "--judge-mode",
+        choices=("pairwise", "pointwise"),
+        default="pairwise",
+        help="pairwise: the judge compares answer and reference in both orders (default); "
+        "pointwise: each gets a 5-point rubric score and the higher one wins",
+    )
+    parser.add_argument(
         "--tie-margin",
         type=float,
         default=0.0,
@@ -94,7 +101,7 @@ def run_model(run_dir: str, iteration: int | None) -> str:
 def make_scorer(args: argparse.Namespace):
     """(verifier, judge): exactly one is set, from --reward-model / --judge or the default."""
     from aries import AriesError
-    from aries.evaluate import RewardJudge
+    from aries.evaluate import PairwiseJudge, RewardJudge
     from aries.rewards import make_reward_source
 
     if args.reward_model and args.judge:
@@ -104,9 +111,9 @@ def make_scorer(args: argparse.Namespace):
     if args.reward_model:
         source = make_reward_source({"type": "reward-model", "model": args.reward_model})
     else:
-        source = make_reward_source({"type": "judge", "model": args.judge})
-    if hasattr(source, "compare"):
-        return None, source
+        source = make_reward_source({"type": "judge", "model": args.judge, "mode": args.judge_mode})
+        if args.judge_mode == "pairwise":
+            return None, PairwiseJudge(source)
     return None, RewardJudge(source, tie_margin=args.tie_margin)
 
 
