@@ -1,0 +1,299 @@
+"""Selection (METHOD.md stage 2): turn each scored chain into at most one preference pair.
+
+A pure function of chains records and their scores, so every rule is easy to test and rerun.
+Strategies:
+- `reward` (the paper's Reward Model Scoring): y_w = highest score, y_l = lowest among the
+  candidates; dropped when all scores tie or the margin is below a threshold.
+- `rule` (the paper's Rule-Based Selection): trust the refiner, y_w = last round, y_l = round 0;
+  dropped when either is empty, truncated at the token limit or a repetition loop, when they are
+  identical after normalisation, or when their length ratio is beyond a bound.
+- `verifier` [design]: correctness first (score >= correct_threshold); among the correct the
+  preferred one by the tie-break, among the wrong the least preferred.
+Every dropped prompt is counted under exactly one reason from `DROP_REASONS`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from aries import AriesError
+from aries.rewards import is_missing
+
+STRATEGIES = ("reward", "rule", "verifier")
+CANDIDATES = ("chain", "samples", "all")
+TIE_BREAKS = ("shorter", "reward")
+DROP_REASONS = (
+    "single_response",  # fewer than two candidates
+    "too_few_scored",  # fewer than two candidates with a usable (not None / NaN) score
+    "all_tied",  # reward: every score equal
+    "below_margin",  # reward: best - worst < margin
+    "all_correct",  # verifier: nothing wrong to reject
+    "all_incorrect",  # verifier: nothing right to choose
+    "empty_response",  # rule: first or last is empty
+    "truncated",  # rule: first or last stopped at the token limit
+    "degenerate_repetition",  # rule: first or last is a repetition loop
+    "length_ratio",  # rule: longer / shorter beyond max_length_ratio
+    "identical",  # chosen and rejected are the same text after normalisation
+)
+
+
+@dataclass
+class SelectionConfig:
+    """How pairs are chosen; see the module docstring for the strategies."""
+
+    strategy: str = field(
+        default="reward",
+        metadata={
+            "help": "'reward' (max/min, Reward Model Scoring) or 'rule' (last vs first round, "
+            "Rule-Based Selection), both from ARIES, Zeng et al. 2025, arXiv 2502.05605; or "
+            "'verifier' (correctness first)."
+        },
+    )
+    candidates: str = field(
+        default="all",
+        metadata={
+            "help": "Responses competing for a prompt: 'chain' (all refinement rounds), "
+            "'samples' (round 0 + the parallel direct samples: Iterative DPO), 'all' (both: "
+            "ARIES). The rule strategy always compares the chain's last and first rounds."
+        },
+    )
+    margin: float = field(
+        default=0.0,
+        metadata={"help": "reward: drop the prompt when best - worst score < margin."},
+    )
+    max_length_ratio: float = field(
+        default=3.0,
+        metadata={
+            "help": "rule: drop when the longer of first/last is more than this many times the "
+            "shorter (characters); guards against 'refine = make longer'."
+        },
+    )
+    max_repetition: float = field(
+        default=0.5,
+        metadata={
+            "help": "rule: a response whose share of repeated word n-grams exceeds this is a "
+            "degenerate repetition loop."
+        },
+    )
+    repetition_ngram: int = field(default=4, metadata={"help": "n of those word n-grams."})
+    correct_threshold: float = field(
+        default=1.0,
+        metadata={"help": "verifier: a score at or above this counts as correct."},
+    )
+    tie_break: str = field(
+        default="shorter",
+        metadata={
+            "help": "verifier: among equally correct responses, 'shorter' prefers the shorter "
+            "(and rejects the longer wrong one); 'reward' uses the tie-break scores."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("strategy", STRATEGIES),
+            ("candidates", CANDIDATES),
+            ("tie_break", TIE_BREAKS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise AriesError(
+                    f"selection {name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}"
+                )
+        if self.strategy == "rule" and self.candidates == "samples":
+            raise AriesError("rule selection compares chain rounds: candidates cannot be 'samples'")
+        if self.max_length_ratio < 1 or self.repetition_ngram < 1:
+            raise AriesError("max_length_ratio must be >= 1 and repetition_ngram >= 1")
+
+
+@dataclass
+class Candidate:
+    """One response that may become y_w or y_l."""
+
+    label: str  # "round:2" or "sample:1"
+    text: str
+    finish_reason: str
+    score: float | None
+    tie_score: float | None = None
+
+
+class Selection(NamedTuple):
+    pairs: list[dict[str, Any]]
+    drop_counts: dict[str, int]
+
+
+def select_pairs(
+    chains: list[dict[str, Any]],
+    scores: list[dict[str, Any]] | None = None,
+    config: SelectionConfig | None = None,
+    tie_scores: list[dict[str, Any]] | None = None,
+) -> Selection:
+    """Pairs for every prompt that yields one, and how many prompts were dropped for what.
+
+    `scores` and `tie_scores` are scores.jsonl records, matched to chains by id (required except
+    for the rule strategy); `tie_scores` is needed for the verifier's 'reward' tie-break.
+    """
+    config = config or SelectionConfig()
+    if scores is None and config.strategy != "rule":
+        raise AriesError(f"the {config.strategy} strategy needs scores")
+    if config.strategy == "verifier" and config.tie_break == "reward" and tie_scores is None:
+        raise AriesError("the verifier's 'reward' tie-break needs tie-break scores")
+    by_id = _index(scores)
+    tie_by_id = _index(tie_scores)
+    pairs, drops = [], {}
+    for record in chains:
+        candidates = candidates_of(
+            record, by_id.get(record["id"]), tie_by_id.get(record["id"]), config.candidates
+        )
+        outcome = select_one(candidates, config)
+        if isinstance(outcome, str):
+            drops[outcome] = drops.get(outcome, 0) + 1
+            continue
+        chosen, rejected = outcome
+        pairs.append(_pair(record, chosen, rejected, config.strategy))
+    return Selection(pairs, dict(sorted(drops.items())))
+
+
+def _index(score_records: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    return {str(r["id"]): r for r in score_records or []}
+
+
+def candidates_of(
+    record: dict[str, Any],
+    scores: dict[str, Any] | None,
+    tie_scores: dict[str, Any] | None,
+    which: str,
+) -> list[Candidate]:
+    """The record's responses (chain rounds, then samples) with their scores attached.
+
+    'samples' means round 0 plus the parallel samples: both are direct answers.
+    """
+    responses = [(f"round:{r['round']}", r) for r in record["chain"]]
+    responses += [(f"sample:{s['sample']}", s) for s in record.get("samples") or []]
+    values = _aligned(record, scores, len(responses))
+    ties = _aligned(record, tie_scores, len(responses))
+    candidates = [
+        Candidate(label, r["text"], r.get("finish_reason", "stop"), value, tie)
+        for (label, r), value, tie in zip(responses, values, ties)
+    ]
+    chain_length = len(record["chain"])
+    if which == "chain":
+        return candidates[:chain_length]
+    if which == "samples":
+        return candidates[:1] + candidates[chain_length:]
+    return candidates
+
+
+def _aligned(record: dict, scores: dict | None, count: int) -> list[float | None]:
+    if scores is None:
+        return [None] * count
+    values = list(scores.get("chain_scores", [])) + list(scores.get("sample_scores") or [])
+    if len(values) != count:
+        raise AriesError(
+            f"prompt {record['id']}: {len(values)} scores for {count} responses "
+            "(scores file does not match the chains file)"
+        )
+    return [None if is_missing(v) else float(v) for v in values]
+
+
+def select_one(
+    candidates: list[Candidate], config: SelectionConfig
+) -> tuple[Candidate, Candidate] | str:
+    """(chosen, rejected) for one prompt, or the drop reason."""
+    if len(candidates) < 2:
+        return "single_response"
+    if config.strategy == "rule":
+        outcome = _rule(candidates, config)
+    else:
+        scored = [c for c in candidates if c.score is not None]
+        if len(scored) < 2:
+            return "too_few_scored"
+        outcome = (
+            _reward(scored, config) if config.strategy == "reward" else _verifier(scored, config)
+        )
+    if isinstance(outcome, str):
+        return outcome
+    chosen, rejected = outcome
+    if normalised(chosen.text) == normalised(rejected.text):
+        return "identical"
+    return outcome
+
+
+def _reward(scored: list[Candidate], config: SelectionConfig) -> tuple[Candidate, Candidate] | str:
+    chosen = max(scored, key=lambda c: c.score)  # first of equal maxima
+    rejected = min(scored, key=lambda c: c.score)
+    if chosen.score == rejected.score:
+        return "all_tied"
+    if chosen.score - rejected.score < config.margin:
+        return "below_margin"
+    return chosen, rejected
+
+
+def _verifier(
+    scored: list[Candidate], config: SelectionConfig
+) -> tuple[Candidate, Candidate] | str:
+    correct = [c for c in scored if c.score >= config.correct_threshold]
+    wrong = [c for c in scored if c.score < config.correct_threshold]
+    if not wrong:
+        return "all_correct"
+    if not correct:
+        return "all_incorrect"
+
+    def preference(c: Candidate) -> tuple[float, float]:
+        if config.tie_break == "reward":
+            return (c.score, -math.inf if c.tie_score is None else c.tie_score)
+        return (c.score, -len(c.text.strip()))
+
+    return max(correct, key=preference), min(wrong, key=preference)
+
+
+def _rule(
+    candidates: list[Candidate], config: SelectionConfig
+) -> tuple[Candidate, Candidate] | str:
+    chain = [c for c in candidates if c.label.startswith("round:")]
+    if len(chain) < 2:
+        return "single_response"
+    first, last = chain[0], chain[-1]
+    pair = (first, last)
+    if any(not c.text.strip() for c in pair):
+        return "empty_response"
+    if any(c.finish_reason == "length" for c in pair):
+        return "truncated"
+    if any(repetition(c.text, config.repetition_ngram) > config.max_repetition for c in pair):
+        return "degenerate_repetition"
+    short, long = sorted(len(c.text.strip()) for c in pair)
+    if long / short > config.max_length_ratio:
+        return "length_ratio"
+    return last, first
+
+
+def repetition(text: str, n: int = 4) -> float:
+    """Share of word n-grams that repeat an earlier one: ~0 for prose, near 1 for a loop."""
+    words = text.split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def normalised(text: str) -> str:
+    """Case- and whitespace-insensitive form used to call two responses identical."""
+    return " ".join(text.split()).casefold()
+
+
+def _pair(record: dict, chosen: Candidate, rejected: Candidate, strategy: str) -> dict[str, Any]:
+    pair = {
+        "id": record["id"],
+        "prompt": record["prompt"],
+        "chosen": chosen.text,
+        "rejected": rejected.text,
+        "chosen_score": chosen.score,
+        "rejected_score": rejected.score,
+        "chosen_from": chosen.label,
+        "rejected_from": rejected.label,
+        "strategy": strategy,
+    }
+    for key in ("answer", "source"):
+        if key in record:
+            pair[key] = record[key]
+    return pair
