@@ -70,6 +70,18 @@ def make_backend(name: str, model: str, **options) -> Backend:
         from aries.backends.hf import HFBackend
 
         return HFBackend(model, **options)
+    # Commands pass the hf model options to every backend; vLLM and OpenAI-compatible servers
+    # schedule their own batches and place their own weights, so those options do not apply.
+    engine_options = {k: v for k, v in options.items() if k not in ("batch_size", "device")}
+    if name == "vllm":
+        from aries.backends.vllm import VLLMBackend
+
+        return VLLMBackend(model, **engine_options)
+    if name == "openai":
+        from aries.backends.openai import OpenAIBackend
+
+        engine_options.pop("dtype", None)
+        return OpenAIBackend(model, **engine_options)
     from aries import AriesError
 
     raise AriesError(f"unknown generation backend {name!r}: choose one of {', '.join(BACKENDS)}")

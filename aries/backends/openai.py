@@ -1,0 +1,322 @@
+"""The `openai` backend: any OpenAI-compatible chat-completions server, one or many.
+
+This is how generation scales past one process: start `vllm serve` (or SGLang, TGI, llama.cpp,
+`aries serve`) on every GPU or machine and list their base URLs. Requests are spread round-robin,
+each endpoint gets at most `max_concurrency` requests in flight (its server batches them), and a
+request that fails with a connection error, a timeout, 429 or 5xx is retried on the next endpoint,
+backing off exponentially once every endpoint has failed it. Other failures stop with an error
+that names the endpoint, the HTTP status and the start of the response body.
+
+*Managed* mode (`serve_command=...`): the backend starts the server(s) itself, waits until they
+answer, and stops them on `close()` — so the loop can give the GPU to the trainer between
+collections. Only `httpx` is needed, not the `openai` package.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from aries import AriesError
+from aries.backends import Generation, Message, Sampling
+from aries.backends.vllm import prompt_token_ids, request_seeds
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+
+
+def _httpx():
+    try:
+        import httpx
+    except ImportError:
+        raise AriesError("the openai backend needs httpx: pip install 'aries-llm[serve]'") from None
+    return httpx
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def estimate_tokens(text: str) -> int:
+    """Token count without a tokenizer: about 3 characters per token.
+
+    Deliberately on the high side for English (most tokenizers average ~4 characters per token)
+    so that context checks err towards skipping; pass `tokenizer=` for exact counts.
+    """
+    return math.ceil(len(text) / 3)
+
+
+class ManagedServer:
+    """Start an OpenAI-compatible server process, wait until it answers, stop it afterwards.
+
+    `command_template` may use {model}, {port}, {host}, {python} (this interpreter) and {index}
+    (the server's number, e.g. `env CUDA_VISIBLE_DEVICES={index} vllm serve {model} --port
+    {port}`). The process runs in its own process group so that stopping it also stops the
+    workers it spawned. Its output goes to a log file whose tail is shown if it fails to start.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        command_template: str = "vllm serve {model} --port {port}",
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        index: int = 0,
+        startup_timeout: float = 600.0,
+        log_path: str | Path | None = None,
+    ):
+        self.host = host
+        self.port = port or free_port(host)
+        self.startup_timeout = startup_timeout
+        self.command = shlex.split(
+            command_template.format(
+                model=model, port=self.port, host=host, python=sys.executable, index=index
+            )
+        )
+        self.log_path = Path(log_path or tempfile.mkstemp(prefix="aries-server-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def launch(self) -> None:
+        """Start the process without waiting (so several servers can load in parallel)."""
+        with open(self.log_path, "wb") as log:
+            try:
+                self.process = subprocess.Popen(
+                    self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            except OSError as error:
+                raise AriesError(
+                    f"cannot start server {shlex.join(self.command)}: {error}"
+                ) from None
+
+    def wait_ready(self) -> None:
+        """Poll `/v1/models` until it answers 200; fail clearly if the process dies or stalls."""
+        httpx = _httpx()
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise AriesError(
+                    f"server {shlex.join(self.command)} exited with code {code} before answering; "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AriesError(
+                    f"server {shlex.join(self.command)} did not answer on {self.base_url} within "
+                    f"{self.startup_timeout:.0f} s; last lines of {self.log_path}:\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.25)
+
+    def start(self) -> ManagedServer:
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
+        import signal
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> ManagedServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class OpenAIBackend:
+    """Chat completions against a list of OpenAI-compatible endpoints (or servers it manages)."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_urls: str | list[str] | None = None,
+        api_key: str | None = None,
+        served_model_name: str | None = None,
+        max_concurrency: int = 8,
+        timeout: float = 600.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        tokenizer: str | None = None,
+        context_length: int | None = None,
+        trust_remote_code: bool = False,
+        serve_command: str | None = None,
+        num_servers: int = 1,
+        startup_timeout: float = 600.0,
+    ):
+        """`base_urls`: a list or a comma-separated string (default: $OPENAI_BASE_URL, else
+        http://127.0.0.1:8000/v1). `tokenizer`: a model spec whose tokenizer counts prompt tokens
+        exactly (else they are estimated). `serve_command`: managed mode, see `ManagedServer`."""
+        httpx = _httpx()
+        self.servers: list[ManagedServer] = []
+        if serve_command:
+            from aries.models import resolve_model
+
+            model = resolve_model(model)
+            self.servers = [
+                ManagedServer(
+                    model,
+                    command_template=serve_command,
+                    index=i,
+                    startup_timeout=startup_timeout,
+                )
+                for i in range(num_servers)
+            ]
+            try:
+                for server in self.servers:
+                    server.launch()
+                for server in self.servers:
+                    server.wait_ready()
+            except BaseException:
+                self._stop_servers()
+                raise
+            base_urls = [server.base_url for server in self.servers]
+        base_urls = base_urls or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        if isinstance(base_urls, str):
+            base_urls = [url.strip() for url in base_urls.split(",") if url.strip()]
+        self.base_urls = [url.rstrip("/") for url in base_urls]
+        self.model = served_model_name or model
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self._context_length = context_length
+        self._tokenizer = None
+        if tokenizer:
+            from aries.models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+        self._slots = {url: threading.BoundedSemaphore(max_concurrency) for url in self.base_urls}
+        self._next = 0
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency * len(self.base_urls))
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"Authorization": f"Bearer {key}"},
+            limits=httpx.Limits(max_connections=max_concurrency * len(self.base_urls)),
+        )
+
+    @property
+    def context_length(self) -> int | None:
+        """Given, else the `max_model_len` that vLLM and `aries serve` list under /v1/models."""
+        if self._context_length is None:
+            models = self._request("GET", "/models", 0)["data"]
+            mine = [m for m in models if m.get("id") == self.model] or models[:1]
+            self._context_length = mine[0].get("max_model_len") if mine else None
+        return self._context_length
+
+    def count_prompt_tokens(self, conversation: list[Message]) -> int:
+        if self._tokenizer is not None:
+            return len(prompt_token_ids(self._tokenizer, conversation))
+        # 8 tokens per message for the chat template's role markers.
+        return sum(estimate_tokens(m["content"]) + 8 for m in conversation)
+
+    def generate(self, conversations: list[list[Message]], sampling: Sampling) -> list[Generation]:
+        start, self._next = self._next, self._next + len(conversations)
+        jobs = [
+            self._pool.submit(self._complete, conversation, sampling, seed, start + i)
+            for i, (conversation, seed) in enumerate(
+                zip(conversations, request_seeds(sampling.seed, conversations))
+            )
+        ]
+        return [job.result() for job in jobs]
+
+    def _complete(
+        self, conversation: list[Message], sampling: Sampling, seed: int, turn: int
+    ) -> Generation:
+        body = {
+            "model": self.model,
+            "messages": conversation,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": seed,
+        }
+        response = self._request("POST", "/chat/completions", turn, json=body)
+        choice = response["choices"][0]
+        usage = response.get("usage") or {}
+        text = (choice["message"].get("content") or "").strip()
+        return Generation(
+            text=text,
+            # Servers also say content_filter, tool_calls or abort: none of them is truncation.
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            prompt_tokens=usage.get("prompt_tokens", self.count_prompt_tokens(conversation)),
+            completion_tokens=usage.get("completion_tokens", estimate_tokens(text)),
+        )
+
+    def _request(self, method: str, path: str, turn: int, **kwargs) -> dict[str, Any]:
+        """One API call with failover: attempt a goes to endpoint (turn + a) mod n."""
+        httpx = _httpx()
+        failures = []
+        for attempt in range(self.max_retries + 1):
+            url = self.base_urls[(turn + attempt) % len(self.base_urls)]
+            try:
+                with self._slots[url]:
+                    response = self._client.request(method, url + path, **kwargs)
+            except httpx.TimeoutException:
+                failures.append(f"{url}: no answer within {self.timeout:g} s")
+            except httpx.TransportError as error:
+                failures.append(f"{url}: connection failed ({type(error).__name__}: {error})")
+            else:
+                if response.status_code == 200:
+                    return response.json()
+                excerpt = " ".join(response.text.split())[:300]
+                failure = f"{url}{path}: HTTP {response.status_code}: {excerpt}"
+                if response.status_code != 429 and response.status_code < 500:
+                    raise AriesError(failure)
+                failures.append(failure)
+            if (attempt + 1) % len(self.base_urls) == 0 and attempt < self.max_retries:
+                time.sleep(min(self.backoff * 2 ** (attempt // len(self.base_urls)), 60.0))
+        raise AriesError(
+            f"{method} {path} failed after {len(failures)} attempts; last: {failures[-1]}"
+        )
+
+    def _stop_servers(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+        self._stop_servers()

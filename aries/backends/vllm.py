@@ -1,0 +1,159 @@
+"""The `vllm` backend: vLLM's offline engine on one or more GPUs (tensor parallel).
+
+Why vLLM for ARIES: round k of a refinement chain repeats round k-1's prompt plus its answer, so
+with prefix caching the engine reuses the KV cache of the shared prefix instead of recomputing it.
+Prompts are tokenized here, exactly as the `hf` backend does (chat template, or the plain template
+for base models), so both engines see the same tokens and report the same prompt counts. `close()`
+frees the GPU so the train stage of the same iteration can use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from aries import AriesError
+from aries.backends import Generation, Message, Sampling
+from aries.views import render_plain
+
+
+def prompt_token_ids(tokenizer, conversation: list[Message]) -> list[int]:
+    """The prompt the model sees, as token ids: its chat template, else the plain template + BOS.
+
+    A chat template writes the special tokens it wants, so no extra BOS is added to it.
+    """
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True
+        )
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(render_plain(conversation), add_special_tokens=True)["input_ids"]
+
+
+def request_seeds(seed: int, conversations: list[list[Message]]) -> list[int]:
+    """One seed per conversation from the base seed, its content and its repeat index.
+
+    Independent of how a call is chunked, so reruns reproduce; repeats of one conversation in a
+    call (parallel samples) get different seeds, so they are not copies of each other.
+    """
+    seen: dict[str, int] = {}
+    seeds = []
+    for conversation in conversations:
+        key = json.dumps(conversation, sort_keys=True)
+        repeat = seen[key] = seen.get(key, -1) + 1
+        digest = hashlib.sha256(f"{seed}\0{repeat}\0{key}".encode()).digest()
+        seeds.append(int.from_bytes(digest[:4], "little") & 0x7FFF_FFFF)
+    return seeds
+
+
+class VLLMBackend:
+    """Generation with `vllm.LLM` (local folder, hub id, `embedded`, or a PEFT LoRA adapter)."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        seed: int = 0,
+        enable_prefix_caching: bool = True,
+        trust_remote_code: bool = False,
+        engine_options: dict[str, Any] | None = None,
+    ):
+        try:
+            from vllm import LLM
+        except ImportError as error:
+            raise AriesError(
+                f"the vllm backend needs vLLM ({error}); on a CUDA machine: "
+                "pip install 'aries-llm[vllm]'"
+            ) from None
+        from aries.models import resolve_model
+
+        path = resolve_model(model)
+        adapter = Path(path) / "adapter_config.json"
+        options: dict[str, Any] = dict(engine_options or {})
+        self.lora_request = None
+        if adapter.is_file():
+            # A LoRA policy from the train stage: serve the base model with the adapter applied.
+            from vllm.lora.request import LoRARequest
+
+            config = json.loads(adapter.read_text())
+            self.lora_request = LoRARequest("policy", 1, path)
+            options.update(enable_lora=True, max_lora_rank=max(8, int(config.get("r", 8))))
+            path = resolve_model(config["base_model_name_or_path"])
+        self.llm = LLM(
+            model=path,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            seed=seed,
+            enable_prefix_caching=enable_prefix_caching,
+            trust_remote_code=trust_remote_code,
+            **options,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    @property
+    def context_length(self) -> int | None:
+        return self.llm.llm_engine.model_config.max_model_len
+
+    def count_prompt_tokens(self, conversation: list[Message]) -> int:
+        return len(prompt_token_ids(self.tokenizer, conversation))
+
+    def generate(self, conversations: list[list[Message]], sampling: Sampling) -> list[Generation]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts = [
+            TokensPrompt(prompt_token_ids=prompt_token_ids(self.tokenizer, c))
+            for c in conversations
+        ]
+        params = [
+            SamplingParams(
+                max_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+                seed=seed,
+            )
+            for seed in request_seeds(sampling.seed, conversations)
+        ]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora_request)
+        return [
+            Generation(
+                text=out.outputs[0].text.strip(),
+                finish_reason="length" if out.outputs[0].finish_reason == "length" else "stop",
+                prompt_tokens=len(out.prompt_token_ids),
+                completion_tokens=len(out.outputs[0].token_ids),
+            )
+            for out in outputs
+        ]
+
+    def close(self) -> None:
+        """Shut the engine down and return its GPU memory (the trainer runs next)."""
+        import contextlib
+        import gc
+
+        import torch
+        from vllm.distributed.parallel_state import (
+            destroy_distributed_environment,
+            destroy_model_parallel,
+        )
+
+        engine_core = getattr(self.llm.llm_engine, "engine_core", None)
+        if engine_core is not None and hasattr(engine_core, "shutdown"):
+            engine_core.shutdown()
+        del self.llm
+        destroy_model_parallel()
+        destroy_distributed_environment()
+        with contextlib.suppress(AssertionError, RuntimeError, ValueError):
+            torch.distributed.destroy_process_group()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

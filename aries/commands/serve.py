@@ -1,0 +1,88 @@
+"""`aries serve`: an OpenAI-compatible chat server with self-refinement (`refine_rounds`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from aries.commands.refine import add_model_arguments
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model over an OpenAI-compatible API, with self-refinement",
+        description="Serve /v1/chat/completions, /v1/models and /health. The request body "
+        "parameter refine_rounds=K makes the server answer, refine K rounds and return the "
+        "last answer, with every round in the response field aries_chain. Concurrent "
+        "requests are batched into one backend call.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind (default: 127.0.0.1, this machine only; the server has no "
+        "authentication, so expose it only on a trusted network)",
+    )
+    parser.add_argument(
+        "--served-model-name",
+        default=None,
+        help="model id listed by /v1/models and echoed in responses (default: --model)",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=256,
+        help="answer length for requests that do not set max_tokens (default: 256)",
+    )
+    parser.add_argument(
+        "--max-refine-rounds",
+        type=int,
+        default=8,
+        help="largest refine_rounds a request may ask for (default: 8)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="most requests merged into one backend call (default: 32)",
+    )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long the first waiting request waits for others to join its batch (default: 5)",
+    )
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aries.serve import is_loopback, serve
+
+    if not is_loopback(args.host):
+        print(
+            f"aries serve: warning: listening on {args.host}: anyone who can reach it can use "
+            "the model (no authentication)",
+            file=sys.stderr,
+        )
+    serve(
+        args.model,
+        port=args.port,
+        host=args.host,
+        backend=args.backend,
+        backend_options={
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "dtype": args.dtype,
+            "trust_remote_code": args.trust_remote_code,
+        },
+        served_model_name=args.served_model_name,
+        log_level=args.log_level,
+        max_new_tokens=args.max_new_tokens,
+        max_refine_rounds=args.max_refine_rounds,
+        max_batch=args.max_batch,
+        batch_wait=args.batch_wait_ms / 1000,
+    )
+    return 0
