@@ -1,0 +1,467 @@
+"""A run's report: Markdown and a self-contained HTML page with tables and PNG plots.
+
+Everything is read from the run directory (the contract between stages, DESIGN.md), and every
+part is optional: a run stopped after collection still gets a report, with "not available" where
+a stage has not produced its files yet. What is read, per iteration `t`:
+
+- evaluations: `eval_base.json` or `iter_0/eval_before.json` (the initial model), then
+  `iter_<t>/eval.json` (the model trained in iteration t) — the paper's central picture, metric
+  per iteration and refinement round;
+- `iter_<t>/selections.jsonl` (pairs with `chosen_score` / `rejected_score`), else
+  `iter_<t>/scores.jsonl`: reward distributions;
+- `manifest.json`: kept / dropped counts by reason (select stage), seconds and peak memory per
+  stage;
+- training curves: `iter_<t>/model/log_history.json`, else any `trainer_state.json` under
+  `iter_<t>/`, else TensorBoard event files under `logs/`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aries.jsonl import atomic_write_text, read_jsonl
+
+TRAINING_KEYS = ("loss", "rewards/margins", "rewards/chosen", "rewards/rejected")
+NOT_AVAILABLE = "not available"
+
+
+@dataclass
+class Section:
+    """One report section; rendered to Markdown and to HTML from the same content."""
+
+    title: str
+    text: list[str] = field(default_factory=list)
+    tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the run
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def iterations(run: Path) -> list[int]:
+    """Iteration numbers present as `iter_<t>` folders, in order."""
+    found = [p.name.split("_", 1)[1] for p in run.glob("iter_*") if p.is_dir()]
+    return sorted(int(t) for t in found if t.isdigit())
+
+
+def load_evals(run: Path) -> list[tuple[str, dict]]:
+    """(label, eval.json) for the initial model and every evaluated iteration."""
+    evals = []
+    for base in (run / "eval_base.json", run / "iter_0" / "eval_before.json"):
+        result = _json(base)
+        if result:
+            evals.append(("base", result))
+            break
+    for t in iterations(run):
+        result = _json(run / f"iter_{t}" / "eval.json")
+        if result:
+            evals.append((f"iter {t}", result))
+    return evals
+
+
+def load_rewards(run: Path, t: int) -> tuple[str, dict[str, list[float]]] | None:
+    """Chosen vs rejected scores of iteration t's pairs, else the scores of every chain round."""
+    folder = run / f"iter_{t}"
+    if (folder / "selections.jsonl").is_file():
+        pairs = read_jsonl(folder / "selections.jsonl")
+        groups = {
+            "chosen": [p["chosen_score"] for p in pairs if p.get("chosen_score") is not None],
+            "rejected": [p["rejected_score"] for p in pairs if p.get("rejected_score") is not None],
+        }
+        return "chosen vs rejected", groups
+    if (folder / "scores.jsonl").is_file():
+        groups: dict[str, list[float]] = {}
+        for record in read_jsonl(folder / "scores.jsonl"):
+            for k, score in enumerate(record.get("chain_scores", [])):
+                if score is not None:
+                    groups.setdefault(f"round {k}", []).append(score)
+        return "all responses by round (no selections file)", groups
+    return None
+
+
+def load_training(run: Path, t: int) -> dict[str, list[tuple[float, float]]]:
+    """(step, value) series for TRAINING_KEYS from the trainer's log history of iteration t."""
+    folder = run / f"iter_{t}"
+    history = _json(folder / "model" / "log_history.json")
+    if history is None:
+        states = sorted(folder.rglob("trainer_state.json"), key=lambda p: p.stat().st_mtime)
+        history = (_json(states[-1]) or {}).get("log_history") if states else None
+    if history:
+        return {
+            key: [(e["step"], e[key]) for e in history if key in e and "step" in e]
+            for key in TRAINING_KEYS
+        }
+    return load_tensorboard(run / "logs" / f"iter_{t}")
+
+
+def load_tensorboard(folder: Path) -> dict[str, list[tuple[float, float]]]:
+    """The same series from TensorBoard event files (`train/loss`, `train/rewards/margins`...)."""
+    if not any(folder.rglob("events.out.tfevents.*")):
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    for events in sorted({p.parent for p in folder.rglob("events.out.tfevents.*")}):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags().get("scalars", []):
+            key = tag.removeprefix("train/")
+            if key in TRAINING_KEYS:
+                series.setdefault(key, []).extend(
+                    (e.step, e.value) for e in accumulator.Scalars(tag)
+                )
+    return series
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, plots: Path, name: str) -> str:
+    plots.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(plots / name, dpi=110)
+    _pyplot().close(figure)
+    return name
+
+
+def plot_evals(evals: list[tuple[str, dict]], plots: Path) -> str:
+    """Left: metric per refinement round, one line per model. Right: per model, one line per
+    round. Error bars are the bootstrap 95 % intervals."""
+    plt = _pyplot()
+    figure, (by_round, by_model) = plt.subplots(1, 2, figsize=(11, 4))
+    metric = evals[0][1]["metric"]
+    for label, result in evals:
+        rows = result["per_round"]
+        by_round.errorbar(
+            [r["round"] for r in rows],
+            [100 * r["metric"] for r in rows],
+            yerr=_error_bars(rows),
+            marker="o",
+            capsize=3,
+            label=label,
+        )
+    rounds = max(len(result["per_round"]) for _, result in evals)
+    for k in range(rounds):
+        points = [
+            (i, r["per_round"][k]) for i, (_, r) in enumerate(evals) if k < len(r["per_round"])
+        ]
+        by_model.errorbar(
+            [i for i, _ in points],
+            [100 * row["metric"] for _, row in points],
+            yerr=_error_bars([row for _, row in points]),
+            marker="o",
+            capsize=3,
+            label=f"round {k}" + (" (direct)" if k == 0 else ""),
+        )
+    by_round.set(xlabel="refinement round", ylabel=f"{metric} (%)", title=f"{metric} per round")
+    by_round.set_xticks(range(rounds))
+    by_model.set(xlabel="model", ylabel=f"{metric} (%)", title=f"{metric} per iteration")
+    by_model.set_xticks(range(len(evals)), [label for label, _ in evals])
+    for axis in (by_round, by_model):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    return _save(figure, plots, "metric_by_round.png")
+
+
+def _error_bars(rows: list[dict]) -> list[list[float]]:
+    return [
+        [100 * (r["metric"] - r["ci95"][0]) for r in rows],
+        [100 * (r["ci95"][1] - r["metric"]) for r in rows],
+    ]
+
+
+def plot_rewards(rewards: dict[int, tuple[str, dict[str, list[float]]]], plots: Path) -> str:
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(rewards), figsize=(4.5 * len(rewards), 3.5), squeeze=False)
+    for axis, (t, (what, groups)) in zip(axes[0], rewards.items(), strict=True):
+        for name, values in groups.items():
+            axis.hist(values, bins=20, alpha=0.55, label=f"{name} (n={len(values)})")
+        axis.set(title=f"iteration {t}: {what}", xlabel="score", ylabel="responses")
+        axis.title.set_fontsize(9)
+        axis.legend(fontsize=8)
+    return _save(figure, plots, "rewards.png")
+
+
+def plot_counts(counts: dict[int, dict[str, int]], plots: Path) -> str:
+    """Stacked bars: kept pairs and dropped prompts by reason, per iteration."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    reasons = sorted({reason for c in counts.values() for reason in c} - {"kept"})
+    bottom = [0] * len(counts)
+    for reason in ["kept", *reasons]:
+        values = [c.get(reason, 0) for c in counts.values()]
+        axis.bar([f"iter {t}" for t in counts], values, bottom=bottom, label=reason)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    axis.set(ylabel="prompts", title="selection: kept pairs and dropped prompts by reason")
+    axis.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _save(figure, plots, "selection.png")
+
+
+def plot_training(curves: dict[int, dict[str, list[tuple[float, float]]]], plots: Path) -> str:
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(TRAINING_KEYS), figsize=(4 * len(TRAINING_KEYS), 3.3))
+    for axis, key in zip(axes, TRAINING_KEYS, strict=True):
+        for t, series in curves.items():
+            if series.get(key):
+                steps, values = zip(*series[key], strict=True)
+                axis.plot(steps, values, marker=".", label=f"iter {t}")
+        axis.set(title=key, xlabel="step")
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+    return _save(figure, plots, "training.png")
+
+
+def plot_stages(stages: dict[int, dict[str, dict]], plots: Path) -> str:
+    """Grouped bars per stage: seconds (left) and peak memory (right), one bar per iteration."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(s for per_stage in stages.values() for s in per_stage))
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    width = 0.8 / len(stages)
+    for axis, key, label in zip(
+        axes, ("seconds", "peak_rss_mb"), ("seconds", "peak RSS (MB)"), strict=True
+    ):
+        for i, (t, per_stage) in enumerate(stages.items()):
+            values = [per_stage.get(name, {}).get(key) or 0 for name in names]
+            axis.bar([x + i * width for x in range(len(names))], values, width, label=f"iter {t}")
+        axis.set_xticks([x + 0.4 - width / 2 for x in range(len(names))], names)
+        axis.set(ylabel=label, title=f"{label} per stage")
+        axis.legend(fontsize=8)
+    return _save(figure, plots, "stages.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def eval_section(evals: list[tuple[str, dict]], plots: Path) -> Section:
+    section = Section("Evaluation: metric per iteration and refinement round")
+    if not evals:
+        section.text.append(f"Evaluation results: {NOT_AVAILABLE} (no eval.json in the run).")
+        return section
+    first = evals[0][1]
+    section.text.append(
+        f"Benchmark `{first.get('benchmark', '?')}`, metric **{first['metric']}** scored by "
+        f"`{first.get('scorer', '?')}`; round 0 is the direct answer, round k the k-th "
+        "refinement. Intervals are bootstrap 95 % CIs."
+    )
+    win = first["metric"] == "win_rate"
+    header = ["model", "round", "n", first["metric"], "95% CI"]
+    header += ["LC win rate", "W/T/L"] if win else []
+    header += ["mean tokens", "wrong→right", "right→wrong"]
+    rows = []
+    for label, result in evals:
+        for r in result["per_round"]:
+            moves = r.get("transitions") or {}
+            row = [label, str(r["round"]), str(r["n"]), f"{100 * r['metric']:.1f}%"]
+            row.append(f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]")
+            if win:
+                row += [f"{100 * r['lc_win_rate']:.1f}%", f"{r['wins']}/{r['ties']}/{r['losses']}"]
+            row += [f"{r['mean_tokens']:.0f}"]
+            row += [str(moves.get("wrong_to_right", "-")), str(moves.get("right_to_wrong", "-"))]
+            rows.append(row)
+    section.tables.append((header, rows))
+    section.plots.append(plot_evals(evals, plots))
+    return section
+
+
+def rewards_section(run: Path, its: list[int], plots: Path) -> Section:
+    section = Section("Reward distributions")
+    rewards = {t: found for t in its if (found := load_rewards(run, t)) and any(found[1].values())}
+    if not rewards:
+        section.text.append(f"Scores: {NOT_AVAILABLE} (no selections.jsonl or scores.jsonl).")
+        return section
+    section.text += [f"Iteration {t}: {what}." for t, (what, _) in rewards.items()]
+    header = ["iteration", "group", "n", "mean", "min", "max"]
+    rows = [
+        [str(t), name, str(len(v)), f"{sum(v) / len(v):.3f}", f"{min(v):.3f}", f"{max(v):.3f}"]
+        for t, (_, groups) in rewards.items()
+        for name, v in groups.items()
+        if v
+    ]
+    section.tables.append((header, rows))
+    section.plots.append(plot_rewards(rewards, plots))
+    return section
+
+
+def selection_section(manifest: dict, plots: Path) -> Section:
+    section = Section("Selection: kept and dropped prompts")
+    counts = {}
+    for t, iteration in sorted(manifest.get("iterations", {}).items(), key=lambda kv: int(kv[0])):
+        select = iteration.get("stages", {}).get("select")
+        if select:
+            kept = select.get("counts", {}).get("pairs", select.get("counts", {}).get("kept", 0))
+            counts[int(t)] = {"kept": kept, **select.get("drop_counts", {})}
+    if not counts:
+        section.text.append(f"Selection counts: {NOT_AVAILABLE} (no select stage in manifest).")
+        return section
+    reasons = sorted({r for c in counts.values() for r in c} - {"kept"})
+    header = ["iteration", "kept", *reasons]
+    rows = [[str(t), *(str(c.get(r, 0)) for r in ["kept", *reasons])] for t, c in counts.items()]
+    section.tables.append((header, rows))
+    section.plots.append(plot_counts(counts, plots))
+    return section
+
+
+def training_section(run: Path, its: list[int], plots: Path) -> Section:
+    section = Section("Training curves")
+    curves = {t: c for t in its if any((c := load_training(run, t)).values())}
+    if not curves:
+        section.text.append(f"Training logs: {NOT_AVAILABLE} (no trainer log history or events).")
+        return section
+    header = ["iteration", "steps", *(f"last {k}" for k in TRAINING_KEYS)]
+    rows = []
+    for t, series in curves.items():
+        last = [f"{series[k][-1][1]:.4f}" if series.get(k) else "-" for k in TRAINING_KEYS]
+        steps = max((s[-1][0] for s in series.values() if s), default=0)
+        rows.append([str(t), str(int(steps)), *last])
+    section.tables.append((header, rows))
+    section.plots.append(plot_training(curves, plots))
+    return section
+
+
+def stages_section(manifest: dict, plots: Path) -> Section:
+    section = Section("Timings and memory per stage")
+    stages = {
+        int(t): it["stages"]
+        for t, it in sorted(manifest.get("iterations", {}).items(), key=lambda kv: int(kv[0]))
+        if it.get("stages")
+    }
+    if not stages:
+        section.text.append(f"Stage timings: {NOT_AVAILABLE} (no manifest.json stages).")
+        return section
+    header = ["iteration", "stage", "status", "seconds", "peak RSS (MB)"]
+    rows = [
+        [
+            str(t),
+            name,
+            str(s.get("status", "-")),
+            _number(s.get("seconds")),
+            _number(s.get("peak_rss_mb")),
+        ]
+        for t, per_stage in stages.items()
+        for name, s in per_stage.items()
+    ]
+    section.tables.append((header, rows))
+    section.plots.append(plot_stages(stages, plots))
+    return section
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def to_markdown(title: str, sections: list[Section]) -> str:
+    lines = [f"# {title}", ""]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        for paragraph in section.text:
+            lines += [paragraph, ""]
+        for header, rows in section.tables:
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines.append("")
+        lines += [f"![{name}](plots/{name})\n" for name in section.plots]
+    return "\n".join(lines)
+
+
+STYLE = (
+    "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
+    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}"
+    "img{max-width:100%;border:1px solid #eee}"
+)
+
+
+def to_html(title: str, sections: list[Section], plots: Path) -> str:
+    """One file: styles inline and plots as base64 data URIs, nothing fetched from elsewhere."""
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    ]
+    parts.append(f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>")
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        parts += [f"<p>{_inline(paragraph)}</p>" for paragraph in section.text]
+        for header, rows in section.tables:
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header))
+            for row in rows:
+                parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+            parts.append("</table>")
+        for name in section.plots:
+            data = base64.b64encode((plots / name).read_bytes()).decode()
+            parts.append(f"<img alt='{name}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _inline(text: str) -> str:
+    """The two Markdown marks the report uses (`code`, **bold**), as HTML."""
+    out, code, bold = [], False, False
+    for index, piece in enumerate(html.escape(text).replace("**", "\0").split("`")):
+        if index:
+            code = not code
+            out.append("<code>" if code else "</code>")
+        for j, bit in enumerate(piece.split("\0")):
+            if j:
+                bold = not bold
+                out.append("<b>" if bold else "</b>")
+            out.append(bit)
+    return "".join(out)
+
+
+def build_report(run_dir: str | Path) -> dict[str, Path]:
+    """Write `report.md`, `report.html` and `plots/*.png` into the run directory."""
+    run = Path(run_dir)
+    plots = run / "plots"
+    manifest = _json(run / "manifest.json") or {}
+    its = iterations(run)
+    sections = [
+        eval_section(load_evals(run), plots),
+        rewards_section(run, its, plots),
+        selection_section(manifest, plots),
+        training_section(run, its, plots),
+        stages_section(manifest, plots),
+    ]
+    title = f"ARIES run report: {run.resolve().name}"
+    overview = Section(
+        "Run",
+        text=[
+            f"Directory `{run}`; iterations found: {', '.join(map(str, its)) or 'none'}; "
+            f"manifest: {'present' if manifest else NOT_AVAILABLE}; config hash "
+            f"`{manifest.get('config_hash', '-')}`."
+        ],
+    )
+    sections.insert(0, overview)
+    paths = {"markdown": run / "report.md", "html": run / "report.html"}
+    atomic_write_text(paths["markdown"], to_markdown(title, sections))
+    atomic_write_text(paths["html"], to_html(title, sections, plots))
+    return paths

@@ -1,0 +1,112 @@
+"""Report on a tiny synthetic run directory: files exist, PNGs decode, HTML is self-contained."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib.image
+import pytest
+
+from aries.cli import main
+from aries.jsonl import atomic_write_json, atomic_write_jsonl
+
+
+def _eval(metrics: list[float]) -> dict:
+    rows = []
+    for k, value in enumerate(metrics):
+        row = {
+            "round": k,
+            "n": 10,
+            "metric": value,
+            "ci95": [max(0.0, value - 0.1), min(1.0, value + 0.1)],
+            "correct": round(10 * value),
+            "mean_tokens": 50.0 + k,
+            "mean_chars": 200.0,
+            "truncated": 0,
+        }
+        if k:
+            row["transitions"] = {"wrong_to_right": 2, "right_to_wrong": 1}
+        rows.append(row)
+    return {"metric": "accuracy", "benchmark": "gsm_symbolic", "scorer": "verifier",
+            "per_round": rows}  # fmt: skip
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    run = tmp_path / "demo"
+    atomic_write_json(run / "eval_base.json", _eval([0.3, 0.2, 0.2]))
+    atomic_write_json(run / "iter_0" / "eval.json", _eval([0.4, 0.45, 0.5]))
+    atomic_write_json(run / "iter_1" / "eval.json", _eval([0.5, 0.6, 0.7]))
+    atomic_write_jsonl(
+        run / "iter_0" / "selections.jsonl",
+        [{"id": str(i), "chosen_score": 1.0, "rejected_score": 0.0} for i in range(5)],
+    )
+    atomic_write_jsonl(
+        run / "iter_1" / "scores.jsonl",
+        [{"id": str(i), "chain_scores": [0.0, 1.0, None]} for i in range(4)],
+    )
+    history = [
+        {"step": s, "loss": 0.7 - 0.1 * s, "rewards/margins": 0.1 * s, "rewards/chosen": 0.05 * s,
+         "rewards/rejected": -0.05 * s} for s in range(1, 4)
+    ]  # fmt: skip
+    atomic_write_json(run / "iter_0" / "model" / "log_history.json", history)
+    atomic_write_json(
+        run / "iter_1" / "model.checkpoints" / "checkpoint-2" / "trainer_state.json",
+        {"log_history": history[:2]},
+    )
+    stage = {"status": "done", "seconds": 12.5, "peak_rss_mb": 900}
+    atomic_write_json(
+        run / "manifest.json",
+        {
+            "config_hash": "abc123",
+            "iterations": {
+                "0": {
+                    "stages": {
+                        "collect": stage,
+                        "select": {**stage, "counts": {"pairs": 7},
+                                   "drop_counts": {"all_correct": 3, "all_incorrect": 6}},
+                        "train": {**stage, "seconds": 100.0},
+                    }
+                },
+                "1": {"stages": {"collect": stage}},
+            },
+        },
+    )  # fmt: skip
+    return run
+
+
+def test_full_report(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    markdown = (run_dir / "report.md").read_text()
+    page = (run_dir / "report.html").read_text()
+    pngs = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
+    assert pngs == ["metric_by_round.png", "rewards.png", "selection.png", "stages.png",
+                    "training.png"]  # fmt: skip
+    for name in pngs:
+        image = matplotlib.image.imread(run_dir / "plots" / name)
+        assert image.shape[0] > 100 and image.shape[1] > 100
+        assert f"plots/{name}" in markdown
+    assert page.count("src='data:image/png;base64,") == len(pngs)
+    assert not re.search(r"(src|href)\s*=\s*['\"]?https?://", page)
+    assert "not available" not in markdown
+    # the central table: base and both iterations, every round
+    assert "| iter 1 | 2 | 10 | 70.0% | [60.0, 80.0] |" in markdown
+    assert "| base | 0 | 10 | 30.0% |" in markdown
+    assert "| 0 | 7 | 3 | 6 |" in markdown  # kept, all_correct, all_incorrect
+    assert "chosen vs rejected" in markdown and "round 1" in markdown
+    assert "abc123" in markdown and "<b>accuracy</b>" in page
+
+
+def test_empty_run_degrades_gracefully(tmp_path):
+    run = tmp_path / "empty"
+    (run / "iter_0").mkdir(parents=True)
+    assert main(["report", str(run)]) == 0
+    markdown = (run / "report.md").read_text()
+    assert markdown.count("not available") == 6  # five sections and the manifest
+    assert not list(run.rglob("*.png"))
+    assert "<h2>Training curves</h2>" in (run / "report.html").read_text()
+
+
+def test_report_of_missing_dir(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
