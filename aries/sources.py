@@ -269,6 +269,9 @@ def _from_files(source: PromptSource) -> list[dict[str, Any]]:
         }
         if row.get(answer_field) is not None:
             record["answer"] = str(row[answer_field])
+        extra = {k: v for k, v in row.items() if k not in (prompt_field, id_field, answer_field)}
+        if extra:  # kept for verifiers and the SFT stage (e.g. chosen / rejected columns)
+            record["metadata"] = json.loads(json.dumps(extra, default=str))
         records.append(record)
     return records
 

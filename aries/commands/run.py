@@ -1,0 +1,59 @@
+"""`aries run`: the whole loop from one YAML file; `aries status`: where a run stands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run (or resume) ARIES iterations from a YAML config",
+        description="Run collect → score → select → pairs → train → eval for every iteration "
+        "of a run config. Killed at any point, the same command resumes where it stopped.",
+    )
+    parser.add_argument("--config", required=True, help="run config YAML (see configs/)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a config key, e.g. --set train.beta=0.05 --set iterations=2 (repeatable)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an existing run folder that holds a different configuration",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+    status = subparsers.add_parser("status", help="print where a run stands")
+    status.add_argument("run_dir", help="the run folder (runs/<name>)")
+    status.set_defaults(func=show_status)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aries.loop import load_run_config
+    from aries.loop import run as run_loop
+    from aries.status import summary_table
+
+    config = load_run_config(args.config, args.overrides)
+    manifest = run_loop(config, overwrite=args.overwrite, progress=not args.quiet)
+    print(summary_table(config.run_dir, manifest))
+    return 0
+
+
+def show_status(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from aries import AriesError
+    from aries.status import summary_table
+
+    path = Path(args.run_dir) / "manifest.json"
+    if not path.is_file():
+        raise AriesError(f"{args.run_dir}: no manifest.json (not a run folder, or not started)")
+    print(summary_table(Path(args.run_dir), json.loads(path.read_text())))
+    return 0

@@ -1,0 +1,105 @@
+"""From selected `(x, y_w, y_l)` to training examples for both views (METHOD.md stage 3).
+
+    direct view:  x               -> chosen y_w, rejected y_l
+    refine view:  (x, y_l, z)     -> chosen y_w, rejected y_l   (y_l "repeated unchanged")
+
+The refine example teaches that, given the bad answer, rewriting it into the good one beats
+repeating it. Both views go into one dataset in TRL's conversational preference format
+(`prompt` / `chosen` / `rejected` message lists); the refine prompt is simply longer. An
+off-the-shelf DPO trainer on this mixture optimises `w_direct * L_direct + w_refine * L_refine`,
+with the weights realised as mixing proportions: the view with the larger weight keeps every
+example, the other a seeded random subset of size `round(n * w_other / w_max)`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from aries import AriesError
+from aries.views import direct_messages, refine_messages, render_plain
+
+VIEWS = ("direct", "refine")
+
+
+def build_pairs(
+    selections: list[dict[str, Any]],
+    *,
+    instruction: str,
+    w_direct: float = 1.0,
+    w_refine: float = 1.0,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Preference examples (conversational) for both views, mixed by the view weights."""
+    if w_direct < 0 or w_refine < 0 or w_direct + w_refine == 0:
+        raise AriesError("view weights must be >= 0 and not both 0")
+    top = max(w_direct, w_refine)
+    rng = random.Random(seed)
+    examples = []
+    for view, weight in (("direct", w_direct), ("refine", w_refine)):
+        keep = round(len(selections) * weight / top)
+        chosen_ids = set(rng.sample(range(len(selections)), keep))
+        for index, selection in enumerate(selections):
+            if index in chosen_ids:
+                examples.append(preference_example(selection, view, instruction))
+    return examples
+
+
+def preference_example(selection: dict[str, Any], view: str, instruction: str) -> dict[str, Any]:
+    """One conversational preference example of `view` from a selection record."""
+    if view == "direct":
+        prompt = direct_messages(selection["prompt"])
+    else:
+        prompt = refine_messages(selection["prompt"], selection["rejected"], instruction)
+    return {
+        "id": f"{selection['id']}:{view}",
+        "view": view,
+        "prompt": prompt,
+        "chosen": [{"role": "assistant", "content": selection["chosen"]}],
+        "rejected": [{"role": "assistant", "content": selection["rejected"]}],
+    }
+
+
+def sft_examples(selections: list[dict[str, Any]], *, instruction: str) -> list[dict[str, Any]]:
+    """METHOD.md stage 0 (Eq. 4): `x -> y_w` and `(x, y_l, z) -> y_w` per row, in TRL's
+    conversational prompt-completion format."""
+    examples = []
+    for selection in selections:
+        for view in VIEWS:
+            pair = preference_example(selection, view, instruction)
+            examples.append(
+                {
+                    "id": pair["id"],
+                    "view": view,
+                    "prompt": pair["prompt"],
+                    "completion": pair["chosen"],
+                }
+            )
+    return examples
+
+
+def to_plain_text(example: dict[str, Any]) -> dict[str, Any]:
+    """The same example for a model without a chat template (TRL's standard text format)."""
+    plain = {**example, "prompt": render_plain(example["prompt"])}
+    for key in ("chosen", "rejected", "completion"):
+        if key in example:
+            plain[key] = " " + example[key][0]["content"]
+    return plain
+
+
+def save_dataset(examples: list[dict[str, Any]], folder, *, chat: bool = True) -> None:
+    """Write examples as a `datasets` folder, atomically (temporary folder, then rename)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    import datasets
+
+    if not chat:
+        examples = [to_plain_text(e) for e in examples]
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    datasets.Dataset.from_list(examples).save_to_disk(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)

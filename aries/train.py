@@ -1,0 +1,283 @@
+"""Stage 3, train: preference training (and the optional SFT stage) through TRL.
+
+Everything numerical is TRL's: `DPOTrainer` with any of its loss types for the both-view pairs,
+`SFTTrainer` for METHOD.md's Eq. 4. This module only decides the settings that matter for ARIES
+(reference policy, view mixture, LoRA, checkpoints for resume) and writes the next policy as a
+normal model folder, atomically, so a killed run never leaves a half-saved model that the next
+iteration would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from aries import AriesError
+
+
+@dataclass
+class TrainConfig:
+    """Preference training settings (`train:` in a run config)."""
+
+    loss_type: str = field(
+        default="sigmoid",
+        metadata={
+            "help": "TRL DPO loss type(s), comma-separated: sigmoid (DPO, Rafailov et al. 2023, "
+            "arXiv 2305.18290), ipo (Azar et al. 2023, arXiv 2310.12036), hinge (SLiC, Zhao et al. "
+            "2023, arXiv 2305.10425), robust (Chowdhury et al. 2024, arXiv 2403.00409), "
+            "sppo_hard (Wu et al. 2024, arXiv 2405.00675), nca_pair (Chen et al. 2024, arXiv "
+            "2402.05369), apo_zero/apo_down (D'Oosterlinck et al. 2024, arXiv 2408.06266), ..."
+        },
+    )
+    beta: float = field(default=0.1, metadata={"help": "KL strength β of the DPO-family loss."})
+    w_direct: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the direct view x -> y_w/y_l (ARIES, arXiv 2502.05605)."},
+    )
+    w_refine: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the refine view (x, y_l, z) -> y_w/y_l (ARIES, arXiv 2502.05605); "
+            "weights are realised as mixing proportions of the pair dataset."
+        },
+    )
+    reference: Literal["previous", "initial"] = field(
+        default="previous",
+        metadata={"help": "Reference policy: 'previous' = π_t (ARIES default) or 'initial' = π_0."},
+    )
+    learning_rate: float = field(default=5e-6, metadata={"help": "Peak learning rate (AdamW)."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over each iteration's pairs."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many steps (-1: epochs)."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Pairs per device per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps per update."})
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "Linear warm-up as a fraction of all steps."}
+    )
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_length: int = field(
+        default=512, metadata={"help": "Tokens per prompt+completion; longer ones are truncated."}
+    )
+    precompute_ref_log_probs: bool = field(
+        default=True,
+        metadata={
+            "help": "Compute reference log-probs once before training (saves the reference forward "
+            "every step and the reference copy in memory)."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Trade compute for activation memory (large models)."}
+    )
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto", metadata={"help": "auto = bf16 on a GPU that has it, fp32 elsewhere."}
+    )
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter through PEFT."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (Hu et al. 2021, 2106.09685)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default="all-linear", metadata={"help": "PEFT target modules ('all-linear' or a,b,c)."}
+    )
+    save_steps: int = field(
+        default=20, metadata={"help": "Checkpoint every N steps so a killed run resumes there."}
+    )
+    logging_steps: int = field(default=1, metadata={"help": "Log metrics every N steps."})
+
+
+@dataclass
+class SFTConfig:
+    """The optional SFT stage (`sft:` in a run config): METHOD.md Eq. 4 on both views."""
+
+    enabled: bool = field(default=False, metadata={"help": "Run SFT before the first iteration."})
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "Preference data with prompt/chosen/rejected (file or folder)."},
+    )
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
+    batch_size: int = field(default=8, metadata={"help": "Examples per device per step."})
+    max_length: int = field(default=512, metadata={"help": "Tokens per example."})
+
+
+def _precision_flags(precision: str) -> dict[str, bool]:
+    import torch
+
+    bf16 = precision == "bf16" or (
+        precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    )
+    return {"bf16": bf16, "use_cpu": not torch.cuda.is_available()}
+
+
+def _lora_config(config: TrainConfig):
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets if targets == "all-linear" else targets.split(","),
+        task_type="CAUSAL_LM",
+    )
+
+
+def _tensorboard(log_dir: str | Path | None) -> list:
+    if log_dir is None:
+        return []
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(SummaryWriter(log_dir=str(log_dir)))]
+
+
+def _last_checkpoint(folder: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def train_preference(
+    policy: str,
+    pairs_dir: str | Path,
+    output_dir: str | Path,
+    config: TrainConfig,
+    *,
+    seed: int = 0,
+    reference: str | None = None,
+    log_dir: str | Path | None = None,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Train π_{t+1} from π_t (`policy`) on a both-view pair dataset; returns the final metrics.
+
+    `reference` is the reference model's path when it is not the policy itself (π_0). Checkpoints
+    go to `<output_dir>.checkpoints/` and a rerun resumes from the last one.
+    """
+    import datasets
+    from trl import DPOConfig, DPOTrainer
+
+    from aries.models import load_causal_lm, load_tokenizer
+
+    output_dir = Path(output_dir)
+    checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
+    dataset = datasets.load_from_disk(str(pairs_dir)).remove_columns(["id", "view"])
+    if len(dataset) == 0:
+        raise AriesError(f"{pairs_dir}: no preference pairs to train on")
+    args = DPOConfig(
+        output_dir=str(checkpoints),
+        loss_type=config.loss_type.split(","),
+        beta=config.beta,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler_type,
+        weight_decay=config.weight_decay,
+        max_length=config.max_length,
+        precompute_ref_log_probs=config.precompute_ref_log_probs,
+        gradient_checkpointing=config.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        trust_remote_code=trust_remote_code,
+        **_precision_flags(config.precision),
+    )
+    model = load_causal_lm(policy, dtype="float32", trust_remote_code=trust_remote_code)
+    ref_model = None
+    if reference is not None:
+        ref_model = load_causal_lm(reference, dtype="float32", trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(policy, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora_config(config) if config.lora else None,
+        callbacks=_tensorboard(log_dir),
+    )
+    result = trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints))
+    save_policy(trainer.model, tokenizer, output_dir)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    history = trainer.state.log_history
+    (output_dir / "log_history.json").write_text(json.dumps(history, indent=1))
+    return {"steps": trainer.state.global_step, **result.metrics}
+
+
+def train_sft(
+    policy: str,
+    examples_dir: str | Path,
+    output_dir: str | Path,
+    config: SFTConfig,
+    *,
+    seed: int = 0,
+    log_dir: str | Path | None = None,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """METHOD.md stage 0 with TRL's `SFTTrainer` on prompt-completion examples of both views."""
+    import datasets
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from aries.models import load_causal_lm, load_tokenizer
+
+    output_dir = Path(output_dir)
+    checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
+    dataset = datasets.load_from_disk(str(examples_dir)).remove_columns(["id", "view"])
+    args = TRLSFTConfig(
+        output_dir=str(checkpoints),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        max_length=config.max_length,
+        save_strategy="steps",
+        save_steps=20,
+        save_total_limit=1,
+        logging_steps=1,
+        report_to="none",
+        seed=seed,
+        **_precision_flags("auto"),
+    )
+    model = load_causal_lm(policy, dtype="float32", trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(policy, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=_tensorboard(log_dir),
+    )
+    result = trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints))
+    save_policy(trainer.model, tokenizer, output_dir)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return {"steps": trainer.state.global_step, **result.metrics}
+
+
+def save_policy(model, tokenizer, output_dir: str | Path) -> None:
+    """Save the trained policy as a normal HF folder (LoRA: merged weights plus `adapter/`),
+    written to a temporary folder and renamed into place."""
+    output_dir = Path(output_dir)
+    tmp = output_dir.with_name(output_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if hasattr(model, "merge_and_unload"):  # a PEFT model
+        model.save_pretrained(tmp / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    os.replace(tmp, output_dir)
