@@ -110,3 +110,20 @@ def test_empty_run_degrades_gracefully(tmp_path):
 def test_report_of_missing_dir(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_training_curves_from_tensorboard_events(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from aries.report import load_training
+
+    writer = SummaryWriter(log_dir=str(tmp_path / "logs" / "iter_0"))
+    for step in (1, 2):
+        writer.add_scalar("train/loss", 1.0 / step, step)
+        writer.add_scalar("train/rewards/margins", 0.5 * step, step)
+        writer.add_scalar("train/learning_rate", 1e-5, step)
+    writer.close()
+    curves = load_training(tmp_path, 0)
+    assert curves["loss"] == [(1, 1.0), (2, 0.5)]
+    assert curves["rewards/margins"] == [(1, 0.5), (2, 1.0)]
+    assert "learning_rate" not in curves
