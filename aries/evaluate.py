@@ -381,6 +381,11 @@ def evaluate(
         out_path=chains_path,
         progress=progress,
     )
+    if any(len(r["chain"]) != rounds + 1 for r in records):
+        raise AriesError(
+            f"{chains_path} holds chains of another length than {rounds + 1} (an earlier "
+            "evaluation with other settings): delete it or choose another output path"
+        )
     if metric == "accuracy":
         scores = _verify(records, verifier)
     else:

@@ -115,6 +115,16 @@ def test_accuracy_per_round_and_transitions(tmp_path):
     chains = read_jsonl(tmp_path / result["chains_path"])
     assert [len(c["chain"]) for c in chains] == [3, 3, 3]
     table = format_table(result)
+    with pytest.raises(AriesError, match="another length"):
+        evaluate(
+            ScriptedBackend(script),
+            prompts,
+            rounds=1,
+            sampling=Sampling(max_new_tokens=8),
+            out_path=out,
+            verifier=Verifier(),
+            progress=False,
+        )
     assert "33.3%" in table and "100.0%" in table and "3/3" in table
 
 
