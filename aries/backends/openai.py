@@ -86,7 +86,10 @@ class ManagedServer:
                 model=model, port=self.port, host=host, python=sys.executable, index=index
             )
         )
-        self.log_path = Path(log_path or tempfile.mkstemp(prefix="aries-server-", suffix=".log")[1])
+        if log_path is None:
+            handle, log_path = tempfile.mkstemp(prefix="aries-server-", suffix=".log")
+            os.close(handle)
+        self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -223,6 +226,7 @@ class OpenAIBackend:
         self.timeout = timeout
         self._context_length = context_length
         self._tokenizer = None
+        self._tokenizer_lock = threading.Lock()
         if tokenizer:
             from aries.models import load_tokenizer
 
@@ -248,7 +252,8 @@ class OpenAIBackend:
 
     def count_prompt_tokens(self, conversation: list[Message]) -> int:
         if self._tokenizer is not None:
-            return len(prompt_token_ids(self._tokenizer, conversation))
+            with self._tokenizer_lock:  # a fast tokenizer must not be used by two threads at once
+                return len(prompt_token_ids(self._tokenizer, conversation))
         # 8 tokens per message for the chat template's role markers.
         return sum(estimate_tokens(m["content"]) + 8 for m in conversation)
 
@@ -277,12 +282,15 @@ class OpenAIBackend:
         choice = response["choices"][0]
         usage = response.get("usage") or {}
         text = (choice["message"].get("content") or "").strip()
+        prompt_tokens = usage.get("prompt_tokens")
+        if prompt_tokens is None:  # a server that reports no usage
+            prompt_tokens = self.count_prompt_tokens(conversation)
         return Generation(
             text=text,
             # Servers also say content_filter, tool_calls or abort: none of them is truncation.
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            prompt_tokens=usage.get("prompt_tokens", self.count_prompt_tokens(conversation)),
-            completion_tokens=usage.get("completion_tokens", estimate_tokens(text)),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=usage.get("completion_tokens") or estimate_tokens(text),
         )
 
     def _request(self, method: str, path: str, turn: int, **kwargs) -> dict[str, Any]:
