@@ -153,6 +153,7 @@ class Judge:
         self.config = config
         self.name = f"judge:{config.mode}:{config.model}"
         self.sampling = Sampling(max_new_tokens=config.max_new_tokens, temperature=0.0)
+        self._owns_backend = backend is None
         if backend is None:
             from aries.backends import make_backend
 
@@ -164,6 +165,11 @@ class Judge:
         self.judged = 0
         self.unparsed = 0
         """Judge calls made and verdicts that did not parse, over this source's lifetime."""
+
+    def close(self) -> None:
+        """Free the judge model's memory (a borrowed backend, e.g. the policy, stays open)."""
+        if self._owns_backend:
+            self.backend.close()
 
     def _reference(self, item: ScoreItem, label: str) -> str:
         if self.config.use_reference and item.reference is not None:
