@@ -427,6 +427,18 @@ def evaluate(
     return result
 
 
+def evaluate_model(model: str, prompts: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
+    """`evaluate` a model spec (`embedded`, a folder, a hub id) loaded with the `hf` backend,
+    released afterwards so the next stage gets the memory back."""
+    from aries.backends import make_backend
+
+    backend = make_backend("hf", model)
+    try:
+        return evaluate(backend, prompts, model=model, **options)
+    finally:
+        backend.close()
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Plain aligned text: one row per round, metric with its interval, lengths, transitions."""
     win = result["metric"] == "win_rate"

@@ -16,6 +16,7 @@ from aries.evaluate import (
     RewardJudge,
     check_held_out,
     evaluate,
+    evaluate_model,
     format_table,
     last_boxed,
     load_benchmark,
@@ -240,3 +241,20 @@ def test_pairwise_judge_sees_each_pair_alone():
     judge = PairwiseJudge(Shares())
     items = [Comparison("p", r, "ref", {}) for r in ("good", "split", "mostly", "bad", "?")]
     assert judge.compare(items) == [1.0, 0.5, 1.0, 0.0, None]
+
+
+def test_evaluate_model_by_spec(tiny_model_path, tmp_path):
+    prompts = load_benchmark(f"gsm8k:{DATA / 'gsm8k_test.jsonl'}", size=2)
+    result = evaluate_model(
+        str(tiny_model_path),
+        prompts,
+        rounds=0,
+        sampling=Sampling(max_new_tokens=3),
+        out_path=tmp_path / "eval.json",
+        verifier=Verifier(),
+        n_resamples=20,
+        progress=False,
+    )
+    assert result["model"] == str(tiny_model_path)
+    assert len(result["per_round"]) == 1 and result["per_round"][0]["n"] == 2
+    assert result["first_to_last"]["wrong_to_right"] == 0
