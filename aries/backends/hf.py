@@ -2,8 +2,10 @@
 
 Speed on a CPU comes from batching: prompts are sorted by length so a batch wastes little on
 padding, padded on the left so every row's next token sits in the last column, and decoded with
-the KV cache. Sampling is reproducible: each batch seeds torch from the base seed and the batch's
-own prompts, so a resumed run regenerates exactly what an uninterrupted one would have.
+the KV cache. Sampling is reproducible per prompt: each row draws its own Gumbel noise from a
+generator seeded by the base seed and that row's prompt (and its repeat index), so a prompt gets
+the same sample whatever batch it lands in, and a resumed run regenerates exactly what an
+uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -64,34 +66,50 @@ class HFBackend:
 
     def generate(self, conversations: list[list[Message]], sampling: Sampling) -> list[Generation]:
         encoded = [self._encode(conversation) for conversation in conversations]
+        # Identical prompts (n samples of one question) get distinct seeds by their repeat index.
+        repeats: dict[tuple[int, ...], int] = {}
+        seeds = []
+        for prompt in encoded:
+            key = tuple(prompt)
+            seeds.append(_row_seed(sampling.seed, prompt, repeats.get(key, 0)))
+            repeats[key] = repeats.get(key, 0) + 1
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
         results: list[Generation | None] = [None] * len(encoded)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            for index, generation in zip(
-                batch, self._generate_batch([encoded[i] for i in batch], sampling)
-            ):
+            generations = self._generate_batch(
+                [encoded[i] for i in batch], [seeds[i] for i in batch], sampling
+            )
+            for index, generation in zip(batch, generations):
                 results[index] = generation
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, prompts: list[list[int]], sampling: Sampling) -> list[Generation]:
+    def _generate_batch(
+        self, prompts: list[list[int]], seeds: list[int], sampling: Sampling
+    ) -> list[Generation]:
         import torch
 
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
         attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        torch.manual_seed(_batch_seed(sampling.seed, prompts))
-        sample = sampling.temperature > 0
+        # Sampling runs inside a logits processor with one generator per row; generate itself
+        # then only takes the argmax, so the draw of a row never depends on its batch neighbours.
+        processors = []
+        if sampling.temperature > 0:
+            processors.append(
+                _RowSampler(seeds, sampling.temperature, sampling.top_p, self.model.device)
+            )
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids.to(self.model.device),
                 attention_mask=attention_mask.to(self.model.device),
                 max_new_tokens=sampling.max_new_tokens,
-                do_sample=sample,
-                temperature=sampling.temperature if sample else None,
-                top_p=sampling.top_p if sample else None,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
                 top_k=None,
+                logits_processor=processors,
                 eos_token_id=self.stop_ids,
                 pad_token_id=pad,
                 use_cache=True,
@@ -131,7 +149,45 @@ def _stop_token_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-def _batch_seed(seed: int, prompts: list[list[int]]) -> int:
-    """A seed that depends only on the base seed and the batch's prompts (not on run history)."""
-    digest = hashlib.sha256(repr((seed, prompts)).encode()).digest()
+def _row_seed(seed: int, prompt: list[int], repeat: int) -> int:
+    """A seed that depends only on the base seed, one prompt and its repeat index."""
+    digest = hashlib.sha256(repr((seed, prompt, repeat)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class _RowSampler:
+    """A logits processor that samples each row with its own generator (Gumbel-max trick).
+
+    After temperature and top-p it adds Gumbel noise to the log-probabilities and leaves only the
+    winning token finite, so greedy decoding picks a sample from softmax(logits / T) restricted
+    to the nucleus. Each row's noise comes from its own generator, one draw per step.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device):
+        import torch
+        from transformers.generation.logits_process import (
+            TemperatureLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.warpers = [TemperatureLogitsWarper(temperature)]
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        log_probs = torch.log_softmax(scores.float(), dim=-1)
+        uniform = torch.stack(
+            [
+                torch.rand(scores.shape[-1], generator=g, device=scores.device)
+                for g in self.generators
+            ]
+        )
+        gumbel = -torch.log(-torch.log(uniform))
+        choice = (log_probs + gumbel).argmax(dim=-1, keepdim=True)
+        picked = torch.full_like(scores, float("-inf"))
+        return picked.scatter_(1, choice, 0.0)

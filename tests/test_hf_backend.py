@@ -1,0 +1,218 @@
+"""The `hf` generation backend (aries/backends/hf.py) on tiny random Llamas with a real tokenizer.
+
+The conftest tiny model ties its embeddings, so greedy decoding just repeats the last prompt token
+(whitespace after the chat template). `chatty_model_path` unties them and uses a larger init, so
+answers are varied text; `stopping_model_path` makes it emit EOS at a known step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aries.backends import Sampling, make_backend
+from aries.backends.hf import HFBackend, _RowSampler
+
+QUESTIONS = [
+    "What is 2 + 2?",
+    "Tell me a long story about a dragon who lived in a mountain and ate gold every morning.",
+    "Hi",
+    "Explain photosynthesis in detail, please.",
+    "x y z",
+    "Why is the sky blue?",
+    "Hi",
+]
+STOP_PROMPT = "Say something short."
+STOP_STEP = 3  # the stopping model emits EOS as its 4th token for STOP_PROMPT
+
+
+def save_tiny_llama(folder: Path, tokenizer_dir: Path, *, max_positions: int = 1024) -> Path:
+    """A 2-layer, 64-wide Llama with untied embeddings that writes varied (random) text."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        initializer_range=0.2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def chat(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}]
+
+
+@pytest.fixture(scope="session")
+def chatty_model_path(tmp_path_factory, tiny_model_path) -> Path:
+    return save_tiny_llama(tmp_path_factory.mktemp("chatty"), tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def stopping_model_path(tmp_path_factory, chatty_model_path) -> Path:
+    """The chatty model with the output rows of EOS and of the token it greedily writes at
+    STOP_STEP for STOP_PROMPT swapped: it now writes EOS exactly there."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(chatty_model_path)
+    model = AutoModelForCausalLM.from_pretrained(chatty_model_path)
+    text = tokenizer.apply_chat_template(
+        chat(STOP_PROMPT), tokenize=False, add_generation_prompt=True
+    )
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():  # an explicit mask: the prompt contains <|im_end|>, the pad token
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=STOP_STEP + 1,
+            do_sample=False,
+            eos_token_id=None,
+        )
+    target = out[0, ids.shape[1] + STOP_STEP].item()
+    assert target not in out[0, ids.shape[1] : ids.shape[1] + STOP_STEP].tolist()
+    eos = tokenizer.eos_token_id
+    with torch.no_grad():
+        weight = model.lm_head.weight
+        weight[[eos, target]] = weight[[target, eos]].clone()
+    folder = tmp_path_factory.mktemp("stopping")
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def backend(chatty_model_path) -> HFBackend:
+    return HFBackend(str(chatty_model_path), batch_size=3, device="cpu")
+
+
+def test_make_backend_and_unknown_backend(chatty_model_path):
+    from aries import AriesError
+
+    backend = make_backend("hf", str(chatty_model_path), batch_size=2, device="cpu")
+    assert backend.name == "hf" and backend.batch_size == 2
+    assert backend.context_length == 1024
+    with pytest.raises(AriesError, match="unknown generation backend 'nope'"):
+        make_backend("nope", str(chatty_model_path))
+
+
+def test_render_uses_the_chat_template_and_counts_tokens(backend):
+    text = backend.render(chat("Why?"))
+    assert "<|im_start|>user\nWhy?<|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    tokens = backend.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert backend.count_prompt_tokens(chat("Why?")) == len(tokens)
+    assert tokens[0] == backend.tokenizer.convert_tokens_to_ids("<|im_start|>")
+
+
+def test_batched_greedy_equals_one_at_a_time_in_input_order(backend):
+    sampling = Sampling(max_new_tokens=12)
+    conversations = [chat(q) for q in QUESTIONS]
+    batched = backend.generate(conversations, sampling)
+    single = [backend.generate([c], sampling)[0] for c in conversations]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert all(g.text.strip() for g in batched)  # varied text, not just whitespace
+    # prompts are reordered by length internally; results come back in input order
+    assert [g.prompt_tokens for g in batched] == [
+        backend.count_prompt_tokens(c) for c in conversations
+    ]
+    assert len({g.text for g in batched}) == len(set(QUESTIONS))
+    assert batched[2].text == batched[6].text  # the same prompt twice: same greedy answer
+
+
+def test_length_finish_and_token_counts(backend):
+    for max_new_tokens in (1, 7):
+        results = backend.generate([chat(q) for q in QUESTIONS[:4]], Sampling(max_new_tokens))
+        for generation in results:
+            assert generation.finish_reason == "length"
+            assert generation.completion_tokens == max_new_tokens
+            assert generation.prompt_tokens > 5
+
+
+def test_stop_at_eos(stopping_model_path):
+    backend = HFBackend(str(stopping_model_path), batch_size=8, device="cpu")
+    conversations = [chat(q) for q in QUESTIONS[:3]] + [chat(STOP_PROMPT)]
+    results = backend.generate(conversations, Sampling(max_new_tokens=10))
+    stopped = results[-1]
+    assert stopped.finish_reason == "stop"
+    assert stopped.completion_tokens == STOP_STEP + 1  # the EOS token counts
+    assert "<|im_end|>" not in stopped.text
+    alone = backend.generate([chat(STOP_PROMPT)], Sampling(max_new_tokens=10))[0]
+    assert alone == stopped
+    # rows that did not stop ran to the limit while the stopped row was padded
+    for generation in results[:-1]:
+        if generation.finish_reason == "length":
+            assert generation.completion_tokens == 10
+        else:
+            assert generation.completion_tokens < 10
+    # a limit that cuts before the EOS is a 'length' finish
+    short = backend.generate([chat(STOP_PROMPT)], Sampling(max_new_tokens=STOP_STEP))[0]
+    assert (short.finish_reason, short.completion_tokens) == ("length", STOP_STEP)
+
+
+def test_sampling_is_reproducible_per_seed_and_independent_of_batch(backend):
+    conversations = [chat(q) for q in QUESTIONS]
+    sampling = Sampling(max_new_tokens=10, temperature=1.0, seed=7)
+    first = backend.generate(conversations, sampling)
+    assert backend.generate(conversations, sampling) == first
+    # the same prompt gets the same sample in another batch, alone or in another order
+    alone = [backend.generate([c], sampling)[0] for c in conversations]
+    assert [g.text for g in alone[:6]] == [g.text for g in first[:6]]
+    reordered = backend.generate(conversations[::-1], sampling)[::-1]
+    unique = [0, 1, 3, 4, 5]
+    assert [reordered[i].text for i in unique] == [first[i].text for i in unique]
+    # "Hi" appears twice (indexes 2 and 6): the first copy in call order draws the first sample
+    assert (reordered[2].text, reordered[6].text) == (first[6].text, first[2].text)
+    assert first[2].text != first[6].text
+    other_seed = backend.generate(conversations, Sampling(10, temperature=1.0, seed=8))
+    assert all(a.text != b.text for a, b in zip(first, other_seed))
+    greedy = backend.generate(conversations, Sampling(max_new_tokens=10))
+    assert all(a.text != b.text for a, b in zip(first, greedy))
+
+
+def test_repeated_prompts_get_different_samples(backend):
+    sampling = Sampling(max_new_tokens=8, temperature=1.0, seed=0)
+    samples = backend.generate([chat("Hi")] * 4, sampling)
+    assert len({g.text for g in samples}) == 4
+    # the k-th copy of a prompt draws the same sample whatever else is in the call
+    mixed = backend.generate([chat("x y z"), chat("Hi"), chat("Hi")], sampling)
+    assert [g.text for g in mixed[1:]] == [g.text for g in samples[:2]]
+
+
+def test_row_sampler_matches_the_distribution_and_top_p():
+    import torch
+
+    probabilities = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    rows = 4000
+    scores = probabilities.log().repeat(rows, 1)
+    sampler = _RowSampler(list(range(rows)), temperature=1.0, top_p=1.0, device="cpu")
+    picked = sampler(None, scores.clone())
+    assert torch.isfinite(picked).sum(dim=1).eq(1).all()
+    frequencies = torch.bincount(picked.argmax(dim=1), minlength=4) / rows
+    assert torch.allclose(frequencies, probabilities, atol=0.03)
+    nucleus = _RowSampler(list(range(rows)), temperature=1.0, top_p=0.7, device="cpu")
+    frequencies = torch.bincount(nucleus(None, scores.clone()).argmax(dim=1), minlength=4) / rows
+    assert frequencies[2:].sum() == 0  # 0.5 + 0.3 >= 0.7: the tail is cut
+    assert torch.allclose(frequencies[:2], torch.tensor([0.625, 0.375]), atol=0.03)
+    cold = _RowSampler(list(range(rows)), temperature=0.05, top_p=1.0, device="cpu")
+    assert (cold(None, scores.clone()).argmax(dim=1) == 0).float().mean() > 0.99
+
+
+def test_close_releases_the_model(chatty_model_path):
+    backend = HFBackend(str(chatty_model_path), device="cpu")
+    backend.close()
+    assert not hasattr(backend, "model")
