@@ -94,6 +94,14 @@ class Batcher:
         return job.future
 
     def stop(self) -> None:
+        """Finish the batch in progress; requests still queued are answered with an error."""
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.future.set_exception(RuntimeError("the server is shutting down"))
         self._queue.put(None)
         self._thread.join()
 
@@ -364,4 +372,5 @@ def serve(
 
     engine = make_backend(backend, model, **(backend_options or {}))
     app = create_app(engine, model_name=served_model_name or model, **app_options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # On Ctrl-C / SIGTERM, give open requests a few seconds rather than waiting for all of them.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
