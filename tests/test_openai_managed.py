@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -32,3 +33,27 @@ def test_a_missing_program_is_a_clear_error():
     server = ManagedServer("m", command_template="no-such-server-binary {model} --port {port}")
     with pytest.raises(AriesError, match="cannot start server no-such-server-binary m --port"):
         server.start()
+
+
+def test_a_backend_whose_server_fails_stops_the_others(tmp_path):
+    from aries.backends.openai import OpenAIBackend
+
+    # Server 1 writes its pid and sleeps; server 0 fails once server 1 is surely running.
+    pid_file = tmp_path / "pid1"
+    script = (
+        f"import os, sys, time; p = '{pid_file}'\n"
+        "if {index}: open(p + '.tmp', 'w').write(str(os.getpid())); os.rename(p + '.tmp', p)\n"
+        "if {index}: time.sleep(30)\n"
+        "while not os.path.exists(p): time.sleep(0.01)\n"
+        "sys.exit(4)"
+    )
+    with pytest.raises(AriesError, match="exited with code 4"):
+        OpenAIBackend(
+            "org/model",
+            serve_command=f'{{python}} -c "{script}"',
+            num_servers=2,
+            startup_timeout=20,
+        )
+    sleeper = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(sleeper, 0)

@@ -200,21 +200,10 @@ class OpenAIBackend:
             model = resolve_model(model)
             self.servers = [
                 ManagedServer(
-                    model,
-                    command_template=serve_command,
-                    index=i,
-                    startup_timeout=startup_timeout,
+                    model, command_template=serve_command, index=i, startup_timeout=startup_timeout
                 )
                 for i in range(num_servers)
             ]
-            try:
-                for server in self.servers:
-                    server.launch()
-                for server in self.servers:
-                    server.wait_ready()
-            except BaseException:
-                self._stop_servers()
-                raise
             base_urls = [server.base_url for server in self.servers]
         base_urls = base_urls or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         if isinstance(base_urls, str):
@@ -240,6 +229,14 @@ class OpenAIBackend:
             headers={"Authorization": f"Bearer {key}"},
             limits=httpx.Limits(max_connections=max_concurrency * len(self.base_urls)),
         )
+        try:  # all servers load at once; then wait for each
+            for server in self.servers:
+                server.launch()
+            for server in self.servers:
+                server.wait_ready()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def context_length(self) -> int | None:
@@ -320,11 +317,8 @@ class OpenAIBackend:
             f"{method} {path} failed after {len(failures)} attempts; last: {failures[-1]}"
         )
 
-    def _stop_servers(self) -> None:
-        for server in self.servers:
-            server.stop()
-
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
-        self._stop_servers()
+        for server in self.servers:
+            server.stop()
