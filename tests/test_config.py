@@ -1,0 +1,64 @@
+"""Run configuration: resolved round trip, overrides, and errors that name the key."""
+
+import pytest
+import yaml
+
+from aries import AriesError
+from aries.config import apply_overrides, to_dict
+from aries.loop import RunConfig, load_run_config, prepare_run_dir, resolve_config
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_run_config("configs/demo.yaml", [f"output_dir={tmp_path}"])
+    prepare_run_dir(config)
+    saved = yaml.safe_load((config.run_dir / "config.yaml").read_text())
+    assert saved["train"]["beta"] == 0.1 and "lora_r" in saved["train"]  # defaults written out
+    assert resolve_config(saved) == config
+
+
+def test_overrides_with_yaml_values():
+    data = apply_overrides(
+        {"train": {"beta": 0.1}}, ["train.beta=0.05", "iterations=2", "train.lora=true"]
+    )
+    config = resolve_config(data)
+    assert config.train.beta == 0.05 and config.iterations == 2 and config.train.lora is True
+
+
+def test_unknown_key_gets_a_suggestion():
+    with pytest.raises(AriesError, match=r"'train.bta'.*train.beta"):
+        resolve_config({"train": {"bta": 0.1}})
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(AriesError, match="generation.rounds: expected int"):
+        resolve_config({"generation": {"rounds": "two"}})
+    with pytest.raises(AriesError, match="train.reference"):
+        resolve_config({"train": {"reference": "latest"}})
+
+
+def test_methods_imply_their_settings():
+    iterative = resolve_config({"method": "iterative-dpo", "generation": {"samples": 3}})
+    assert iterative.generation.rounds == 0
+    assert iterative.selection.candidates == "samples"
+    assert iterative.train.w_refine == 0.0
+    with pytest.raises(AriesError, match="samples >= 1"):
+        resolve_config({"method": "iterative-dpo"})
+
+
+def test_changed_config_is_refused_unless_overwrite(tmp_path):
+    config = resolve_config({"output_dir": str(tmp_path), "name": "r"})
+    prepare_run_dir(config)
+    (config.run_dir / "marker").write_text("x")
+    changed = resolve_config({"output_dir": str(tmp_path), "name": "r", "iterations": 5})
+    with pytest.raises(AriesError, match="different configuration"):
+        prepare_run_dir(changed)
+    prepare_run_dir(changed, overwrite=True)
+    assert not (config.run_dir / "marker").exists()
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    for path in Path("configs").glob("*.yaml"):
+        assert isinstance(load_run_config(path), RunConfig), path
+        assert to_dict(load_run_config(path))["name"]

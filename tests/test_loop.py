@@ -1,0 +1,192 @@
+"""The loop end to end on the tiny model: a whole iteration, learning, kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from aries.loop import load_run_config, run
+
+ARITHMETIC = {
+    "name": "reasoning-gym:basic_arithmetic",
+    "max_terms": 2,
+    "max_digits": 1,
+    "allow_parentheses": False,
+    "allow_negation": False,
+}
+
+
+def tiny_config(tmp_path: Path, model: Path, **changes) -> Path:
+    """A run config small enough for seconds per stage; regex 'match' rewards give the random
+    model's outputs different scores, so selection keeps pairs."""
+    config = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "model": str(model),
+        "iterations": 1,
+        "seed": 0,
+        "prompts": {"sources": [{**ARITHMETIC, "seed": 1}], "per_iteration": 6},
+        "generation": {
+            "batch_size": 8,
+            "rounds": 1,
+            "max_new_tokens": 8,
+            "temperature": 1.0,
+            "chunk_size": 2,
+            "samples": 2,
+        },
+        "reward": {"type": "regex", "pattern": "^[A-Z]", "mode": "match", "case_sensitive": True},
+        "selection": {"strategy": "reward", "candidates": "all"},
+        "train": {
+            "batch_size": 2,
+            "epochs": 1,
+            "learning_rate": 1e-3,
+            "max_length": 128,
+            "save_steps": 1,
+        },
+        "eval": {
+            "sources": [{**ARITHMETIC, "seed": 99}],
+            "size": 2,
+            "rounds": 1,
+            "max_new_tokens": 8,
+        },
+    }
+    for key, value in changes.items():
+        section, _, leaf = key.partition("__")
+        if leaf:
+            config[section][leaf] = value
+        else:
+            config[section] = value
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_one_iteration_end_to_end(tmp_path, tiny_model_path):
+    config = load_run_config(tiny_config(tmp_path, tiny_model_path))
+    manifest = run(config, progress=False)
+    run_dir = config.run_dir
+    stages = manifest["iterations"]["0"]["stages"]
+    assert [s for s in stages] == [
+        "prompts",
+        "collect",
+        "score",
+        "select",
+        "pairs",
+        "train",
+        "eval",
+    ]
+    assert all(stage["status"] == "done" for stage in stages.values())
+    assert stages["select"]["counts"]["kept"] + stages["select"]["counts"]["dropped"] == 6
+    assert stages["pairs"]["counts"]["pairs"] > 0
+    assert manifest["baseline"]["stages"]["eval"]["status"] == "done"
+    # the next policy is a normal HF folder that transformers loads
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "iter_0" / "model")
+    assert model.config.num_hidden_layers == 2
+    before = load_file(tiny_model_path / "model.safetensors")
+    after = load_file(run_dir / "iter_0" / "model" / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    chains = [json.loads(line) for line in (run_dir / "iter_0" / "chains.jsonl").open()]
+    assert len(chains) == 6 and all(len(c["chain"]) == 2 for c in chains)
+    assert all(len(c["samples"]) == 2 for c in chains)
+    evaluation = json.loads((run_dir / "iter_0" / "eval.json").read_text())
+    assert len(evaluation["per_round"]) == 2
+    # a second run of the same config does nothing more
+    again = run(config, progress=False)
+    assert again["iterations"]["0"]["stages"]["train"]["attempts"] == 1
+
+
+def test_dpo_margin_grows_for_both_views(tmp_path, tiny_model_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from aries.pairs import build_pairs, save_dataset
+    from aries.train import TrainConfig, completion_logps, train_preference
+    from aries.views import DEFAULT_REFINE_INSTRUCTION
+
+    selections = [
+        {
+            "id": str(i),
+            "prompt": f"What is {i} + 1?",
+            "chosen": f"Answer: {i + 1}",
+            "rejected": f"I think it is {i + 7} maybe",
+        }
+        for i in range(4)
+    ]
+    examples = build_pairs(selections, instruction=DEFAULT_REFINE_INSTRUCTION)
+    save_dataset(examples, tmp_path / "pairs")
+    config = TrainConfig(batch_size=4, epochs=3, learning_rate=5e-4, warmup_ratio=0.0)
+    train_preference(str(tiny_model_path), tmp_path / "pairs", tmp_path / "model", config)
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    before = completion_logps(
+        AutoModelForCausalLM.from_pretrained(tiny_model_path), tokenizer, examples
+    )
+    after = completion_logps(
+        AutoModelForCausalLM.from_pretrained(tmp_path / "model"), tokenizer, examples
+    )
+    for view in ("direct", "refine"):
+        index = [i for i, e in enumerate(examples) if e["view"] == view]
+        margin = sum(
+            (after["chosen"][i] - before["chosen"][i])
+            - (after["rejected"][i] - before["rejected"][i])
+            for i in index
+        ) / len(index)
+        assert margin > 0.5, (view, margin)
+
+
+def _run_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "aries.cli", "run", "--config", str(config), "--quiet"]
+
+
+def _kill_when(config: Path, ready, timeout: float = 240) -> None:
+    """Start `aries run`, SIGKILL it as soon as `ready()` is true."""
+    process = subprocess.Popen(
+        _run_command(config),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + timeout
+    while not ready() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize("moment", ["collect", "train"])
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_path, moment):
+    clean = tiny_config(tmp_path / "clean", tiny_model_path, eval__size=1)
+    killed = tiny_config(tmp_path / "killed", tiny_model_path, eval__size=1)
+    subprocess.run(_run_command(clean), check=True)
+    clean_dir = tmp_path / "clean" / "runs" / "tiny" / "iter_0"
+    run_dir = tmp_path / "killed" / "runs" / "tiny" / "iter_0"
+    if moment == "collect":
+        chains = run_dir / "chains.jsonl"
+        _kill_when(killed, lambda: chains.exists() and chains.read_text().count("\n") >= 2)
+        assert chains.read_text().count("\n") < 6
+    else:
+        checkpoints = run_dir / "model.checkpoints"
+        _kill_when(killed, lambda: any(checkpoints.glob("checkpoint-*/trainer_state.json")))
+        assert not (run_dir / "model").exists()
+    subprocess.run(_run_command(killed), check=True)
+
+    lines = (run_dir / "chains.jsonl").read_text().splitlines()
+    assert sorted(lines) == sorted((clean_dir / "chains.jsonl").read_text().splitlines())
+    expected = load_file(clean_dir / "model" / "model.safetensors")
+    resumed = load_file(run_dir / "model" / "model.safetensors")
+    assert all(torch.allclose(expected[k], resumed[k], atol=1e-6) for k in expected)
+    manifest = json.loads((run_dir.parent / "manifest.json").read_text())
+    assert manifest["iterations"]["0"]["stages"][moment]["attempts"] == 2
