@@ -1,0 +1,138 @@
+"""Generation speed on this machine: one prompt at a time versus the batched `hf` backend.
+
+    (a) plain `model.generate`, one prompt at a time, greedy;
+    (b) the `hf` backend (`aries.backends.hf`), all prompts at once, at several batch sizes;
+    (c) the compute bound: measured fp32 matmul FLOP/s / (2 x parameter count) tokens/s.
+
+Every answer runs to exactly `--new-tokens` tokens (EOS is replaced by a token id the model can
+never produce, in both (a) and (b)), so (a) and (b) count the same tokens. Prompts: the first
+`--prompts` MT-Bench questions (offline, varied lengths). Target (issue 2, issue 6): (b) >= 6 x (a).
+
+    python bench/generation.py [--model embedded] [--prompts 32] [--new-tokens 128]
+        [--batch-sizes 16,32] [--single 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+
+
+def matmul_flops(size: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 FLOP/s of `torch.mm` on size x size matrices (2 n^3 FLOPs per product)."""
+    import torch
+
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--prompts", type=int, default=32, help="prompts for (b) (default 32)")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens per answer")
+    parser.add_argument("--batch-sizes", default="16,32", help="batch sizes for (b)")
+    parser.add_argument("--single", type=int, default=4, help="prompts timed for (a) (default 4)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from aries.backends import Sampling
+    from aries.backends.hf import HFBackend
+    from aries.sources import load_prompts
+
+    command = "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    print(f"command: {command}")
+    load = os.getloadavg()
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+
+    backend = HFBackend(args.model, batch_size=max(int(b) for b in args.batch_sizes.split(",")))
+    model, tokenizer = backend.model, backend.tokenizer
+    parameters = sum(p.numel() for p in model.parameters())
+    print(
+        f"model: {args.model}, {parameters / 1e6:.1f} M parameters, "
+        f"attention {model.config._attn_implementation}, dtype {model.dtype}, {model.device}"
+    )
+
+    # No early stop anywhere: an EOS id outside the vocabulary is never generated.
+    never = [model.config.vocab_size + 7]
+    backend.stop_ids = never
+    conversations = [
+        [{"role": "user", "content": record["prompt"]}]
+        for record in load_prompts({"name": "mt-bench", "size": args.prompts})
+    ]
+    new = args.new_tokens
+
+    # (a) one prompt at a time, plain generate
+    encoded = [backend._encode(c) for c in conversations[: args.single]]
+    model.generate(torch.tensor([encoded[0][:8]]), max_new_tokens=2, do_sample=False)  # warm-up
+    tokens, start = 0, time.perf_counter()
+    for ids in encoded:
+        with torch.inference_mode():
+            output = model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=new,
+                do_sample=False,
+                eos_token_id=never,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        tokens += output.shape[1] - len(ids)
+    single = tokens / (time.perf_counter() - start)
+    assert tokens == new * len(encoded), tokens
+    print(
+        f"(a) one at a time, plain generate: {single:7.1f} tokens/s "
+        f"({len(encoded)} prompts x {new} tokens)"
+    )
+
+    # (b) the hf backend, batched
+    backend.generate(conversations[:2], Sampling(max_new_tokens=2))  # warm-up
+    batched = {}
+    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        backend.batch_size = batch_size
+        start = time.perf_counter()
+        results = backend.generate(conversations, Sampling(max_new_tokens=new))
+        elapsed = time.perf_counter() - start
+        produced = sum(r.completion_tokens for r in results)
+        assert produced == new * len(conversations), produced
+        batched[batch_size] = produced / elapsed
+        print(
+            f"(b) hf backend, batch size {batch_size:3d}:  {batched[batch_size]:7.1f} tokens/s "
+            f"({len(conversations)} prompts x {new} tokens, {elapsed:.1f} s)"
+        )
+
+    # (c) the compute bound
+    flops = matmul_flops()
+    bound = flops / (2 * parameters)
+    print(
+        f"(c) compute bound: {flops / 1e9:.1f} GFLOP/s fp32 matmul / (2 x {parameters / 1e6:.1f} M)"
+        f" = {bound:7.1f} tokens/s"
+    )
+
+    best_size = max(batched, key=batched.get)
+    best = batched[best_size]
+    ratio = best / single
+    print(
+        f"(b)/(a) = {ratio:.1f} x at batch size {best_size} (target >= 6: "
+        f"{'met' if ratio >= 6 else 'missed'}); (b) reaches {100 * best / bound:.0f} % of (c)"
+    )
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
