@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -142,16 +143,32 @@ def _kill(path: Path, keep_lines: int) -> None:
     path.write_bytes(b"".join(lines[:keep_lines]) + torn)
 
 
-@pytest.mark.parametrize("keep_lines", [0, 1, 3])
-def test_resume_after_kill_gives_exactly_the_uninterrupted_records(tmp_path, backend, keep_lines):
-    sampling = Sampling(max_new_tokens=6, temperature=0.8, seed=5)
-    options = dict(rounds=2, sampling=sampling, n_samples=1, chunk_size=2, progress=False)
-    reference = tmp_path / "uninterrupted.jsonl"
-    expected = run_chains(backend, PROMPTS, out_path=reference, **options)
-    assert read_jsonl(reference) == expected
+RESUME_OPTIONS = dict(
+    rounds=2,
+    sampling=Sampling(max_new_tokens=6, temperature=0.8, seed=5),
+    n_samples=1,
+    chunk_size=2,
+    progress=False,
+)
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(hf, tmp_path_factory) -> tuple[Path, list[dict]]:
+    reference = tmp_path_factory.mktemp("uninterrupted") / "chains.jsonl"
+    expected = run_chains(hf, PROMPTS, out_path=reference, **RESUME_OPTIONS)
+    assert read_jsonl(reference) == expected
+    return reference, expected
+
+
+# keep_lines=1 and 3 cut inside a chunk (chunks of 2), so the rerun batches prompts differently
+@pytest.mark.parametrize("keep_lines", [1, 3])
+def test_resume_after_kill_gives_exactly_the_uninterrupted_records(
+    tmp_path, backend, uninterrupted, keep_lines
+):
+    reference, expected = uninterrupted
+    options = RESUME_OPTIONS
     resumed = tmp_path / "resumed.jsonl"
-    run_chains(backend, PROMPTS, out_path=resumed, **options)
+    shutil.copy(reference, resumed)  # the same run, then killed while writing
     _kill(resumed, keep_lines)
     kept = [r["id"] for r in read_jsonl(resumed, allow_torn_tail=True)]
     assert kept == [p["id"] for p in PROMPTS[:keep_lines]]

@@ -120,7 +120,7 @@ def test_render_uses_the_chat_template_and_counts_tokens(backend):
 
 
 def test_batched_greedy_equals_one_at_a_time_in_input_order(backend):
-    sampling = Sampling(max_new_tokens=12)
+    sampling = Sampling(max_new_tokens=8)
     conversations = [chat(q) for q in QUESTIONS]
     batched = backend.generate(conversations, sampling)
     single = [backend.generate([c], sampling)[0] for c in conversations]
