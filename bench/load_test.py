@@ -11,6 +11,7 @@ which is what the higher levels measure.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import statistics
@@ -23,6 +24,35 @@ import httpx
 
 from aries.backends.openai import ManagedServer
 from aries.serve import is_loopback
+
+
+def tiny_model() -> str:
+    """A 2-layer, 64-wide random Llama with the embedded tokenizer (the shape of the tests' tiny
+    model), saved once under $ARIES_CACHE: it measures the server's own overhead, not the model's.
+    """
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from aries.models import cache_dir, embedded_model_path
+
+    folder = cache_dir() / "tiny-llama"
+    if not (folder / "config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        LlamaForCausalLM(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return str(folder)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -83,11 +113,21 @@ def run_level(url: str, model: str, concurrency: int, args: argparse.Namespace) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="base URL of a running aries serve (loopback only)")
-    parser.add_argument("--model", default="embedded", help="model to serve without --url")
+    parser.add_argument(
+        "--model",
+        default="embedded",
+        help="model to serve without --url; 'tiny' = a tiny random model (server overhead)",
+    )
     parser.add_argument("--requests", type=int, default=24, help="requests per level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--refine-rounds", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of the server started here (OMP_NUM_THREADS); on a machine shared "
+        "with other busy processes, 1 avoids threads waiting on each other",
+    )
     args = parser.parse_args(argv)
 
     # `timeout`/kill sends SIGTERM: exit through `finally` so the server we started is stopped.
@@ -100,14 +140,19 @@ def main(argv: list[str] | None = None) -> int:
         url = args.url.rstrip("/")
     else:
         command = "{python} -m aries.cli serve --model {model} --port {port} --log-level warning"
-        server = ManagedServer(args.model, command_template=command, startup_timeout=300).start()
+        if args.threads:
+            os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        model = tiny_model() if args.model == "tiny" else args.model
+        server = ManagedServer(model, command_template=command, startup_timeout=300).start()
         url = server.base_url
     try:
         model = httpx.get(f"{url}/models").json()["data"][0]["id"]
         run_level(url, model, 1, argparse.Namespace(**{**vars(args), "requests": 1}))  # warm-up
         print(
             f"server {url} model {model}: {args.requests} requests per level, "
-            f"max_tokens {args.max_tokens}, refine_rounds {args.refine_rounds}, greedy"
+            f"max_tokens {args.max_tokens}, refine_rounds {args.refine_rounds}, greedy; "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes "
+            "share the machine)"
         )
         print(
             f"{'conc':>4} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p90 s':>7} {'p99 s':>7} tokens"
@@ -116,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             r = run_level(url, model, concurrency, args)
             print(
                 f"{r['concurrency']:>4} {r['req_s']:>7.2f} {r['tok_s']:>7.1f} {r['p50']:>7.2f} "
-                f"{r['p90']:>7.2f} {r['p99']:>7.2f} {r['mean_tokens']:>6.1f}",
+                f"{r['p90']:>7.2f} {r['p99']:>7.2f} {r['mean_tokens']:>6.1f}  "
+                f"(load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
     finally:

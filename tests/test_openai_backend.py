@@ -71,7 +71,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def backend_for(*urls: str, **options) -> OpenAIBackend:
-    options = {"max_retries": 3, "backoff": 0.01, "timeout": 5.0, **options}
+    options = {"max_retries": 3, "backoff": 0.01, "timeout": 120.0, **options}
     return OpenAIBackend("tiny", base_urls=list(urls), **options)
 
 
