@@ -9,8 +9,8 @@ a stage has not produced its files yet. What is read, per iteration `t`:
   per iteration and refinement round;
 - `iter_<t>/selections.jsonl` (pairs with `chosen_score` / `rejected_score`), else
   `iter_<t>/scores.jsonl`: reward distributions;
-- `manifest.json`: kept / dropped counts by reason (select stage), seconds and peak memory per
-  stage;
+- `manifest.json`: kept / dropped counts by reason (the select stage's `counts.kept` and
+  `counts.drop_counts`), seconds and peak memory per stage (baseline and iterations);
 - training curves: `iter_<t>/model/log_history.json`, else any `trainer_state.json` under
   `iter_<t>/`, else TensorBoard event files under `logs/`.
 """
@@ -205,7 +205,7 @@ def plot_rewards(rewards: dict[int, tuple[str, dict[str, list[float]]]], plots: 
     return _save(figure, plots, "rewards.png")
 
 
-def plot_counts(counts: dict[int, dict[str, int]], plots: Path) -> str:
+def plot_counts(counts: dict[str, dict[str, int]], plots: Path) -> str:
     """Stacked bars: kept pairs and dropped prompts by reason, per iteration."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 3.5))
@@ -213,7 +213,7 @@ def plot_counts(counts: dict[int, dict[str, int]], plots: Path) -> str:
     bottom = [0] * len(counts)
     for reason in ["kept", *reasons]:
         values = [c.get(reason, 0) for c in counts.values()]
-        axis.bar([f"iter {t}" for t in counts], values, bottom=bottom, label=reason)
+        axis.bar(list(counts), values, bottom=bottom, label=reason)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     axis.set(ylabel="prompts", title="selection: kept pairs and dropped prompts by reason")
     axis.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
@@ -235,7 +235,7 @@ def plot_training(curves: dict[int, dict[str, list[tuple[float, float]]]], plots
     return _save(figure, plots, "training.png")
 
 
-def plot_stages(stages: dict[int, dict[str, dict]], plots: Path) -> str:
+def plot_stages(stages: dict[str, dict[str, dict]], plots: Path) -> str:
     """Grouped bars per stage: seconds (left) and peak memory (right), one bar per iteration."""
     plt = _pyplot()
     names = list(dict.fromkeys(s for per_stage in stages.values() for s in per_stage))
@@ -246,7 +246,7 @@ def plot_stages(stages: dict[int, dict[str, dict]], plots: Path) -> str:
     ):
         for i, (t, per_stage) in enumerate(stages.items()):
             values = [per_stage.get(name, {}).get(key) or 0 for name in names]
-            axis.bar([x + i * width for x in range(len(names))], values, width, label=f"iter {t}")
+            axis.bar([x + i * width for x in range(len(names))], values, width, label=t)
         axis.set_xticks([x + 0.4 - width / 2 for x in range(len(names))], names)
         axis.set(ylabel=label, title=f"{label} per stage")
         axis.legend(fontsize=8)
@@ -307,20 +307,27 @@ def rewards_section(run: Path, its: list[int], plots: Path) -> Section:
     return section
 
 
+def manifest_stages(manifest: dict) -> dict[str, dict[str, dict]]:
+    """Stage entries by label: 'base' (work on the initial model), then 'iter <t>' in order."""
+    stages = {"base": manifest.get("baseline", {}).get("stages", {})}
+    iterations = sorted(manifest.get("iterations", {}).items(), key=lambda kv: int(kv[0]))
+    stages.update((f"iter {t}", it.get("stages", {})) for t, it in iterations)
+    return {label: entries for label, entries in stages.items() if entries}
+
+
 def selection_section(manifest: dict, plots: Path) -> Section:
     section = Section("Selection: kept and dropped prompts")
     counts = {}
-    for t, iteration in sorted(manifest.get("iterations", {}).items(), key=lambda kv: int(kv[0])):
-        select = iteration.get("stages", {}).get("select")
-        if select:
-            kept = select.get("counts", {}).get("pairs", select.get("counts", {}).get("kept", 0))
-            counts[int(t)] = {"kept": kept, **select.get("drop_counts", {})}
+    for label, stages in manifest_stages(manifest).items():
+        if "select" in stages:
+            numbers = stages["select"].get("counts", {})
+            counts[label] = {"kept": numbers.get("kept", 0), **numbers.get("drop_counts", {})}
     if not counts:
         section.text.append(f"Selection counts: {NOT_AVAILABLE} (no select stage in manifest).")
         return section
     reasons = sorted({r for c in counts.values() for r in c} - {"kept"})
-    header = ["iteration", "kept", *reasons]
-    rows = [[str(t), *(str(c.get(r, 0)) for r in ["kept", *reasons])] for t, c in counts.items()]
+    header = ["model", "kept", *reasons]
+    rows = [[t, *(str(c.get(r, 0)) for r in ["kept", *reasons])] for t, c in counts.items()]
     section.tables.append((header, rows))
     section.plots.append(plot_counts(counts, plots))
     return section
@@ -345,18 +352,14 @@ def training_section(run: Path, its: list[int], plots: Path) -> Section:
 
 def stages_section(manifest: dict, plots: Path) -> Section:
     section = Section("Timings and memory per stage")
-    stages = {
-        int(t): it["stages"]
-        for t, it in sorted(manifest.get("iterations", {}).items(), key=lambda kv: int(kv[0]))
-        if it.get("stages")
-    }
+    stages = manifest_stages(manifest)
     if not stages:
         section.text.append(f"Stage timings: {NOT_AVAILABLE} (no manifest.json stages).")
         return section
-    header = ["iteration", "stage", "status", "seconds", "peak RSS (MB)"]
+    header = ["model", "stage", "status", "seconds", "peak RSS (MB)"]
     rows = [
         [
-            str(t),
+            t,
             name,
             str(s.get("status", "-")),
             _number(s.get("seconds")),

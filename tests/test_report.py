@@ -59,12 +59,13 @@ def run_dir(tmp_path):
         run / "manifest.json",
         {
             "config_hash": "abc123",
+            "baseline": {"stages": {"eval": {**stage, "seconds": 30.0}}},
             "iterations": {
                 "0": {
                     "stages": {
                         "collect": stage,
-                        "select": {**stage, "counts": {"pairs": 7},
-                                   "drop_counts": {"all_correct": 3, "all_incorrect": 6}},
+                        "select": {**stage, "counts": {"kept": 7, "drop_counts": {
+                            "all_correct": 3, "all_incorrect": 6}}},
                         "train": {**stage, "seconds": 100.0},
                     }
                 },
@@ -92,7 +93,8 @@ def test_full_report(run_dir, capsys):
     # the central table: base and both iterations, every round
     assert "| iter 1 | 2 | 10 | 70.0% | [60.0, 80.0] |" in markdown
     assert "| base | 0 | 10 | 30.0% |" in markdown
-    assert "| 0 | 7 | 3 | 6 |" in markdown  # kept, all_correct, all_incorrect
+    assert "| iter 0 | 7 | 3 | 6 |" in markdown  # kept, all_correct, all_incorrect
+    assert "| base | eval | done | 30 | 900 |" in markdown
     assert "chosen vs rejected" in markdown and "round 1" in markdown
     assert "abc123" in markdown and "<b>accuracy</b>" in page
 
