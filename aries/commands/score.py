@@ -35,6 +35,12 @@ def register(subparsers) -> None:
         help="judge: additive 5-point rubric (Yuan et al. 2024) or pairwise in both orders "
         "(default: pointwise)",
     )
+    parser.add_argument(
+        "--judge-max-new-tokens",
+        type=int,
+        default=256,
+        help="judge: tokens for the justification and verdict (default: 256)",
+    )
     parser.add_argument("--pattern", help="regex: the regular expression")
     parser.add_argument(
         "--regex-mode",
@@ -86,6 +92,7 @@ def reward_config(args: argparse.Namespace) -> dict[str, Any]:
             "type": "judge",
             "model": args.judge_model,
             "mode": args.judge_mode,
+            "max_new_tokens": args.judge_max_new_tokens,
             "batch_size": args.batch_size,
             "device": args.device,
             "dtype": args.dtype,
