@@ -14,6 +14,7 @@ partly written chains file without duplicates, and resumes training from its las
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import shutil
 import time
@@ -201,7 +202,9 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.data)
+        # Under `accelerate launch` every rank runs the stage; only rank 0 records it.
+        if int(os.environ.get("RANK", "0")) == 0:
+            atomic_write_json(self.path, self.data)
 
 
 class Loop:
@@ -283,32 +286,26 @@ class Loop:
         return heldout
 
     def stage_sft(self) -> None:
-        from aries.pairs import save_dataset, sft_examples
-        from aries.sources import PromptSource, load_prompts
         from aries.train import train_sft
 
         config = self.config
         if not config.sft.dataset:
             raise AriesError("sft.enabled needs sft.dataset (prompt/chosen/rejected records)")
         with self.manifest.stage(None, "sft") as counts:
-            rows = load_prompts(PromptSource(name=config.sft.dataset))
-            selections = [
-                {"id": r["id"], "prompt": r["prompt"], **_chosen_rejected(r, config.sft.dataset)}
-                for r in rows
-            ]
-            examples = sft_examples(selections, instruction=config.generation.instruction)
-            chat = self._has_chat_template(config.model)
-            save_dataset(examples, self.dir / "sft" / "examples", chat=chat)
+            examples = self.dir / "sft" / "examples"
+            count = sft_dataset(
+                config.sft.dataset, config.model, examples, config.generation.instruction
+            )
             metrics = train_sft(
                 config.model,
-                self.dir / "sft" / "examples",
+                examples,
                 self.dir / "sft" / "model",
                 config.sft,
                 seed=config.seed,
                 log_dir=self.dir / "logs" / "sft",
                 trust_remote_code=config.trust_remote_code,
             )
-            counts.update(examples=len(examples), **_numbers(metrics))
+            counts.update(examples=count, **_numbers(metrics))
 
     def stage_prompts(self, t: int) -> None:
         from aries.sources import PromptSource, load_prompts
@@ -482,11 +479,28 @@ class Loop:
             )
 
     def _has_chat_template(self, model: str) -> bool:
-        from aries.models import load_tokenizer
+        return has_chat_template(model, trust_remote_code=self.config.trust_remote_code)
 
-        return bool(
-            load_tokenizer(model, trust_remote_code=self.config.trust_remote_code).chat_template
-        )
+
+def has_chat_template(model: str, *, trust_remote_code: bool = False) -> bool:
+    """Whether pairs for `model` use the conversational format or the plain-text template."""
+    from aries.models import load_tokenizer
+
+    return bool(load_tokenizer(model, trust_remote_code=trust_remote_code).chat_template)
+
+
+def sft_dataset(
+    path: str, model: str, out_dir: str | Path, instruction: str = DEFAULT_REFINE_INSTRUCTION
+) -> int:
+    """Write METHOD.md Eq. 4's both-view SFT examples from a prompt/chosen/rejected file."""
+    from aries.pairs import save_dataset, sft_examples
+    from aries.sources import PromptSource, load_prompts
+
+    rows = load_prompts(PromptSource(name=path))
+    selections = [{"id": r["id"], "prompt": r["prompt"], **_chosen_rejected(r, path)} for r in rows]
+    examples = sft_examples(selections, instruction=instruction)
+    save_dataset(examples, out_dir, chat=has_chat_template(model))
+    return len(examples)
 
 
 def _chosen_rejected(row: dict[str, Any], where: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ iteration would trust.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aries import AriesError
+from aries.jsonl import atomic_write_json
 
 
 @dataclass
@@ -210,10 +210,10 @@ def train_preference(
         callbacks=_tensorboard(log_dir),
     )
     result = trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints))
-    save_policy(trainer.model, tokenizer, output_dir)
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    history = trainer.state.log_history
-    (output_dir / "log_history.json").write_text(json.dumps(history, indent=1))
+    save_policy(trainer, tokenizer, output_dir)
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        atomic_write_json(output_dir / "log_history.json", trainer.state.log_history)
     return {"steps": trainer.state.global_step, **result.metrics}
 
 
@@ -263,21 +263,32 @@ def train_sft(
         callbacks=_tensorboard(log_dir),
     )
     result = trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints))
-    save_policy(trainer.model, tokenizer, output_dir)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    save_policy(trainer, tokenizer, output_dir)
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return {"steps": trainer.state.global_step, **result.metrics}
 
 
-def save_policy(model, tokenizer, output_dir: str | Path) -> None:
+def save_policy(trainer, tokenizer, output_dir: str | Path) -> None:
     """Save the trained policy as a normal HF folder (LoRA: merged weights plus `adapter/`),
-    written to a temporary folder and renamed into place."""
+    written to a temporary folder and renamed into place by the main process.
+
+    `trainer.save_model` gathers sharded weights under DeepSpeed ZeRO-3 / FSDP.
+    """
     output_dir = Path(output_dir)
     tmp = output_dir.with_name(output_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if hasattr(model, "merge_and_unload"):  # a PEFT model
-        model.save_pretrained(tmp / "adapter")
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp, safe_serialization=True)
+    main = trainer.accelerator.is_main_process
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(
+        str(tmp / "adapter") if hasattr(trainer.model, "merge_and_unload") else str(tmp)
+    )
+    trainer.accelerator.wait_for_everyone()
+    if not main:
+        return
+    if hasattr(trainer.model, "merge_and_unload"):  # a PEFT model: also save merged weights
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(output_dir, ignore_errors=True)
     os.replace(tmp, output_dir)

