@@ -47,3 +47,21 @@ def render_plain(conversation: list[Message]) -> str:
         else:
             parts.append(f"Instruction: {message['content']}")
     return "\n\n".join(parts) + "\n\nAnswer:"
+
+
+def render_prompt(tokenizer, conversation: list[Message]) -> str:
+    """The exact prompt text the model sees: its chat template, or the plain template."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True
+        )
+    return render_plain(conversation)
+
+
+def prompt_token_ids(tokenizer, conversation: list[Message]) -> list[int]:
+    """The prompt the model sees, as token ids: its chat template, else the plain template + BOS.
+
+    A chat template writes the special tokens it wants, so no extra BOS is added to it.
+    """
+    text = render_prompt(tokenizer, conversation)
+    return tokenizer(text, add_special_tokens=not tokenizer.chat_template)["input_ids"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 
 from aries.backends import Generation, Message, Sampling
-from aries.views import render_plain
+from aries.views import prompt_token_ids, render_prompt
 
 
 class HFBackend:
@@ -48,18 +48,11 @@ class HFBackend:
         return getattr(self.model.config, "max_position_embeddings", None)
 
     def render(self, conversation: list[Message]) -> str:
-        """The exact prompt text the model sees: its chat template, or the plain template."""
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(
-                conversation, tokenize=False, add_generation_prompt=True
-            )
-        return render_plain(conversation)
+        """The exact prompt text the model sees."""
+        return render_prompt(self.tokenizer, conversation)
 
     def _encode(self, conversation: list[Message]) -> list[int]:
-        text = self.render(conversation)
-        # A chat template already writes the special tokens it wants; a plain prompt gets BOS.
-        add_special = not self.tokenizer.chat_template
-        return self.tokenizer(text, add_special_tokens=add_special)["input_ids"]
+        return prompt_token_ids(self.tokenizer, conversation)
 
     def count_prompt_tokens(self, conversation: list[Message]) -> int:
         return len(self._encode(conversation))

@@ -29,7 +29,8 @@ from typing import Any
 
 from aries import AriesError
 from aries.backends import Generation, Message, Sampling
-from aries.backends.vllm import prompt_token_ids, request_seeds
+from aries.backends.vllm import request_seeds
+from aries.views import prompt_token_ids
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 

@@ -16,20 +16,7 @@ from typing import Any
 
 from aries import AriesError
 from aries.backends import Generation, Message, Sampling
-from aries.views import render_plain
-
-
-def prompt_token_ids(tokenizer, conversation: list[Message]) -> list[int]:
-    """The prompt the model sees, as token ids: its chat template, else the plain template + BOS.
-
-    A chat template writes the special tokens it wants, so no extra BOS is added to it.
-    """
-    if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=True
-        )
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(render_plain(conversation), add_special_tokens=True)["input_ids"]
+from aries.views import prompt_token_ids
 
 
 def request_seeds(seed: int, conversations: list[list[Message]]) -> list[int]:
