@@ -255,7 +255,9 @@ class Loop:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self, stop_before: str | None = None) -> dict[str, Any]:
+        """Run every stage not yet done; with `stop_before`, stop when the next stage to run
+        is that one (e.g. 'train', to run it under `accelerate launch` with `aries train`)."""
         config = self.config
         self.heldout = self.load_heldout()
         if config.sft.enabled and not self.manifest.is_done(None, "sft"):
@@ -268,6 +270,9 @@ class Loop:
                     if name == "eval" and not config.eval.enabled:
                         continue
                     if not self.manifest.is_done(t, name):
+                        if name == stop_before:
+                            self.release_backend()
+                            return self.manifest.data
                         self.log(f"iteration {t}: {name}")
                         getattr(self, f"stage_{name}")(t)
         self.release_backend()
@@ -532,7 +537,13 @@ def prepare_run_dir(config: RunConfig, *, overwrite: bool = False) -> None:
     atomic_write_text(saved, text)
 
 
-def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+def run(
+    config: RunConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_before: str | None = None,
+) -> dict[str, Any]:
     """Run (or resume) all iterations of `config`; returns the manifest."""
     prepare_run_dir(config, overwrite=overwrite)
-    return Loop(config, progress=progress).run()
+    return Loop(config, progress=progress).run(stop_before=stop_before)

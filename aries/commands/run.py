@@ -26,6 +26,12 @@ def register(subparsers) -> None:
         action="store_true",
         help="delete an existing run folder that holds a different configuration",
     )
+    parser.add_argument(
+        "--stop-before",
+        choices=("collect", "score", "select", "pairs", "train", "eval"),
+        help="stop when this stage is next (e.g. train: run it with `accelerate launch -m "
+        "aries.cli train RUN --iteration t`, then rerun `aries run` to continue)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
@@ -40,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from aries.status import summary_table
 
     config = load_run_config(args.config, args.overrides)
-    manifest = run_loop(config, overwrite=args.overwrite, progress=not args.quiet)
+    manifest = run_loop(
+        config, overwrite=args.overwrite, progress=not args.quiet, stop_before=args.stop_before
+    )
     print(summary_table(config.run_dir, manifest))
     return 0
 
