@@ -15,6 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from aries.cli import main
 from aries.loop import load_run_config, run
 
 ARITHMETIC = {
@@ -74,6 +75,10 @@ def tiny_config(tmp_path: Path, model: Path, **changes) -> Path:
 
 def test_one_iteration_end_to_end(tmp_path, tiny_model_path):
     config = load_run_config(tiny_config(tmp_path, tiny_model_path))
+    # the multi-GPU path: stop before training, train through `aries train`, then continue
+    partial = run(config, progress=False, stop_before="train")
+    assert "train" not in partial["iterations"]["0"]["stages"]
+    assert main(["train", str(config.run_dir), "--iteration", "0"]) == 0
     manifest = run(config, progress=False)
     run_dir = config.run_dir
     stages = manifest["iterations"]["0"]["stages"]
