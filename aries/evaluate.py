@@ -393,7 +393,10 @@ def evaluate(
     scored = [(r, s) for r, s in zip(records, scores, strict=True) if None not in s]
     skipped["unscored"] = len(records) - len(scored)
     if not scored:
-        raise AriesError(f"no response could be scored by {(verifier or judge).name}")
+        raise AriesError(
+            f"{(verifier or judge).name} scored no prompt in every round "
+            f"({len(records)} prompts had a response without a score or verdict)"
+        )
     records, scores = [r for r, _ in scored], [s for _, s in scored]
 
     per_round = summarize(

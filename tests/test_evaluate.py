@@ -258,3 +258,23 @@ def test_evaluate_model_by_spec(tiny_model_path, tmp_path):
     assert result["model"] == str(tiny_model_path)
     assert len(result["per_round"]) == 1 and result["per_round"][0]["n"] == 2
     assert result["first_to_last"]["wrong_to_right"] == 0
+
+
+def test_eval_command_self_judged_win_rate_on_tiny_model(tiny_model_path, tmp_path, capsys):
+    # The random tiny model never writes a verdict: every comparison is unscored, which must be
+    # an error that says so, not a win rate computed from nothing.
+    args = ["eval", "--model", str(tiny_model_path), "--judge", str(tiny_model_path)]
+    args += ["--benchmark", "mt-bench?category=math", "--size", "2", "--rounds", "1"]
+    args += [
+        "--max-new-tokens",
+        "3",
+        "--judge-max-new-tokens",
+        "3",
+        "--out",
+        str(tmp_path / "e.json"),
+    ]
+    assert main(args) == 2
+    assert "scored no prompt" in capsys.readouterr().err
+    chains = read_jsonl(tmp_path / "e.chains.jsonl")
+    assert [len(c["chain"]) for c in chains] == [2, 2]
+    assert all("answer" in c for c in chains)  # GPT-4 references exist for math questions

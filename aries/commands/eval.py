@@ -57,6 +57,12 @@ def register(subparsers) -> None:
         "pointwise: each gets a 5-point rubric score and the higher one wins",
     )
     parser.add_argument(
+        "--judge-max-new-tokens",
+        type=int,
+        default=256,
+        help="room for the judge's justification and verdict (default: 256)",
+    )
+    parser.add_argument(
         "--tie-margin",
         type=float,
         default=0.0,
@@ -98,11 +104,12 @@ def run_model(run_dir: str, iteration: int | None) -> str:
     return str(models[-1])
 
 
-def make_scorer(args: argparse.Namespace):
+def make_scorer(args: argparse.Namespace, backend, model: str):
     """(verifier, judge): exactly one is set, from --reward-model / --judge or the default."""
     from aries import AriesError
     from aries.evaluate import PairwiseJudge, RewardJudge
-    from aries.rewards import make_reward_source
+    from aries.rewards import build_config, make_reward_source
+    from aries.rewards.judge import Judge, JudgeConfig
 
     if args.reward_model and args.judge:
         raise AriesError("give --reward-model or --judge, not both")
@@ -111,7 +118,14 @@ def make_scorer(args: argparse.Namespace):
     if args.reward_model:
         source = make_reward_source({"type": "reward-model", "model": args.reward_model})
     else:
-        source = make_reward_source({"type": "judge", "model": args.judge, "mode": args.judge_mode})
+        options = {
+            "model": args.judge,
+            "mode": args.judge_mode,
+            "max_new_tokens": args.judge_max_new_tokens,
+        }
+        # A model judging itself (Self-Rewarding style) reuses the loaded policy.
+        shared = backend if args.judge == model else None
+        source = Judge(build_config(JudgeConfig, options, "judge"), backend=shared)
         if args.judge_mode == "pairwise":
             return None, PairwiseJudge(source)
     return None, RewardJudge(source, tie_margin=args.tie_margin)
@@ -126,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
         raise AriesError("--rounds must be >= 0")
     model = run_model(args.run, args.iteration) if args.run else args.model
     prompts = load_benchmark(args.benchmark, size=args.size, seed=args.seed)
-    verifier, judge = make_scorer(args)
     baseline = load_baseline(args.baseline) if args.baseline else None
     backend = make_backend(
         args.backend,
@@ -136,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
     )
+    verifier, judge = make_scorer(args, backend, model)
     result = evaluate(
         backend,
         prompts,
