@@ -114,3 +114,24 @@ def test_final_answer_and_missing_scores():
     assert final_answer("Answer:\n\n  7") == "7"
     assert final_answer("Answer:   ") is None
     assert [is_missing(s) for s in (None, float("nan"), 0.0, 1)] == [True, True, False, False]
+
+
+def test_reasoning_gym_last_number_fallback_only_without_marker():
+    from aries.rewards import ScoreItem, make_reward_source
+
+    record = {
+        "source": "reasoning-gym:basic_arithmetic",
+        "question": "Calculate 17 * 23.",
+        "answer": "391",
+        "metadata": {},
+    }
+    lenient = make_reward_source("verifier")
+    strict = make_reward_source({"type": "verifier", "last_number_fallback": False})
+
+    def score(source, text):
+        return source.score([ScoreItem("q", text, "391", record)])[0]
+
+    assert score(lenient, "17 * 23 = 391.") == 1.0
+    assert score(strict, "17 * 23 = 391.") == 0.0
+    assert score(lenient, "17 * 23 = 381.") == 0.0
+    assert score(lenient, "Answer: 381 (not 391)") < 1.0  # the marker wins over the fallback

@@ -36,6 +36,14 @@ class VerifierConfig:
         default=1000,
         metadata={"help": "Only the last max_chars characters of a response reach the parser."},
     )
+    last_number_fallback: bool = field(
+        default=True,
+        metadata={
+            "help": "reasoning-gym: without the marker, take the last number in the response "
+            "(the GSM8K convention, Cobbe et al. 2021, arXiv 2110.14168), so accuracy measures "
+            "the answer rather than compliance with the answer format."
+        },
+    )
 
 
 @dataclass
@@ -125,7 +133,15 @@ def _reasoning_gym_scorer(task: str):
         raise AriesError(f"unknown reasoning-gym task {task!r}") from None
 
 
-def score_reasoning_gym(task: str, item: ScoreItem, marker: str = "Answer:") -> float | None:
+def last_number(text: str) -> str | None:
+    """The last integer or decimal in `text` (thousands separators removed)."""
+    numbers = re.findall(r"[-+]?\d[\d,]*(?:\.\d+)?", text)
+    return numbers[-1].replace(",", "").rstrip(".") if numbers else None
+
+
+def score_reasoning_gym(
+    task: str, item: ScoreItem, marker: str = "Answer:", last_number_fallback: bool = False
+) -> float | None:
     """reasoning-gym's own scorer on the final answer (0.0 when there is none).
 
     The entry is rebuilt from the record, `{"question", "answer", "metadata"}`, as the scorer
@@ -141,7 +157,10 @@ def score_reasoning_gym(task: str, item: ScoreItem, marker: str = "Answer:") -> 
         "metadata": record.get("metadata", {}),
     }
     try:
-        return float(_reasoning_gym_scorer(task)(final_answer(item.response, marker), entry))
+        answer = final_answer(item.response, marker)
+        if answer is None and last_number_fallback:
+            answer = last_number(item.response)
+        return float(_reasoning_gym_scorer(task)(answer, entry))
     except AriesError:
         raise
     except Exception:  # noqa: BLE001 - third-party scorers raise anything on odd input
@@ -194,7 +213,9 @@ class Verifier:
     def _score_one(self, item: ScoreItem) -> float | None:
         task = reasoning_gym_task(item.record)
         if task is not None:
-            return score_reasoning_gym(task, item, self.config.answer_marker)
+            return score_reasoning_gym(
+                task, item, self.config.answer_marker, self.config.last_number_fallback
+            )
         if item.reference is None:
             return None
         return math_equal(item.response, item.reference, self.config)
