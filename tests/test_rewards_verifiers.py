@@ -26,7 +26,7 @@ def _gym_item(task: str, response: str, seed: int = 3) -> ScoreItem:
 
 
 def test_reasoning_gym_scores_the_text_after_the_last_answer_marker():
-    verifier = make_reward_source("verifier")
+    verifier = make_reward_source({"type": "verifier", "last_number_fallback": False})
     scores = verifier.score(
         [
             _gym_item("basic_arithmetic", "Answer: 0\nwait, recompute.\n**Answer:** {a}.\nDone"),
