@@ -152,8 +152,10 @@ class _RowSampler:
     """A logits processor that samples each row with its own generator (Gumbel-max trick).
 
     After temperature and top-p it adds Gumbel noise to the log-probabilities and leaves only the
-    winning token finite, so greedy decoding picks a sample from softmax(logits / T) restricted
-    to the nucleus. Each row's noise comes from its own generator, one draw per step.
+    winning token finite, so greedy decoding then picks a sample from softmax(logits / T) within
+    the nucleus. Each row's noise comes from its own generator, one vector per step. (Gumbel-max
+    rather than inverse-CDF sampling: a cumulative sum over the vocabulary moves with rounding
+    noise that differs between batch shapes, the argmax of well-separated noisy scores does not.)
     """
 
     def __init__(self, seeds: list[int], temperature: float, top_p: float, device):
@@ -173,14 +175,10 @@ class _RowSampler:
 
         for warper in self.warpers:
             scores = warper(input_ids, scores)
-        log_probs = torch.log_softmax(scores.float(), dim=-1)
-        uniform = torch.stack(
-            [
-                torch.rand(scores.shape[-1], generator=g, device=scores.device)
-                for g in self.generators
-            ]
-        )
-        gumbel = -torch.log(-torch.log(uniform))
-        choice = (log_probs + gumbel).argmax(dim=-1, keepdim=True)
+        noise = torch.empty(scores.shape, dtype=torch.float32, device=scores.device)
+        for row, generator in zip(noise, self.generators):
+            row.uniform_(generator=generator)
+        noise.log_().neg_().log_().neg_()  # Gumbel(0, 1), in place
+        choice = (torch.log_softmax(scores.float(), dim=-1) + noise).argmax(dim=-1, keepdim=True)
         picked = torch.full_like(scores, float("-inf"))
         return picked.scatter_(1, choice, 0.0)
