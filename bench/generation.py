@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     # (a) one prompt at a time, plain generate
     encoded = [backend._encode(c) for c in conversations[: args.single]]
     model.generate(torch.tensor([encoded[0][:8]]), max_new_tokens=2, do_sample=False)  # warm-up
-    tokens, start = 0, time.perf_counter()
+    tokens, start, cpu = 0, time.perf_counter(), time.process_time()
     for ids in encoded:
         with torch.inference_mode():
             output = model.generate(
@@ -92,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         tokens += output.shape[1] - len(ids)
     single = tokens / (time.perf_counter() - start)
+    single_cpu = tokens / (time.process_time() - cpu)
     assert tokens == new * len(encoded), tokens
     print(
         f"(a) one at a time, plain generate: {single:7.1f} tokens/s "
-        f"({len(encoded)} prompts x {new} tokens)"
+        f"({len(encoded)} prompts x {new} tokens; {single_cpu:.1f} tokens per CPU-second)"
     )
 
     # (b) the hf backend, batched
@@ -103,15 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     batched = {}
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
         backend.batch_size = batch_size
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         results = backend.generate(conversations, Sampling(max_new_tokens=new))
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         produced = sum(r.completion_tokens for r in results)
         assert produced == new * len(conversations), produced
         batched[batch_size] = produced / elapsed
         print(
             f"(b) hf backend, batch size {batch_size:3d}:  {batched[batch_size]:7.1f} tokens/s "
-            f"({len(conversations)} prompts x {new} tokens, {elapsed:.1f} s)"
+            f"({len(conversations)} prompts x {new} tokens, {elapsed:.1f} s; "
+            f"{produced / cpu:.1f} tokens per CPU-second)"
         )
 
     # (c) the compute bound
