@@ -48,7 +48,8 @@ class SelectionConfig:
         metadata={
             "help": "'reward' (max/min, Reward Model Scoring) or 'rule' (last vs first round, "
             "Rule-Based Selection), both from ARIES, Zeng et al. 2025, arXiv 2502.05605; or "
-            "'verifier' (correctness first)."
+            "'verifier' (correctness first, as in Iterative RPO, Pang et al. 2024, "
+            "arXiv 2404.19733)."
         },
     )
     candidates: str = field(
