@@ -457,8 +457,11 @@ class Loop:
         model = self.policy(0) if t is None else self.policy(t + 1)
         out = self.dir / "eval_base.json" if t is None else self.iter_dir(t) / "eval.json"
         with self.manifest.stage(t, "eval") as counts:
-            if t is not None:
-                check_held_out(self.heldout, read_jsonl(self.iter_dir(t) / "prompts.jsonl"))
+            if t is not None:  # every prompt trained on so far, not only this iteration's
+                trained = [
+                    p for i in range(t + 1) for p in read_jsonl(self.iter_dir(i) / "prompts.jsonl")
+                ]
+                check_held_out(self.heldout, trained)
             result = evaluate(
                 self.backend(model),
                 self.heldout,

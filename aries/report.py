@@ -4,7 +4,7 @@ Everything is read from the run directory (the contract between stages, DESIGN.m
 part is optional: a run stopped after collection still gets a report, with "not available" where
 a stage has not produced its files yet. What is read, per iteration `t`:
 
-- evaluations: `eval_base.json` or `iter_0/eval_before.json` (the initial model), then
+- evaluations: `eval_base.json` (the initial model), then
   `iter_<t>/eval.json` (the model trained in iteration t) — the paper's central picture, metric
   per iteration and refinement round;
 - `iter_<t>/selections.jsonl` (pairs with `chosen_score` / `rejected_score`), else
@@ -60,11 +60,9 @@ def iterations(run: Path) -> list[int]:
 def load_evals(run: Path) -> list[tuple[str, dict]]:
     """(label, eval.json) for the initial model and every evaluated iteration."""
     evals = []
-    for base in (run / "eval_base.json", run / "iter_0" / "eval_before.json"):
-        result = _json(base)
-        if result:
-            evals.append(("base", result))
-            break
+    base = _json(run / "eval_base.json")
+    if base:
+        evals.append(("base", base))
     for t in iterations(run):
         result = _json(run / f"iter_{t}" / "eval.json")
         if result:

@@ -50,6 +50,8 @@ class PromptSource:
     """Field mapping for files, e.g. {"prompt": "question", "id": "qid", "answer": "gold"}."""
     split: str = "train"
     """Split for hub datasets and DatasetDict folders."""
+    subset: str | None = None
+    """Configuration name of a hub dataset (e.g. 'main' for openai/gsm8k)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Task options for reasoning-gym (e.g. max_terms: 2) and the like."""
 
@@ -72,8 +74,8 @@ class PromptSource:
             if not eq:
                 raise AriesError(f"prompt source {spec!r}: expected key=value, got {item!r}")
             value = _parse_value(raw)
-            if key in ("size", "seed", "offset", "suffix", "split"):
-                setattr(source, key, value if key in ("suffix", "split") else int(value))
+            if key in ("size", "seed", "offset", "suffix", "split", "subset"):
+                setattr(source, key, int(value) if key in ("size", "seed", "offset") else raw)
             else:
                 source.options[key] = value
         return source
@@ -245,7 +247,7 @@ def _from_files(source: PromptSource) -> list[dict[str, Any]]:
     elif path.exists():
         raise AriesError(f"{path}: unsupported prompt file type (use {', '.join(FILE_SUFFIXES)})")
     elif source.name.count("/") == 1:
-        rows = _rows_from_hub(source.name, source.split)
+        rows = _rows_from_hub(source.name, source.split, source.subset)
     else:
         raise AriesError(f"{source.name}: no such file or folder, and not a known prompt source")
     prompt_field = source.fields.get("prompt", "prompt")
@@ -339,11 +341,11 @@ def _rows_from_disk(path: Path, split: str) -> list[Row]:
     return [(f"{path} row {i}", row) for i, row in enumerate(data)]
 
 
-def _rows_from_hub(name: str, split: str) -> list[Row]:
+def _rows_from_hub(name: str, split: str, subset: str | None) -> list[Row]:
     import datasets
 
     try:
-        data = datasets.load_dataset(name, split=split)
+        data = datasets.load_dataset(name, subset, split=split)
     except Exception as error:  # hub errors come in many types; the message is what matters
         raise AriesError(
             f"{name}: cannot load hub dataset ({str(error).splitlines()[0]})"

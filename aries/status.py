@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from aries.report import load_evals
 
 
 def stage_lines(manifest: dict[str, Any]) -> list[str]:
@@ -24,21 +25,10 @@ def stage_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
-def metric_rows(run_dir: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(label, eval.json) for the initial model and every evaluated iteration."""
-    rows = []
-    base = run_dir / "eval_base.json"
-    if base.is_file():
-        rows.append(("initial model", json.loads(base.read_text())))
-    for path in sorted(run_dir.glob("iter_*/eval.json"), key=lambda p: int(p.parent.name[5:])):
-        rows.append((f"after iter {path.parent.name[5:]}", json.loads(path.read_text())))
-    return rows
-
-
 def summary_table(run_dir: Path, manifest: dict[str, Any]) -> str:
     """Stages, then the metric of the direct answer and each refinement round per model."""
     lines = [f"run {run_dir}", *stage_lines(manifest)]
-    rows = metric_rows(run_dir)
+    rows = load_evals(run_dir)
     if rows:
         rounds = max(len(r["per_round"]) for _, r in rows)
         metric = rows[0][1]["metric"]

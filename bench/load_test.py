@@ -30,28 +30,12 @@ def tiny_model() -> str:
     """A 2-layer, 64-wide random Llama with the embedded tokenizer (the shape of the tests' tiny
     model), saved once under $ARIES_CACHE: it measures the server's own overhead, not the model's.
     """
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     from aries.models import cache_dir, embedded_model_path
+    from aries.testing import save_tiny_llama
 
     folder = cache_dir() / "tiny-llama"
     if not (folder / "config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=1024,
-            tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        LlamaForCausalLM(config).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        save_tiny_llama(folder, embedded_model_path())
     return str(folder)
 
 

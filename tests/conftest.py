@@ -26,26 +26,16 @@ def embedded_path() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory, embedded_path) -> Path:
     """A 2-layer, 64-wide Llama saved as a normal HF folder, with SmolLM2's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from aries.testing import save_tiny_llama
 
-    tokenizer = AutoTokenizer.from_pretrained(embedded_path)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), embedded_path)
+
+
+@pytest.fixture(scope="session")
+def chatty_model_path(tmp_path_factory, tiny_model_path) -> Path:
+    """The tiny model untied and with a larger init: it writes varied (random) text."""
+    from aries.testing import save_tiny_llama
+
+    return save_tiny_llama(
+        tmp_path_factory.mktemp("chatty"), tiny_model_path, tied=False, initializer_range=0.2
     )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder

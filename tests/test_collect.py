@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_hf_backend import chatty_model_path  # noqa: F401  (fixture)
 
 from aries.backends import Generation, Message, Sampling
 from aries.backends.hf import HFBackend

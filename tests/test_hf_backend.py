@@ -27,39 +27,8 @@ STOP_PROMPT = "Say something short."
 STOP_STEP = 3  # the stopping model emits EOS as its 4th token for STOP_PROMPT
 
 
-def save_tiny_llama(folder: Path, tokenizer_dir: Path, *, max_positions: int = 1024) -> Path:
-    """A 2-layer, 64-wide Llama with untied embeddings that writes varied (random) text."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=False,
-        initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def chat(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": question}]
-
-
-@pytest.fixture(scope="session")
-def chatty_model_path(tmp_path_factory, tiny_model_path) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("chatty"), tiny_model_path)
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_hf_backend import chatty_model_path, save_tiny_llama  # noqa: F401  (fixture)
 
 from aries.cli import main
 from aries.jsonl import read_jsonl
+from aries.testing import save_tiny_llama
 
 EXISTING = b'{"id": "old", "prompt": "kept", "chain": []}\n'
 
@@ -18,7 +18,13 @@ EXISTING = b'{"id": "old", "prompt": "kept", "chain": []}\n'
 @pytest.fixture(scope="module")
 def short_context_model(tmp_path_factory, tiny_model_path) -> Path:
     """A tiny model whose context is only 128 tokens, to trigger the too-long handling."""
-    return save_tiny_llama(tmp_path_factory.mktemp("short"), tiny_model_path, max_positions=128)
+    return save_tiny_llama(
+        tmp_path_factory.mktemp("short"),
+        tiny_model_path,
+        tied=False,
+        initializer_range=0.2,
+        max_positions=128,
+    )
 
 
 def refine(model: Path, *args: str) -> list[str]:
