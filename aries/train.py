@@ -271,6 +271,7 @@ def train_sft(
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
         max_length=config.max_length,
+        activation_checkpointing=False,  # TRL's SFT default is on; small models don't need it
         save_strategy="steps",
         save_steps=20,
         save_total_limit=1,

@@ -12,7 +12,7 @@ same policy and reference, so their first-step loss must be ln 2 = 0.6931 (check
 Pairs: `--pairs DIR` (a run's iter_<t>/pairs) or, by default, 32 arithmetic selections in both
 views (64 examples) built here. Target (issue 6): (b) >= 1.3 x (a).
 
-    python bench/train_dpo.py [--model embedded] [--pairs DIR] [--batch-size 8]
+    python bench/train_dpo.py [--model embedded] [--pairs DIR] [--selections 32] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--pairs", default=None, help="a saved pair dataset (default: built here)")
+    parser.add_argument("--selections", type=int, default=32, help="selections built (x2 views)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-6)
     args = parser.parse_args(argv)
