@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = Path(args.pairs) if args.pairs else Path(tmp) / "pairs"
         if not args.pairs:
             examples = build_pairs(
-                arithmetic_selections(32), instruction=DEFAULT_REFINE_INSTRUCTION
+                arithmetic_selections(args.selections), instruction=DEFAULT_REFINE_INSTRUCTION
             )
             save_dataset(examples, pairs)
         rows = len(datasets.load_from_disk(str(pairs)))
