@@ -152,7 +152,7 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
             raise AriesError("method iterative-dpo needs generation.samples >= 1")
         config.generation = replace(config.generation, rounds=0)
         config.selection = replace(config.selection, candidates="samples")
-        config.train = replace(config.train, w_refine=0.0, w_direct=1.0)
+        config.train = replace(config.train, w_refine=0.0, w_keep=0.0, w_direct=1.0)
     if config.iterations < 0 or config.generation.rounds < 0:
         raise AriesError("iterations and generation.rounds must be >= 0")
     return config
@@ -409,6 +409,7 @@ class Loop:
                 instruction=config.generation.instruction,
                 w_direct=config.train.w_direct,
                 w_refine=config.train.w_refine,
+                w_keep=config.train.w_keep,
                 seed=config.seed + t,
             )
             if examples:
@@ -418,6 +419,7 @@ class Loop:
                 pairs=len(examples),
                 direct=sum(e["view"] == "direct" for e in examples),
                 refine=sum(e["view"] == "refine" for e in examples),
+                keep=sum(e["view"] == "keep" for e in examples),
             )
 
     def stage_train(self, t: int) -> None:

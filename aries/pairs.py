@@ -9,6 +9,10 @@ repeating it. Both views go into one dataset in TRL's conversational preference 
 off-the-shelf DPO trainer on this mixture optimises `w_direct * L_direct + w_refine * L_refine`,
 with the weights realised as mixing proportions: the view with the larger weight keeps every
 example, the other a seeded random subset of size `round(n * w_other / w_max)`.
+
+An optional third view [design, not in the paper], `keep`: `(x, y_w, z) -> y_w ≻ y_l`, asks the
+refiner to keep an answer that is already the better one instead of rewriting it into the
+worse; weight `w_keep` (default 0, pure ARIES).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from aries import AriesError
 from aries.views import direct_messages, refine_messages, render_plain
 
 VIEWS = ("direct", "refine")
+"""The views of METHOD.md; `keep` is the optional design extension."""
 
 
 def build_pairs(
@@ -28,15 +33,17 @@ def build_pairs(
     instruction: str,
     w_direct: float = 1.0,
     w_refine: float = 1.0,
+    w_keep: float = 0.0,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Preference examples (conversational) for both views, mixed by the view weights."""
-    if w_direct < 0 or w_refine < 0 or w_direct + w_refine == 0:
-        raise AriesError("view weights must be >= 0 and not both 0")
-    top = max(w_direct, w_refine)
+    weights = {"direct": w_direct, "refine": w_refine, "keep": w_keep}
+    if min(weights.values()) < 0 or w_direct + w_refine == 0:
+        raise AriesError("view weights must be >= 0 and w_direct, w_refine not both 0")
+    top = max(weights.values())
     rng = random.Random(seed)
     examples = []
-    for view, weight in (("direct", w_direct), ("refine", w_refine)):
+    for view, weight in weights.items():
         keep = round(len(selections) * weight / top)
         chosen_ids = set(rng.sample(range(len(selections)), keep))
         for index, selection in enumerate(selections):
@@ -50,7 +57,8 @@ def preference_example(selection: dict[str, Any], view: str, instruction: str) -
     if view == "direct":
         prompt = direct_messages(selection["prompt"])
     else:
-        prompt = refine_messages(selection["prompt"], selection["rejected"], instruction)
+        previous = selection["chosen" if view == "keep" else "rejected"]
+        prompt = refine_messages(selection["prompt"], previous, instruction)
     return {
         "id": f"{selection['id']}:{view}",
         "view": view,

@@ -46,6 +46,13 @@ class TrainConfig:
             "weights are realised as mixing proportions of the pair dataset."
         },
     )
+    w_keep: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the optional keep view (x, y_w, z) -> y_w/y_l [design, not in "
+            "ARIES]: refinement keeps an answer that is already right. 0 = pure ARIES."
+        },
+    )
     reference: Literal["previous", "initial"] = field(
         default="previous",
         metadata={"help": "Reference policy: 'previous' = π_t (ARIES default) or 'initial' = π_0."},

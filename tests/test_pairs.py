@@ -71,3 +71,13 @@ def test_saved_dataset_is_trl_preference_format(tmp_path):
     assert {"id", "view", "prompt", "chosen", "rejected"} <= set(loaded.column_names)
     assert len(loaded) == 20
     assert not (tmp_path / "pairs.tmp").exists()
+
+
+def test_optional_keep_view_refines_the_chosen_answer():
+    examples = build_pairs(SELECTIONS[:1], instruction=Z, w_keep=1.0)
+    keep = [e for e in examples if e["view"] == "keep"]
+    assert len(keep) == 1
+    assert keep[0]["prompt"][1]["content"] == "Answer: 0"  # the previous answer is y_w
+    assert keep[0]["chosen"][0]["content"] == "Answer: 0"
+    assert keep[0]["rejected"][0]["content"] == "Answer: 1"
+    assert all(e["view"] != "keep" for e in build_pairs(SELECTIONS[:1], instruction=Z))
