@@ -36,6 +36,7 @@ def summary_table(run_dir: Path, manifest: dict[str, Any]) -> str:
         lines += ["", f"held-out {metric} (n = {rows[0][1]['n_prompts']}):"]
         lines.append("  ".join(f"{h:>14}" for h in header))
         for label, result in rows:
+            label = "initial model" if label == "base" else label.replace("iter", "after iter")
             cells = [f"{r['metric'] * 100:.1f}%" for r in result["per_round"]]
             lines.append("  ".join(f"{c:>14}" for c in [label, *cells]))
     return "\n".join(lines)
