@@ -192,7 +192,7 @@ def train_preference(
     import datasets
     from trl import DPOConfig, DPOTrainer
 
-    from aries.models import load_causal_lm, load_tokenizer
+    from aries.models import load_causal_lm
 
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
@@ -228,13 +228,10 @@ def train_preference(
         trust_remote_code=trust_remote_code,
         **_precision_flags(config.precision),
     )
-    model = load_causal_lm(policy, dtype="float32", trust_remote_code=trust_remote_code)
+    model, tokenizer = _load_policy(policy, trust_remote_code)
     ref_model = None
     if reference is not None:
         ref_model = load_causal_lm(reference, dtype="float32", trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer(policy, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     trainer = DPOTrainer(
         model=model,
         ref_model=ref_model,
@@ -244,11 +241,7 @@ def train_preference(
         peft_config=_lora_config(config) if config.lora else None,
         callbacks=_tensorboard(log_dir),
     )
-    result = trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints))
-    save_policy(trainer, tokenizer, output_dir)
-    if trainer.accelerator.is_main_process:
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        atomic_write_json(output_dir / "log_history.json", trainer.state.log_history)
+    result = _train_and_save(trainer, tokenizer, checkpoints, output_dir)
     return {"steps": trainer.state.global_step, **result.metrics}
 
 
@@ -266,8 +259,6 @@ def train_sft(
     import datasets
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
-
-    from aries.models import load_causal_lm, load_tokenizer
 
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
@@ -287,10 +278,7 @@ def train_sft(
         seed=seed,
         **_precision_flags("auto"),
     )
-    model = load_causal_lm(policy, dtype="float32", trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer(policy, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer = _load_policy(policy, trust_remote_code)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -298,11 +286,29 @@ def train_sft(
         processing_class=tokenizer,
         callbacks=_tensorboard(log_dir),
     )
+    result = _train_and_save(trainer, tokenizer, checkpoints, output_dir)
+    return {"steps": trainer.state.global_step, **result.metrics}
+
+
+def _load_policy(policy: str, trust_remote_code: bool):
+    """The policy in fp32 (the trainer's mixed precision casts) and its tokenizer, padded."""
+    from aries.models import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(policy, dtype="float32", trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(policy, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _train_and_save(trainer, tokenizer, checkpoints: Path, output_dir: Path):
+    """Train (resuming from the last checkpoint), save the policy, keep the logs, tidy up."""
     result = trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints))
     save_policy(trainer, tokenizer, output_dir)
     if trainer.accelerator.is_main_process:
         shutil.rmtree(checkpoints, ignore_errors=True)
-    return {"steps": trainer.state.global_step, **result.metrics}
+        atomic_write_json(output_dir / "log_history.json", trainer.state.log_history)
+    return result
 
 
 def save_policy(trainer, tokenizer, output_dir: str | Path) -> None:
