@@ -14,6 +14,7 @@ partly written chains file without duplicates, and resumes training from its las
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import shutil
@@ -259,7 +260,6 @@ class Loop:
         """Run every stage not yet done; with `stop_before`, stop when the next stage to run
         is that one (e.g. 'train', to run it under `accelerate launch` with `aries train`)."""
         config = self.config
-        self.heldout = self.load_heldout()
         if config.sft.enabled and not self.manifest.is_done(None, "sft"):
             self.stage_sft()
         if config.eval.enabled and config.eval.baseline and not self.manifest.is_done(None, "eval"):
@@ -278,7 +278,9 @@ class Loop:
         self.release_backend()
         return self.manifest.data
 
-    def load_heldout(self) -> list[dict[str, Any]]:
+    @functools.cached_property
+    def heldout(self) -> list[dict[str, Any]]:
+        """The held-out evaluation prompts (never trained on: see stage_prompts, stage_eval)."""
         from aries.sources import PromptSource, load_prompts
 
         if not self.config.eval.enabled:
@@ -429,12 +431,14 @@ class Loop:
         pairs = self.iter_dir(t) / "pairs"
         with self.manifest.stage(t, "train") as counts:
             self.release_backend()  # hand the memory to the trainer
+            from aries.models import resolve_model
+
             if not pairs.is_dir():
                 # No pair survived selection: the policy carries over unchanged.
-                shutil.copytree(self.policy(t), self.iter_dir(t) / "model", dirs_exist_ok=True)
+                model = self.iter_dir(t) / "model"
+                shutil.copytree(resolve_model(self.policy(t)), model, dirs_exist_ok=True)
                 counts.update(steps=0, skipped="no pairs")
                 return
-            from aries.models import resolve_model
 
             reference = None
             if config.train.reference == "initial" and t > 0:

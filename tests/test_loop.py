@@ -195,3 +195,21 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_path,
     assert all(torch.allclose(expected[k], resumed[k], atol=1e-6) for k in expected)
     manifest = json.loads((run_dir.parent / "manifest.json").read_text())
     assert manifest["iterations"]["0"]["stages"][moment]["attempts"] == 2
+
+
+def test_no_pairs_carries_the_policy_over(tmp_path, tiny_model_path):
+    config = load_run_config(
+        tiny_config(
+            tmp_path,
+            tiny_model_path,
+            reward={"type": "regex", "pattern": "^never$", "mode": "match"},
+            eval={"enabled": False},
+        )
+    )
+    manifest = run(config, progress=False)
+    stages = manifest["iterations"]["0"]["stages"]
+    assert stages["select"]["counts"]["kept"] == 0
+    assert stages["train"]["counts"]["skipped"] == "no pairs"
+    before = load_file(tiny_model_path / "model.safetensors")
+    after = load_file(config.run_dir / "iter_0" / "model" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
