@@ -20,6 +20,7 @@ response beat the reference).
     rounds (K), n_prompts (evaluated), skipped {"too_long", "no_reference", "unscored"},
     sampling {max_new_tokens, temperature, top_p, seed}, instruction, seconds, created,
     chains_path (relative to eval.json: the chains, one record per prompt),
+    judgements_path (LLM judges only: every judge call with its raw output, one per line),
     per_round: [{
         round, n, metric, ci95 [low, high], mean_tokens, mean_chars, truncated,
         correct                                   (accuracy only)
@@ -47,7 +48,7 @@ import numpy as np
 
 from aries import AriesError, metrics
 from aries.backends import Backend, Sampling
-from aries.jsonl import atomic_write_json, read_jsonl
+from aries.jsonl import atomic_write_json, atomic_write_jsonl, read_jsonl
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
 SCHEMA = "aries.eval/1"
@@ -80,6 +81,20 @@ class Judge(Protocol):
 
     def compare(self, items: list[Comparison]) -> list[float | None]: ...
 
+    @property
+    def transcripts(self) -> list[dict]:
+        """The raw judge calls behind the verdicts (empty for reward models)."""
+        ...
+
+
+def _verdict(share: float | None, tie_margin: float) -> float | None:
+    """1 win, 0.5 tie, 0 loss from the response's share (reward difference or win share)."""
+    if share is None:
+        return None
+    if abs(share) <= tie_margin:
+        return 0.5
+    return 1.0 if share > 0 else 0.0
+
 
 class RewardJudge:
     """A pointwise reward source used as a pairwise judge: the higher reward wins.
@@ -108,13 +123,13 @@ class RewardJudge:
         verdicts: list[float | None] = []
         for item, reward in zip(items, responses, strict=True):
             reference = self._reference_scores[(item.prompt, item.reference)]
-            if reward is None or reference is None:
-                verdicts.append(None)
-            elif abs(reward - reference) <= self.tie_margin:
-                verdicts.append(0.5)
-            else:
-                verdicts.append(1.0 if reward > reference else 0.0)
+            margin = None if reward is None or reference is None else reward - reference
+            verdicts.append(_verdict(margin, self.tie_margin))
         return verdicts
+
+    @property
+    def transcripts(self) -> list[dict]:
+        return getattr(self.source, "transcripts", [])
 
 
 class PairwiseJudge:
@@ -123,12 +138,18 @@ class PairwiseJudge:
 
     The judge's score for the response is its share of the two verdicts; above one half is a
     win, below a loss, exactly one half (split or tied verdicts) a tie, as in MT-Bench's
-    two-order pairwise grading (Zheng et al. 2023, arXiv 2306.05685).
+    two-order pairwise grading (Zheng et al. 2023, arXiv 2306.05685). Shares within
+    `tie_margin` of one half also tie: a `logprob` judge gives probabilities, never exactly 1/2.
     """
 
-    def __init__(self, source: Verifier):
+    def __init__(self, source: Verifier, tie_margin: float = 0.0):
         self.source = source
         self.name = source.name
+        self.tie_margin = tie_margin
+
+    @property
+    def transcripts(self) -> list[dict]:
+        return getattr(self.source, "transcripts", [])
 
     def compare(self, items: list[Comparison]) -> list[float | None]:
         from aries.rewards import ScoreItem
@@ -141,7 +162,7 @@ class PairwiseJudge:
                 ScoreItem(item.prompt, item.reference, None, group),
             ]
         shares = self.source.score(scored)[::2]
-        return [None if s is None else 0.5 if s == 0.5 else float(s > 0.5) for s in shares]
+        return [_verdict(None if s is None else s - 0.5, self.tie_margin) for s in shares]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,16 +407,22 @@ def evaluate(
             f"{chains_path} holds chains of another length than {rounds + 1} (an earlier "
             "evaluation with other settings): delete it or choose another output path"
         )
+    judgements_path = None
     if metric == "accuracy":
         scores = _verify(records, verifier)
     else:
+        already = len(judge.transcripts)
         scores = _judge(records, judge, references)
+        if judge.transcripts[already:]:  # kept even when nothing parsed, to see why
+            judgements_path = out_path.with_name(out_path.stem + ".judgements.jsonl")
+            atomic_write_jsonl(judgements_path, judge.transcripts[already:])
     scored = [(r, s) for r, s in zip(records, scores, strict=True) if None not in s]
     skipped["unscored"] = len(records) - len(scored)
     if not scored:
         raise AriesError(
             f"{(verifier or judge).name} scored no prompt in every round "
-            f"({len(records)} prompts had a response without a score or verdict)"
+            f"({len(records)} prompts had a response without a score or verdict"
+            + (f"; the judge's outputs are in {judgements_path})" if judgements_path else ")")
         )
     records, scores = [r for r, _ in scored], [s for _, s in scored]
 
@@ -422,6 +449,7 @@ def evaluate(
         "seconds": round(time.time() - started, 1),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "chains_path": chains_path.name,
+        **({"judgements_path": judgements_path.name} if judgements_path else {}),
         "per_round": per_round,
         "first_to_last": metrics.transitions(table[:, 0], table[:, -1]),
         "per_prompt": [{"id": r["id"], "scores": s} for r, s in zip(records, scores, strict=True)],

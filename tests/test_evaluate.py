@@ -238,9 +238,10 @@ def test_pairwise_judge_sees_each_pair_alone():
                 out += [value, None if value is None else 1 - value]
             return out
 
-    judge = PairwiseJudge(Shares())
     items = [Comparison("p", r, "ref", {}) for r in ("good", "split", "mostly", "bad", "?")]
-    assert judge.compare(items) == [1.0, 0.5, 1.0, 0.0, None]
+    assert PairwiseJudge(Shares()).compare(items) == [1.0, 0.5, 1.0, 0.0, None]
+    # probabilistic shares (logprob verdicts) within the margin of one half are ties
+    assert PairwiseJudge(Shares(), tie_margin=0.25).compare(items) == [1.0, 0.5, 0.5, 0.5, None]
 
 
 def test_evaluate_model_by_spec(tiny_model_path, tmp_path):
@@ -274,7 +275,22 @@ def test_eval_command_self_judged_win_rate_on_tiny_model(tiny_model_path, tmp_pa
         str(tmp_path / "e.json"),
     ]
     assert main(args) == 2
-    assert "scored no prompt" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "scored no prompt" in error and "e.judgements.jsonl" in error
     chains = read_jsonl(tmp_path / "e.chains.jsonl")
     assert [len(c["chain"]) for c in chains] == [2, 2]
     assert all("answer" in c for c in chains)  # GPT-4 references exist for math questions
+    # the judge's raw outputs are kept to show why: 2 prompts x 2 rounds x both orders
+    judgements = read_jsonl(tmp_path / "e.judgements.jsonl")
+    assert len(judgements) == 8 and all(j["share_a"] is None for j in judgements)
+
+    # The same evaluation with logprob verdicts: every comparison gets one, and a table.
+    assert main([*args, "--judge-verdict", "logprob"]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["scorer"] == f"judge:pairwise:logprob:{tiny_model_path}"
+    assert result["n_prompts"] == 2 and result["skipped"]["unscored"] == 0
+    assert [r["wins"] + r["ties"] + r["losses"] for r in result["per_round"]] == [2, 2]
+    assert result["judgements_path"] == "e.judgements.jsonl"
+    judgements = read_jsonl(tmp_path / "e.judgements.jsonl")
+    assert len(judgements) == 8 and all(0 < j["share_a"] < 1 for j in judgements)
+    assert "LC win rate" in capsys.readouterr().out

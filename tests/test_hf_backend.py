@@ -185,3 +185,25 @@ def test_close_releases_the_model(chatty_model_path):
     backend = HFBackend(str(chatty_model_path), device="cpu")
     backend.close()
     assert not hasattr(backend, "model")
+
+
+def test_next_token_logprobs_match_one_unpadded_forward_pass(backend):
+    import torch
+
+    from aries import AriesError
+
+    conversations = [chat(q) for q in QUESTIONS]  # batch_size 3: padded, reordered batches
+    batched = backend.next_token_logprobs(conversations, "[[", ["A", "B", "C"])
+    tokenizer = backend.tokenizer
+    for conversation, got in zip(conversations, batched, strict=True):
+        ids = backend._encode(conversation) + tokenizer.encode("[[", add_special_tokens=False)
+        with torch.no_grad():
+            logits = backend.model(torch.tensor([ids])).logits[0, -1]
+        expected = torch.log_softmax(logits, dim=-1)
+        for candidate in "ABC":
+            token = tokenizer.encode("[[" + candidate, add_special_tokens=False)[-1]
+            assert got[candidate] == pytest.approx(expected[token].item(), abs=1e-4)
+    assert batched[2] == pytest.approx(batched[6])  # same prompt, same distribution
+    # "Score: " ends in a space token that merges with a letter: not one token after it.
+    with pytest.raises(AriesError, match="'A' is not one token after 'Score: '"):
+        backend.next_token_logprobs(conversations[:1], "Score: ", ["A"])

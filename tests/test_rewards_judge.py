@@ -86,3 +86,33 @@ def test_real_tiny_model_judge_returns_none_for_garbage(tiny_model_path):
     assert judge.judged == 2
     assert judge.unparsed == scores.count(None)
     assert all(s is None or 0 <= s <= 5 for s in scores)
+
+
+def test_logprob_verdicts_always_score_and_keep_transcripts(tiny_model_path):
+    """A random tiny model never writes a parseable verdict, but its token probabilities give
+    one for every call: expected points in 0..5, and pairwise win shares that sum to one."""
+    config = JudgeConfig(model=str(tiny_model_path), verdict="logprob", batch_size=2)
+    judge = Judge(config)
+    assert judge.name == f"judge:pointwise:logprob:{tiny_model_path}"
+    points = judge.score([ScoreItem("What is 2+2?", "4", "4"), ScoreItem("Name a colour", "red")])
+    assert all(0 <= p <= 5 for p in points) and judge.unparsed == 0
+    assert sum(judge.transcripts[0]["output"].values()) == pytest.approx(1.0)
+    assert judge.transcripts[0]["score"] == points[0]
+
+    pairwise = Judge(JudgeConfig(**{**config.__dict__, "mode": "pairwise"}), backend=judge.backend)
+    record = {"id": "p1"}
+    shares = pairwise.score(
+        [ScoreItem("q", "one", None, record), ScoreItem("q", "two", None, record)]
+    )
+    assert sum(shares) == pytest.approx(1.0) and all(0 < s < 1 for s in shares)
+    assert [t["response_a"] for t in pairwise.transcripts] == ["one", "two"]  # both orders
+    assert set(pairwise.transcripts[0]["output"]) == {"A", "B", "C"}
+
+
+def test_logprob_verdict_needs_a_backend_with_token_probabilities():
+    from aries import AriesError
+
+    with pytest.raises(AriesError, match="'scripted' backend does not expose"):
+        Judge(JudgeConfig(verdict="logprob"), backend=ScriptedBackend("[[A]]"))
+    with pytest.raises(AriesError, match="verdict must be 'text' or 'logprob'"):
+        JudgeConfig(verdict="probs")

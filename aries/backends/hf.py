@@ -57,6 +57,22 @@ class HFBackend:
     def count_prompt_tokens(self, conversation: list[Message]) -> int:
         return len(self._encode(conversation))
 
+    def _length_batches(self, encoded: list[list[int]]):
+        """Indices of `encoded` in batches of similar length (longest first): little padding."""
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def _left_pad(self, prompts: list[list[int]]):
+        """(input_ids, attention_mask) tensors, padded on the left so rows end together."""
+        import torch
+
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        return input_ids, attention_mask
+
     def generate(self, conversations: list[list[Message]], sampling: Sampling) -> list[Generation]:
         encoded = [self._encode(conversation) for conversation in conversations]
         # Identical prompts (n samples of one question) get distinct seeds by their repeat index.
@@ -66,10 +82,8 @@ class HFBackend:
             key = tuple(prompt)
             seeds.append(_row_seed(sampling.seed, prompt, repeats.get(key, 0)))
             repeats[key] = repeats.get(key, 0) + 1
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
         results: list[Generation | None] = [None] * len(encoded)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        for batch in self._length_batches(encoded):
             generations = self._generate_batch(
                 [encoded[i] for i in batch], [seeds[i] for i in batch], sampling
             )
@@ -82,10 +96,9 @@ class HFBackend:
     ) -> list[Generation]:
         import torch
 
-        width = max(len(p) for p in prompts)
+        input_ids, attention_mask = self._left_pad(prompts)
+        width = input_ids.shape[1]
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         # Sampling runs inside a logits processor with one generator per row; generate itself
         # then only takes the argmax, so the draw of a row never depends on its batch neighbours.
         processors = []
@@ -120,6 +133,49 @@ class HFBackend:
                 )
             )
         return generations
+
+    def next_token_logprobs(
+        self, conversations: list[list[Message]], prefix: str, candidates: list[str]
+    ) -> list[dict[str, float]]:
+        """Log-probability of each candidate as the next token once the assistant's turn begins
+        with `prefix` (e.g. "[[" then "A"/"B"/"C"): one forward pass per batch, no decoding.
+
+        Used by judges that read a verdict from token probabilities instead of parsing text.
+        Every candidate must be exactly one token after `prefix` for this tokenizer.
+        """
+        import torch
+
+        from aries import AriesError
+
+        prefix_ids = self.tokenizer.encode(prefix, add_special_tokens=False)
+        candidate_ids = []
+        for candidate in candidates:
+            ids = self.tokenizer.encode(prefix + candidate, add_special_tokens=False)
+            if len(ids) != len(prefix_ids) + 1 or ids[: len(prefix_ids)] != prefix_ids:
+                raise AriesError(
+                    f"{self.model_spec}: {candidate!r} is not one token after {prefix!r} for "
+                    "this tokenizer, so its probability cannot be read from one forward pass"
+                )
+            candidate_ids.append(ids[-1])
+        encoded = [self._encode(c) + prefix_ids for c in conversations]
+        results: list[dict[str, float]] = [{} for _ in encoded]
+        for batch in self._length_batches(encoded):
+            input_ids, mask = self._left_pad([encoded[i] for i in batch])
+            # Positions count real tokens only, as in generate, so padding changes nothing.
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            device = self.model.device
+            with torch.inference_mode():
+                # logits_to_keep=1: only the last position goes through the LM head.
+                logits = self.model(
+                    input_ids=input_ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    logits_to_keep=1,
+                ).logits[:, -1, :]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)[:, candidate_ids].tolist()
+            for index, row in zip(batch, logprobs):
+                results[index] = dict(zip(candidates, row, strict=True))
+        return results
 
     def close(self) -> None:
         import gc

@@ -57,6 +57,14 @@ def register(subparsers) -> None:
         "pointwise: each gets a 5-point rubric score and the higher one wins",
     )
     parser.add_argument(
+        "--judge-verdict",
+        choices=("text", "logprob"),
+        default="text",
+        help="text: parse the verdict the judge writes (default); logprob: read it from the "
+        "verdict tokens' probabilities in one forward pass (G-Eval, Liu et al. 2023, arXiv "
+        "2303.16634) - every comparison gets a verdict, even from a small judge",
+    )
+    parser.add_argument(
         "--judge-max-new-tokens",
         type=int,
         default=256,
@@ -66,7 +74,8 @@ def register(subparsers) -> None:
         "--tie-margin",
         type=float,
         default=0.0,
-        help="reward differences up to this count as ties (default: 0)",
+        help="ties: reward differences up to this, or pairwise win shares within this of 1/2 "
+        "(default: 0, exact ties only)",
     )
     parser.add_argument(
         "--baseline",
@@ -122,12 +131,13 @@ def make_scorer(args: argparse.Namespace, backend, model: str):
             "model": args.judge,
             "mode": args.judge_mode,
             "max_new_tokens": args.judge_max_new_tokens,
+            "verdict": args.judge_verdict,
         }
         # A model judging itself (Self-Rewarding style) reuses the loaded policy.
         shared = backend if args.judge == model else None
         source = Judge(build_config(JudgeConfig, options, "judge"), backend=shared)
         if args.judge_mode == "pairwise":
-            return None, PairwiseJudge(source)
+            return None, PairwiseJudge(source, tie_margin=args.tie_margin)
     return None, RewardJudge(source, tie_margin=args.tie_margin)
 
 

@@ -7,6 +7,14 @@ in both orders and position bias cancels (Zheng et al. 2023, "Judging LLM-as-a-J
 2306.05685, prompt and `[[A]]`/`[[B]]`/`[[C]]` verdict format); a response's score is its win
 rate over the verdicts that parsed (tie = half a win).
 Unparseable judgements are counted (`unparsed`) and give None, never a zero.
+
+Verdicts are read in one of two ways. `text`: the judge writes its justification and verdict,
+which are parsed. `logprob`: the judge's answer is prefilled with "Score: " or "[[" and the
+verdict is read from the next token's probabilities in one forward pass, as G-Eval weights scores
+by their probabilities (Liu et al. 2023, arXiv 2303.16634): the pointwise score is the expected
+points, the pairwise verdict a probability over A / B / tie. Every call then gives a verdict, so
+even a small model that never writes a well-formed one can judge, and no decoding is paid for.
+Every judge call is kept in `transcripts` (question, responses, output, verdict) for inspection.
 """
 
 from __future__ import annotations
@@ -94,10 +102,21 @@ class JudgeConfig:
         default=True,
         metadata={"help": "Show the prompt's reference answer to the judge when there is one."},
     )
+    verdict: str = field(
+        default="text",
+        metadata={
+            "help": "'text': parse the verdict the judge writes; 'logprob': read it from the "
+            "probabilities of the verdict tokens after a prefilled 'Score: ' or '[[' (G-Eval, "
+            "Liu et al. 2023, arXiv 2303.16634), one forward pass and always a verdict; hf "
+            "backend only."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in ("pointwise", "pairwise"):
             raise AriesError(f"judge mode must be 'pointwise' or 'pairwise', not {self.mode!r}")
+        if self.verdict not in ("text", "logprob"):
+            raise AriesError(f"judge verdict must be 'text' or 'logprob', not {self.verdict!r}")
 
 
 _SCORE = re.compile(
@@ -145,13 +164,18 @@ def parse_pairwise(text: str) -> str | None:
     return None
 
 
+POINTS = [str(points) for points in range(6)]
+"""The pointwise rubric's possible scores, as the tokens a `logprob` verdict reads."""
+
+
 class Judge:
     """`judge`: an LLM scores responses; see the module docstring for both modes."""
 
     def __init__(self, config: JudgeConfig, backend: Backend | None = None):
         """`backend`: reuse an already loaded model (e.g. the policy) instead of loading one."""
         self.config = config
-        self.name = f"judge:{config.mode}:{config.model}"
+        suffix = ":logprob" if config.verdict == "logprob" else ""
+        self.name = f"judge:{config.mode}{suffix}:{config.model}"
         self.sampling = Sampling(max_new_tokens=config.max_new_tokens, temperature=0.0)
         self._owns_backend = backend is None
         if backend is None:
@@ -161,10 +185,17 @@ class Judge:
             if config.device:
                 options["device"] = config.device
             backend = make_backend(config.backend, config.model, **options)
+        if config.verdict == "logprob" and not hasattr(backend, "next_token_logprobs"):
+            raise AriesError(
+                f"judge verdict 'logprob' reads token probabilities, which the {backend.name!r} "
+                "backend does not expose: use backend 'hf' or verdict 'text'"
+            )
         self.backend = backend
         self.judged = 0
         self.unparsed = 0
         """Judge calls made and verdicts that did not parse, over this source's lifetime."""
+        self.transcripts: list[dict] = []
+        """Every judge call: the question, the response(s), the raw output and the verdict."""
 
     def close(self) -> None:
         """Free the judge model's memory (a borrowed backend, e.g. the policy, stays open)."""
@@ -176,11 +207,22 @@ class Judge:
             return f"{label}{item.reference}\n"
         return ""
 
-    def _ask(self, prompts: list[str]) -> list[str]:
+    def _ask(self, prompts: list[str], prefix: str, candidates: list[str]) -> list[str | dict]:
+        """The judge's raw outputs: generated text, or (logprob) the candidates' probabilities
+        after `prefix`, renormalised over the candidates."""
+        import math
+
         conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
-        texts = [g.text for g in self.backend.generate(conversations, self.sampling)]
-        self.judged += len(texts)
-        return texts
+        self.judged += len(prompts)
+        if self.config.verdict == "text":
+            return [g.text for g in self.backend.generate(conversations, self.sampling)]
+        outputs: list[str | dict] = []
+        for logprobs in self.backend.next_token_logprobs(conversations, prefix, candidates):
+            top = max(logprobs.values())
+            weights = {c: math.exp(lp - top) for c, lp in logprobs.items()}
+            total = sum(weights.values())
+            outputs.append({c: w / total for c, w in weights.items()})
+        return outputs
 
     def score(self, items: list[ScoreItem]) -> list[float | None]:
         if self.config.mode == "pointwise":
@@ -196,7 +238,21 @@ class Judge:
             )
             for item in items
         ]
-        scores = [parse_pointwise(text) for text in self._ask(prompts)]
+        scores = []
+        for item, output in zip(items, self._ask(prompts, "Score: ", POINTS), strict=True):
+            if isinstance(output, dict):  # expected points under the verdict distribution
+                score = sum(int(points) * p for points, p in output.items())
+            else:
+                score = parse_pointwise(output)
+            scores.append(score)
+            self.transcripts.append(
+                {
+                    "question": item.prompt,
+                    "response": item.response,
+                    "output": output,
+                    "score": score,
+                }
+            )
         self.unparsed += scores.count(None)
         return scores
 
@@ -220,12 +276,25 @@ class Judge:
         ]
         wins: list[float] = [0.0] * len(items)
         counted: list[int] = [0] * len(items)
-        for (a, b), text in zip(pairs, self._ask(prompts)):
-            verdict = parse_pairwise(text)
-            if verdict is None:
+        outputs = self._ask(prompts, "[[", ["A", "B", "C"])
+        for (a, b), output in zip(pairs, outputs, strict=True):
+            if isinstance(output, dict):  # A's expected share: its win probability + half a tie
+                share_a: float | None = output["A"] + output["C"] / 2
+            else:
+                verdict = parse_pairwise(output)
+                share_a = None if verdict is None else {"A": 1.0, "B": 0.0, "tie": 0.5}[verdict]
+            self.transcripts.append(
+                {
+                    "question": items[a].prompt,
+                    "response_a": items[a].response,
+                    "response_b": items[b].response,
+                    "output": output,
+                    "share_a": share_a,
+                }
+            )
+            if share_a is None:
                 self.unparsed += 1
                 continue
-            share_a = {"A": 1.0, "B": 0.0, "tie": 0.5}[verdict]
             wins[a] += share_a
             wins[b] += 1.0 - share_a
             counted[a] += 1
