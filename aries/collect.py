@@ -7,6 +7,8 @@ The same function serves `aries refine` (inference), the loop's collection stage
 Prompts are processed in chunks; inside a chunk all prompts advance round by round, one batched
 backend call per round. A chunk's records are appended to `chains.jsonl` only when all its rounds
 are done, so a resumed run regenerates whole chunks and never mixes half-chains into the file.
+A prompt record may carry `history`, earlier chat turns (MT-Bench's second turn follows its
+first): both views then continue that conversation.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ def split_by_context(
     kept, skipped = [], []
     for prompt in prompts:
         if rounds > 0:
-            longest = refine_messages(prompt["prompt"], "", instruction)
+            longest = refine_messages(prompt["prompt"], "", instruction, _history(prompt))
             needed = backend.count_prompt_tokens(longest) + 2 * max_new_tokens
         else:
-            needed = backend.count_prompt_tokens(direct_messages(prompt["prompt"])) + max_new_tokens
+            direct = direct_messages(prompt["prompt"], _history(prompt))
+            needed = backend.count_prompt_tokens(direct) + max_new_tokens
         (kept if needed <= limit else skipped).append(prompt)
     return kept, skipped
 
@@ -101,7 +104,7 @@ def _chains_for_chunk(
     bar,
 ) -> list[dict[str, Any]]:
     records = [{**prompt, "chain": []} for prompt in chunk]
-    conversations = [direct_messages(p["prompt"]) for p in chunk]
+    conversations = [direct_messages(p["prompt"], _history(p)) for p in chunk]
     for round_index in range(rounds + 1):
         # Each round gets its own seed so a refinement is not a replay of the answer's randomness.
         round_sampling = replace(sampling, seed=sampling.seed + 1000 * round_index)
@@ -109,17 +112,25 @@ def _chains_for_chunk(
             record["chain"].append({"round": round_index, **_fields(generation)})
         bar.update(len(chunk))
         conversations = [
-            refine_messages(r["prompt"], r["chain"][-1]["text"], instruction) for r in records
+            refine_messages(r["prompt"], r["chain"][-1]["text"], instruction, _history(r))
+            for r in records
         ]
     if n_samples:
         sample_sampling = replace(sampling, seed=sampling.seed + 1_000_000)
-        repeated = [direct_messages(p["prompt"]) for p in chunk for _ in range(n_samples)]
+        repeated = [
+            direct_messages(p["prompt"], _history(p)) for p in chunk for _ in range(n_samples)
+        ]
         generations = backend.generate(repeated, sample_sampling)
         for index, record in enumerate(records):
             mine = generations[index * n_samples : (index + 1) * n_samples]
             record["samples"] = [{"sample": i, **_fields(g)} for i, g in enumerate(mine)]
         bar.update(len(chunk) * n_samples)
     return records
+
+
+def _history(prompt: dict[str, Any]) -> list[dict[str, str]]:
+    """Earlier turns a prompt record may carry (`history`: chat messages), answered as context."""
+    return prompt.get("history") or []
 
 
 def _fields(generation: Generation) -> dict[str, Any]:

@@ -7,8 +7,10 @@ file follows that tool's own format:
   `{"question_id", "answer_id", "model_id", "choices": [{"index": 0, "turns": [{"content",
   "token_len"}]}], "tstamp"}` (`token_len` feeds its length-controlled scores).
 - MT-Bench answers (FastChat `llm_judge/data/mt_bench/model_answer/<model>.jsonl`): same envelope
-  but `turns` is a list of strings. aries generates the first turn only, so the file holds one
-  turn per question (FastChat's single-answer grading of turn 1 works; turn-2 grading does not).
+  but `turns` is a list of strings, one per question turn. FastChat grades both turns, so the
+  export answers the follow-up question itself (`answer_second_turns`): the model sees the first
+  question and its exported answer, answers the second question and refines that answer as many
+  rounds as the exported first turn had, through the same chain code as everywhere else.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from aries import AriesError
+from aries.backends import Backend, Sampling
 from aries.jsonl import atomic_write_json, atomic_write_jsonl, read_jsonl
+from aries.views import DEFAULT_REFINE_INSTRUCTION
 
 FORMATS = ("alpaca-eval", "arena-hard", "mt-bench")
 
@@ -75,23 +79,80 @@ def to_alpaca_eval(records: list[dict], round_index: int, model_id: str) -> list
     ]
 
 
-def to_answer_lines(records: list[dict], round_index: int, model_id: str, style: str) -> list[dict]:
-    """Arena-Hard (`style='arena-hard'`) or FastChat MT-Bench (`'mt-bench'`) answer records."""
+def answer_second_turns(
+    backend: Backend,
+    records: list[dict[str, Any]],
+    round_index: int,
+    *,
+    sampling: Sampling,
+    instruction: str,
+    out_path: str | Path,
+) -> dict[str, str]:
+    """Second-turn answers by record id: the follow-up question (`metadata.turns[1]`) answered
+    after the first question and its round-`round_index` answer, then refined to that round.
+
+    The chains go to `out_path` and a rerun resumes them; a different first answer (another
+    round or model) makes a different record id, so stale answers are never reused.
+    """
+    from aries.collect import run_chains
+
+    follow_ups = []
+    for record in records:
+        turns = (record.get("metadata") or {}).get("turns") or []
+        if len(turns) < 2:
+            raise AriesError(
+                f"record {record['id']}: no second question in metadata.turns (made by an older "
+                "aries or not MT-Bench?): evaluate again, or export with --first-turn-only"
+            )
+        history = [
+            {"role": "user", "content": record["prompt"]},
+            {"role": "assistant", "content": pick_round(record, round_index)["text"]},
+        ]
+        digest = hashlib.sha256(json.dumps(history).encode()).hexdigest()[:12]
+        follow_ups.append(
+            {"id": f"{record['id']}/turn-2/{digest}", "prompt": turns[1], "history": history}
+        )
+    rounds = round_index % len(records[0]["chain"]) if records else 0
+    chains = run_chains(
+        backend,
+        follow_ups,
+        rounds=rounds,
+        sampling=sampling,
+        instruction=instruction,
+        out_path=out_path,
+    )
+    return {
+        record["id"]: chain["chain"][rounds]["text"]
+        for record, chain in zip(records, chains, strict=True)
+    }
+
+
+def to_answer_lines(
+    records: list[dict],
+    round_index: int,
+    model_id: str,
+    style: str,
+    second_turns: dict[str, str] | None = None,
+) -> list[dict]:
+    """Arena-Hard (`style='arena-hard'`) or FastChat MT-Bench (`'mt-bench'`) answer records;
+    `second_turns` (MT-Bench) adds each question's follow-up answer as the second turn."""
     tstamp = time.time()
     lines = []
     for record in records:
         step = pick_round(record, round_index)
         question_id = _question_id(record)
         if style == "arena-hard":
-            turn = {"content": step["text"], "token_len": step.get("completion_tokens", 0)}
+            turns = [{"content": step["text"], "token_len": step.get("completion_tokens", 0)}]
         else:
-            turn = step["text"]
+            turns = [step["text"]]
+            if second_turns is not None:
+                turns.append(second_turns[record["id"]])
         lines.append(
             {
                 "question_id": question_id,
-                "answer_id": _answer_id(model_id, question_id, step["text"]),
+                "answer_id": _answer_id(model_id, question_id, "\0".join(map(str, turns))),
                 "model_id": model_id,
-                "choices": [{"index": 0, "turns": [turn]}],
+                "choices": [{"index": 0, "turns": turns}],
                 "tstamp": tstamp,
             }
         )
@@ -105,16 +166,34 @@ def export(
     fmt: str,
     model_id: str,
     round_index: int = -1,
+    backend: Backend | None = None,
+    sampling: Sampling | None = None,
+    instruction: str = DEFAULT_REFINE_INSTRUCTION,
 ) -> int:
     """Write one round of a chains file (or eval.json) in an external judge's format.
 
-    Returns the number of answers written.
+    For `mt-bench`, a `backend` (the model that wrote the chains) answers the second turns
+    (`answer_second_turns`, chains in `<out>.turn2.chains.jsonl`); without one the file holds
+    the first turn only. Returns the number of answers written.
     """
     if fmt not in FORMATS:
         raise AriesError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     records = load_chains(chains_path)
+    for record in records:
+        pick_round(record, round_index)  # a bad round fails before any generation
     if fmt == "alpaca-eval":
         atomic_write_json(out_path, to_alpaca_eval(records, round_index, model_id))
-    else:
-        atomic_write_jsonl(out_path, to_answer_lines(records, round_index, model_id, fmt))
+        return len(records)
+    second_turns = None
+    if fmt == "mt-bench" and backend is not None:
+        out_path = Path(out_path)
+        second_turns = answer_second_turns(
+            backend,
+            records,
+            round_index,
+            sampling=sampling or Sampling(),
+            instruction=instruction,
+            out_path=out_path.with_name(out_path.stem + ".turn2.chains.jsonl"),
+        )
+    atomic_write_jsonl(out_path, to_answer_lines(records, round_index, model_id, fmt, second_turns))
     return len(records)

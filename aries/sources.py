@@ -175,7 +175,11 @@ def _mt_bench(source: PromptSource) -> list[dict[str, Any]]:
             "prompt": _finish(question["turns"][0], source),
             "question": question["turns"][0],
             "source": "mt-bench",
-            "metadata": {"category": question["category"], "question_id": question["question_id"]},
+            "metadata": {
+                "category": question["category"],
+                "question_id": question["question_id"],
+                "turns": question["turns"],  # the follow-up turn, for two-turn exports
+            },
         }
         if question["question_id"] in references:
             record["answer"] = references[question["question_id"]]

@@ -6,6 +6,8 @@ these functions, so the model is trained on exactly the conversations it is late
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aries.backends import Message
 
 DEFAULT_REFINE_INSTRUCTION = (
@@ -15,14 +17,20 @@ DEFAULT_REFINE_INSTRUCTION = (
 """The refinement instruction `z`: asks for a complete better answer, not a critique or a diff."""
 
 
-def direct_messages(prompt: str) -> list[Message]:
-    """Direct view: `[user x]`."""
-    return [{"role": "user", "content": prompt}]
+def direct_messages(prompt: str, history: Sequence[Message] = ()) -> list[Message]:
+    """Direct view: `[user x]`, after the earlier turns of a multi-turn prompt if any."""
+    return [*history, {"role": "user", "content": prompt}]
 
 
-def refine_messages(prompt: str, previous: str, instruction: str) -> list[Message]:
-    """Refine view: `[user x] [assistant y] [user z]`, answered by the next assistant turn."""
+def refine_messages(
+    prompt: str, previous: str, instruction: str, history: Sequence[Message] = ()
+) -> list[Message]:
+    """Refine view: `[user x] [assistant y] [user z]`, answered by the next assistant turn.
+
+    `history` (earlier turns, e.g. MT-Bench's first turn) comes first and is never refined.
+    """
     return [
+        *history,
         {"role": "user", "content": prompt},
         {"role": "assistant", "content": previous},
         {"role": "user", "content": instruction},

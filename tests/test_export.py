@@ -29,14 +29,14 @@ def chains_path(tmp_path):
             "id": "mt-bench-81",
             "prompt": "Write a haiku.",
             "source": "mt-bench",
-            "metadata": {"question_id": 81},
+            "metadata": {"question_id": 81, "turns": ["Write a haiku.", "Now about rain."]},
             "chain": [_step(0, "first draft"), _step(1, "better haiku here")],
         },
         {
             "id": "mt-bench-82",
             "prompt": "Draft an email.",
             "source": "mt-bench",
-            "metadata": {"question_id": 82},
+            "metadata": {"question_id": 82, "turns": ["Draft an email.", "Make it shorter."]},
             "chain": [_step(0, "hi"), _step(1, "Dear boss")],
         },
     ]
@@ -103,6 +103,7 @@ def test_mt_bench_turns_are_strings_and_answer_ids_stable(chains_path, tmp_path)
                 str(chains_path),
                 "--format",
                 "mt-bench",
+                "--first-turn-only",
                 "--model-id",
                 "m",
                 "--out",
@@ -148,3 +149,28 @@ def test_not_a_chains_file(tmp_path):
     atomic_write_jsonl(path, [{"id": "1", "prompt": "x"}])
     with pytest.raises(AriesError, match="not a chains file"):
         load_chains(path)
+
+
+def test_mt_bench_second_turn_follows_the_exported_answer(
+    chains_path, tiny_model_path, tmp_path, capsys
+):
+    out = tmp_path / "answers.jsonl"
+    args = ["export", str(chains_path), "--format", "mt-bench", "--model-id", "m"]
+    args += ["--out", str(out), "--max-new-tokens", "3"]
+    assert main(args) == 2
+    assert "give --model" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--model", str(tiny_model_path)]) == 0
+    lines = read_jsonl(out)
+    assert [len(line["choices"][0]["turns"]) for line in lines] == [2, 2]
+    assert lines[1]["choices"][0]["turns"][0] == "Dear boss"
+    follow_ups = read_jsonl(tmp_path / "answers.turn2.chains.jsonl")
+    assert follow_ups[1]["prompt"] == "Make it shorter."
+    assert follow_ups[1]["history"][1] == {"role": "assistant", "content": "Dear boss"}
+    assert [len(f["chain"]) for f in follow_ups] == [2, 2]  # refined as many rounds as turn 1
+    assert [line["choices"][0]["turns"][1] for line in lines] == [
+        f["chain"][1]["text"] for f in follow_ups
+    ]
+    # round 0 is a different first answer: new follow-up records, the file resumes the rest
+    assert main([*args, "--model", str(tiny_model_path), "--round", "0"]) == 0
+    follow_ups = read_jsonl(tmp_path / "answers.turn2.chains.jsonl")
+    assert [len(f["chain"]) for f in follow_ups] == [2, 2, 1, 1]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from aries.commands.refine import add_model_arguments, add_sampling_arguments
+from aries.views import DEFAULT_REFINE_INSTRUCTION
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -29,14 +32,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model-id", required=True, help="name recorded as generator / model_id in the file"
     )
     parser.add_argument("--out", required=True, help="output file")
+    parser.add_argument(
+        "--first-turn-only",
+        action="store_true",
+        help="mt-bench: write the first turn only instead of answering the follow-up questions "
+        "with --model (FastChat then cannot grade turn 2)",
+    )
+    parser.add_argument(
+        "--instruction",
+        default=DEFAULT_REFINE_INSTRUCTION,
+        help="mt-bench: the refinement instruction z for the second turn's rounds",
+    )
+    add_model_arguments(parser, model=None)
+    add_sampling_arguments(parser)
+    parser.description += (
+        " MT-Bench has a follow-up question per item: --model (the model that wrote the chains) "
+        "answers it after the exported first answer and refines it as many rounds."
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from aries import AriesError
+    from aries.backends import Sampling, make_backend
     from aries.export import export
 
-    count = export(
-        args.chains, args.out, fmt=args.format, model_id=args.model_id, round_index=args.round
-    )
-    print(f"wrote {count} answers ({args.format}, round {args.round}) to {args.out}")
+    backend = None
+    if args.format == "mt-bench" and not args.first_turn_only:
+        if args.model is None:
+            raise AriesError(
+                "mt-bench answers have two turns: give --model (the model that wrote the chains) "
+                "to answer the follow-up questions, or --first-turn-only"
+            )
+        backend = make_backend(
+            args.backend,
+            args.model,
+            batch_size=args.batch_size,
+            device=args.device,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+        )
+    try:
+        count = export(
+            args.chains,
+            args.out,
+            fmt=args.format,
+            model_id=args.model_id,
+            round_index=args.round,
+            backend=backend,
+            sampling=Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed),
+            instruction=args.instruction,
+        )
+    finally:
+        if backend is not None:
+            backend.close()
+    turns = " (2 turns)" if backend is not None else ""
+    print(f"wrote {count} answers ({args.format}{turns}, round {args.round}) to {args.out}")
     return 0

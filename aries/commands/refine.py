@@ -8,13 +8,13 @@ import sys
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options every command that loads a generation model shares."""
+def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = "embedded") -> None:
+    """Options every command that loads a generation model shares (`model`: the default)."""
     parser.add_argument(
         "--model",
-        default="embedded",
+        default=model,
         help="'embedded' (SmolLM2-135M-Instruct, offline), a local HF folder, a .gguf file, "
-        "a PEFT adapter folder or a hub id (default: embedded)",
+        f"a PEFT adapter folder or a hub id (default: {model or 'none'})",
     )
     parser.add_argument(
         "--backend", default="hf", help="generation backend: hf, vllm or openai (default: hf)"
