@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aries.commands.refine import add_model_arguments, add_sampling_arguments
+from aries.commands.refine import (
+    add_model_arguments,
+    add_sampling_arguments,
+    backend_from_args,
+    sampling_from_args,
+)
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
 
@@ -143,7 +148,6 @@ def make_scorer(args: argparse.Namespace, backend, model: str):
 
 def run(args: argparse.Namespace) -> int:
     from aries import AriesError
-    from aries.backends import Sampling, make_backend
     from aries.evaluate import evaluate, format_table, load_baseline, load_benchmark
 
     if args.rounds < 0:
@@ -151,20 +155,13 @@ def run(args: argparse.Namespace) -> int:
     model = run_model(args.run, args.iteration) if args.run else args.model
     prompts = load_benchmark(args.benchmark, size=args.size, seed=args.seed)
     baseline = load_baseline(args.baseline) if args.baseline else None
-    backend = make_backend(
-        args.backend,
-        model,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-    )
+    backend = backend_from_args(args, model)
     verifier, judge = make_scorer(args, backend, model)
     result = evaluate(
         backend,
         prompts,
         rounds=args.rounds,
-        sampling=Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed),
+        sampling=sampling_from_args(args),
         out_path=args.out,
         verifier=verifier,
         judge=judge,

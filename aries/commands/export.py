@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from aries.commands.refine import add_model_arguments, add_sampling_arguments
+from aries.commands.refine import (
+    add_model_arguments,
+    add_sampling_arguments,
+    backend_from_args,
+    sampling_from_args,
+)
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
 
@@ -54,7 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aries import AriesError
-    from aries.backends import Sampling, make_backend
     from aries.export import export
 
     backend = None
@@ -64,14 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 "mt-bench answers have two turns: give --model (the model that wrote the chains) "
                 "to answer the follow-up questions, or --first-turn-only"
             )
-        backend = make_backend(
-            args.backend,
-            args.model,
-            batch_size=args.batch_size,
-            device=args.device,
-            dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
-        )
+        backend = backend_from_args(args)
     try:
         count = export(
             args.chains,
@@ -80,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             model_id=args.model_id,
             round_index=args.round,
             backend=backend,
-            sampling=Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed),
+            sampling=sampling_from_args(args),
             instruction=args.instruction,
         )
     finally:

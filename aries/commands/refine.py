@@ -37,6 +37,27 @@ def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = "em
     )
 
 
+def backend_from_args(args: argparse.Namespace, model: str | None = None):
+    """The generation backend the add_model_arguments options describe (`model` overrides)."""
+    from aries.backends import make_backend
+
+    return make_backend(
+        args.backend,
+        model or args.model,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def sampling_from_args(args: argparse.Namespace):
+    """The `Sampling` the add_sampling_arguments options describe."""
+    from aries.backends import Sampling
+
+    return Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed)
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser, *, temperature: float = 0.0) -> None:
     parser.add_argument(
         "--max-new-tokens", type=int, default=256, help="tokens per answer (default: 256)"
@@ -119,7 +140,6 @@ def parse_field_map(items: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from aries import AriesError
-    from aries.backends import Sampling, make_backend
     from aries.collect import run_chains, split_by_context
     from aries.sources import PromptSource, load_prompts
 
@@ -137,15 +157,8 @@ def run(args: argparse.Namespace) -> int:
             source.fields = fields or source.fields
             source.size = args.size or source.size
             prompts += load_prompts(source)
-    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed)
-    backend = make_backend(
-        args.backend,
-        args.model,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-    )
+    sampling = sampling_from_args(args)
+    backend = backend_from_args(args)
     prompts, too_long = split_by_context(
         backend,
         prompts,
