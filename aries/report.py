@@ -151,10 +151,10 @@ def plot_evals(evals: list[tuple[str, dict]], plots: Path) -> str:
     plt = _pyplot()
     figure, (by_round, by_model) = plt.subplots(1, 2, figsize=(11, 4))
     metric = evals[0][1]["metric"]
-    for label, result in evals:
+    for series, (label, result) in enumerate(evals):
         rows = result["per_round"]
         by_round.errorbar(
-            [r["round"] for r in rows],
+            [r["round"] + _dodge(series, len(evals)) for r in rows],
             [100 * r["metric"] for r in rows],
             yerr=_error_bars(rows),
             marker="o",
@@ -167,7 +167,7 @@ def plot_evals(evals: list[tuple[str, dict]], plots: Path) -> str:
             (i, r["per_round"][k]) for i, (_, r) in enumerate(evals) if k < len(r["per_round"])
         ]
         by_model.errorbar(
-            [i for i, _ in points],
+            [i + _dodge(k, rounds) for i, _ in points],
             [100 * row["metric"] for _, row in points],
             yerr=_error_bars([row for _, row in points]),
             marker="o",
@@ -182,6 +182,11 @@ def plot_evals(evals: list[tuple[str, dict]], plots: Path) -> str:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     return _save(figure, plots, "metric_by_round.png")
+
+
+def _dodge(series: int, count: int) -> float:
+    """A small x offset per series so that overlapping error bars stay readable."""
+    return 0.06 * (series - (count - 1) / 2)
 
 
 def _error_bars(rows: list[dict]) -> list[list[float]]:
