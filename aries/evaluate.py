@@ -21,6 +21,8 @@ response beat the reference).
     sampling {max_new_tokens, temperature, top_p, seed}, instruction, seconds, created,
     chains_path (relative to eval.json: the chains, one record per prompt),
     judgements_path (LLM judges only: every judge call with its raw output, one per line),
+    judge {calls, unparsed, order_checks, order_agreements}  (LLM judges only: pairs judged
+        in both orders and those whose two verdicts agree; low agreement = position bias),
     per_round: [{
         round, n, metric, ci95 [low, high], mean_tokens, mean_chars, truncated,
         correct                                   (accuracy only)
@@ -49,6 +51,7 @@ import numpy as np
 from aries import AriesError, metrics
 from aries.backends import Backend, Sampling
 from aries.jsonl import atomic_write_json, atomic_write_jsonl, read_jsonl
+from aries.rewards.judge import Judge as LLMJudge
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
 SCHEMA = "aries.eval/1"
@@ -82,8 +85,9 @@ class Judge(Protocol):
     def compare(self, items: list[Comparison]) -> list[float | None]: ...
 
     @property
-    def transcripts(self) -> list[dict]:
-        """The raw judge calls behind the verdicts (empty for reward models)."""
+    def llm_judge(self) -> LLMJudge | None:
+        """The LLM judge behind the verdicts, for its raw outputs and counters (None for reward
+        models)."""
         ...
 
 
@@ -128,8 +132,8 @@ class RewardJudge:
         return verdicts
 
     @property
-    def transcripts(self) -> list[dict]:
-        return getattr(self.source, "transcripts", [])
+    def llm_judge(self) -> LLMJudge | None:
+        return self.source if isinstance(self.source, LLMJudge) else None
 
 
 class PairwiseJudge:
@@ -148,8 +152,8 @@ class PairwiseJudge:
         self.tie_margin = tie_margin
 
     @property
-    def transcripts(self) -> list[dict]:
-        return getattr(self.source, "transcripts", [])
+    def llm_judge(self) -> LLMJudge | None:
+        return self.source if isinstance(self.source, LLMJudge) else None
 
     def compare(self, items: list[Comparison]) -> list[float | None]:
         from aries.rewards import ScoreItem
@@ -286,6 +290,18 @@ def _judge(
     return _regroup(records, judge.compare(items))
 
 
+def _judge_counters(llm: LLMJudge | None) -> dict[str, int]:
+    if llm is None:
+        return {}
+    return {
+        "transcripts": len(llm.transcripts),
+        "calls": llm.judged,
+        "unparsed": llm.unparsed,
+        "order_checks": llm.order_checks,
+        "order_agreements": llm.order_agreements,
+    }
+
+
 def _regroup(records: list[dict], flat: list[float | None]) -> list[list[float | None]]:
     """Flat per-response scores back into one list per prompt (one score per round)."""
     rounds = len(records[0]["chain"]) if records else 0
@@ -407,15 +423,18 @@ def evaluate(
             f"{chains_path} holds chains of another length than {rounds + 1} (an earlier "
             "evaluation with other settings): delete it or choose another output path"
         )
-    judgements_path = None
+    judgements_path, judge_counts = None, None
     if metric == "accuracy":
         scores = _verify(records, verifier)
     else:
-        already = len(judge.transcripts)
+        llm = judge.llm_judge
+        before = _judge_counters(llm)
         scores = _judge(records, judge, references)
-        if judge.transcripts[already:]:  # kept even when nothing parsed, to see why
+        if llm is not None:  # raw outputs are kept even when nothing parsed, to see why
             judgements_path = out_path.with_name(out_path.stem + ".judgements.jsonl")
-            atomic_write_jsonl(judgements_path, judge.transcripts[already:])
+            atomic_write_jsonl(judgements_path, llm.transcripts[before["transcripts"] :])
+            judge_counts = {k: v - before[k] for k, v in _judge_counters(llm).items()}
+            judge_counts.pop("transcripts")
     scored = [(r, s) for r, s in zip(records, scores, strict=True) if None not in s]
     skipped["unscored"] = len(records) - len(scored)
     if not scored:
@@ -426,6 +445,7 @@ def evaluate(
         )
     records, scores = [r for r, _ in scored], [s for _, s in scored]
 
+    llm_used = judgements_path is not None
     per_round = summarize(
         records,
         scores,
@@ -449,7 +469,7 @@ def evaluate(
         "seconds": round(time.time() - started, 1),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "chains_path": chains_path.name,
-        **({"judgements_path": judgements_path.name} if judgements_path else {}),
+        **({"judgements_path": judgements_path.name, "judge": judge_counts} if llm_used else {}),
         "per_round": per_round,
         "first_to_last": metrics.transitions(table[:, 0], table[:, -1]),
         "per_prompt": [{"id": r["id"], "scores": s} for r, s in zip(records, scores, strict=True)],
@@ -499,4 +519,15 @@ def format_table(result: dict[str, Any]) -> str:
         f"{result['benchmark']}  model={result['model']}  scorer={result['scorer']}  "
         f"n={result['n_prompts']}  skipped={result['skipped']}"
     )
+    counts = result.get("judge")
+    if counts and counts["order_checks"]:
+        agree = counts["order_agreements"] / counts["order_checks"]
+        line = (
+            f"judge: {counts['calls']} calls, {counts['unparsed']} unparsed; both orders agree on "
+            f"{counts['order_agreements']} of {counts['order_checks']} comparisons "
+            f"({100 * agree:.0f}%)"
+        )
+        if agree < 0.5:  # a coin-flipping judge agrees with itself half the time
+            line += "; worse than chance: position bias decides, the win rates say little"
+        lines.append(line)
     return "\n".join([title, *lines])

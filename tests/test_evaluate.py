@@ -291,6 +291,8 @@ def test_eval_command_self_judged_win_rate_on_tiny_model(tiny_model_path, tmp_pa
     assert result["n_prompts"] == 2 and result["skipped"]["unscored"] == 0
     assert [r["wins"] + r["ties"] + r["losses"] for r in result["per_round"]] == [2, 2]
     assert result["judgements_path"] == "e.judgements.jsonl"
+    assert result["judge"]["calls"] == 8 and result["judge"]["unparsed"] == 0
+    assert result["judge"]["order_checks"] == 4  # (response, reference) pairs, both orders
     judgements = read_jsonl(tmp_path / "e.judgements.jsonl")
     assert len(judgements) == 8 and all(0 < j["share_a"] < 1 for j in judgements)
     assert "LC win rate" in capsys.readouterr().out

@@ -67,6 +67,29 @@ def test_pairwise_both_orders_cancel_position_bias():
     assert judge.score(items) == [0.5, 0.5, 0.5, None]
     assert len(backend.prompts) == 6  # 3 responses: every ordered pair once
     assert judge.unparsed == 0
+    assert (judge.order_checks, judge.order_agreements) == (3, 0)  # never the same winner
+
+
+class LongerWinsBackend(ScriptedBackend):
+    """A position-consistent judge: the longer response wins whichever side it is on."""
+
+    def generate(self, conversations, sampling):
+        verdicts = []
+        for conversation in conversations:
+            text = conversation[-1]["content"]
+            a = text.split("[The Start of Assistant A's Answer]\n")[1].split("\n[The End")[0]
+            b = text.split("[The Start of Assistant B's Answer]\n")[1].split("\n[The End")[0]
+            verdicts.append("[[A]]" if len(a) > len(b) else "[[B]]" if len(b) > len(a) else "x")
+        return [Generation(v, "stop", 1, 1) for v in verdicts]
+
+
+def test_pairwise_order_agreement_counts_consistent_verdicts():
+    judge = Judge(JudgeConfig(mode="pairwise"), backend=LongerWinsBackend(""))
+    record = {"id": "p"}
+    items = [ScoreItem("q", r, None, record) for r in ("a", "bbb", "cc", "dd")]
+    assert judge.score(items) == [0.0, 1.0, 0.5, 0.5]
+    # 6 unordered pairs; cc/dd never parse (equal length), the other 5 agree in both orders
+    assert (judge.order_checks, judge.order_agreements, judge.unparsed) == (5, 5, 2)
 
 
 def test_pointwise_counts_unparseable_as_none_and_shows_reference():

@@ -194,6 +194,10 @@ class Judge:
         self.judged = 0
         self.unparsed = 0
         """Judge calls made and verdicts that did not parse, over this source's lifetime."""
+        self.order_checks = 0
+        self.order_agreements = 0
+        """Pairwise: response pairs judged in both orders, and those whose two verdicts name the
+        same winner (MT-Bench's consistency, Zheng et al. 2023): position bias made visible."""
         self.transcripts: list[dict] = []
         """Every judge call: the question, the response(s), the raw output and the verdict."""
 
@@ -277,6 +281,7 @@ class Judge:
         wins: list[float] = [0.0] * len(items)
         counted: list[int] = [0] * len(items)
         outputs = self._ask(prompts, "[[", ["A", "B", "C"])
+        shares: dict[tuple[int, int], float | None] = {}
         for (a, b), output in zip(pairs, outputs, strict=True):
             if isinstance(output, dict):  # A's expected share: its win probability + half a tie
                 share_a: float | None = output["A"] + output["C"] / 2
@@ -292,6 +297,7 @@ class Judge:
                     "share_a": share_a,
                 }
             )
+            shares[(a, b)] = share_a
             if share_a is None:
                 self.unparsed += 1
                 continue
@@ -299,4 +305,15 @@ class Judge:
             wins[b] += 1.0 - share_a
             counted[a] += 1
             counted[b] += 1
+        for (a, b), share in shares.items():
+            reverse = shares[(b, a)]
+            if a < b and share is not None and reverse is not None:
+                self.order_checks += 1
+                # agreement: a's share is on the same side of 1/2 in both orders
+                self.order_agreements += _side(share) == _side(1.0 - reverse)
         return [w / n if n else None for w, n in zip(wins, counted)]
+
+
+def _side(share: float) -> int:
+    """+1 if the first response wins, -1 if it loses, 0 for an even verdict."""
+    return (share > 0.5) - (share < 0.5)
