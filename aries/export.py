@@ -97,12 +97,19 @@ def answer_second_turns(
     from aries.collect import run_chains
 
     follow_ups = []
+    known: dict[int, list[str]] | None = None
     for record in records:
-        turns = (record.get("metadata") or {}).get("turns") or []
+        metadata = record.get("metadata") or {}
+        turns = metadata.get("turns") or []
+        if len(turns) < 2 and record.get("source") == "mt-bench":  # chains of an older aries
+            from aries.sources import mt_bench_turns
+
+            known = known or mt_bench_turns()
+            turns = known.get(metadata.get("question_id"), [])
         if len(turns) < 2:
             raise AriesError(
-                f"record {record['id']}: no second question in metadata.turns (made by an older "
-                "aries or not MT-Bench?): evaluate again, or export with --first-turn-only"
+                f"record {record['id']}: no second question (metadata.turns) and not an MT-Bench "
+                "question: export with --first-turn-only"
             )
         history = [
             {"role": "user", "content": record["prompt"]},

