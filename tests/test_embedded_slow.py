@@ -28,11 +28,11 @@ def test_embedded_model_stops_at_eos_and_batches_like_single(embedded_path):
         [{"role": "user", "content": "Reply with the single word: yes"}],
         [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
     ]
-    sampling = Sampling(max_new_tokens=32)
+    sampling = Sampling(max_new_tokens=48)  # the first reply ends with EOS as its 32nd token
     batched = backend.generate(conversations, sampling)
     single = [backend.generate([c], sampling)[0] for c in conversations]
     assert [g.text for g in batched] == [g.text for g in single]
-    assert all(g.finish_reason == "stop" and g.completion_tokens < 32 for g in batched)
+    assert all(g.finish_reason == "stop" and g.completion_tokens < 48 for g in batched)
     assert "paris" in batched[1].text.lower()
 
 
