@@ -84,11 +84,8 @@ class Judge(Protocol):
 
     def compare(self, items: list[Comparison]) -> list[float | None]: ...
 
-    @property
-    def llm_judge(self) -> LLMJudge | None:
-        """The LLM judge behind the verdicts, for its raw outputs and counters (None for reward
-        models)."""
-        ...
+    llm_judge: LLMJudge | None
+    """The LLM judge behind the verdicts, for its raw outputs and counters (None: reward model)."""
 
 
 def _verdict(share: float | None, tie_margin: float) -> float | None:
@@ -111,6 +108,7 @@ class RewardJudge:
         self.source = source
         self.name = source.name
         self.tie_margin = tie_margin
+        self.llm_judge = source if isinstance(source, LLMJudge) else None
         self._reference_scores: dict[tuple[str, str], float | None] = {}
 
     def compare(self, items: list[Comparison]) -> list[float | None]:
@@ -131,10 +129,6 @@ class RewardJudge:
             verdicts.append(_verdict(margin, self.tie_margin))
         return verdicts
 
-    @property
-    def llm_judge(self) -> LLMJudge | None:
-        return self.source if isinstance(self.source, LLMJudge) else None
-
 
 class PairwiseJudge:
     """An LLM judge's pairwise mode (`aries.rewards.judge`, both orders) used on (response,
@@ -150,10 +144,7 @@ class PairwiseJudge:
         self.source = source
         self.name = source.name
         self.tie_margin = tie_margin
-
-    @property
-    def llm_judge(self) -> LLMJudge | None:
-        return self.source if isinstance(self.source, LLMJudge) else None
+        self.llm_judge = source if isinstance(source, LLMJudge) else None
 
     def compare(self, items: list[Comparison]) -> list[float | None]:
         from aries.rewards import ScoreItem
@@ -290,11 +281,8 @@ def _judge(
     return _regroup(records, judge.compare(items))
 
 
-def _judge_counters(llm: LLMJudge | None) -> dict[str, int]:
-    if llm is None:
-        return {}
+def _judge_counters(llm: LLMJudge) -> dict[str, int]:
     return {
-        "transcripts": len(llm.transcripts),
         "calls": llm.judged,
         "unparsed": llm.unparsed,
         "order_checks": llm.order_checks,
@@ -428,13 +416,13 @@ def evaluate(
         scores = _verify(records, verifier)
     else:
         llm = judge.llm_judge
-        before = _judge_counters(llm)
+        if llm is not None:  # the judge may have judged before: report this evaluation only
+            first_call, before = len(llm.transcripts), _judge_counters(llm)
         scores = _judge(records, judge, references)
         if llm is not None:  # raw outputs are kept even when nothing parsed, to see why
             judgements_path = out_path.with_name(out_path.stem + ".judgements.jsonl")
-            atomic_write_jsonl(judgements_path, llm.transcripts[before["transcripts"] :])
+            atomic_write_jsonl(judgements_path, llm.transcripts[first_call:])
             judge_counts = {k: v - before[k] for k, v in _judge_counters(llm).items()}
-            judge_counts.pop("transcripts")
     scored = [(r, s) for r, s in zip(records, scores, strict=True) if None not in s]
     skipped["unscored"] = len(records) - len(scored)
     if not scored:
@@ -445,7 +433,6 @@ def evaluate(
         )
     records, scores = [r for r, _ in scored], [s for _, s in scored]
 
-    llm_used = judgements_path is not None
     per_round = summarize(
         records,
         scores,
@@ -469,7 +456,9 @@ def evaluate(
         "seconds": round(time.time() - started, 1),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "chains_path": chains_path.name,
-        **({"judgements_path": judgements_path.name, "judge": judge_counts} if llm_used else {}),
+        **(
+            {"judgements_path": judgements_path.name, "judge": judge_counts} if judge_counts else {}
+        ),
         "per_round": per_round,
         "first_to_last": metrics.transitions(table[:, 0], table[:, -1]),
         "per_prompt": [{"id": r["id"], "scores": s} for r, s in zip(records, scores, strict=True)],

@@ -148,16 +148,16 @@ def to_answer_lines(
     for record in records:
         step = pick_round(record, round_index)
         question_id = _question_id(record)
+        texts = [step["text"]]
         if style == "arena-hard":
             turns = [{"content": step["text"], "token_len": step.get("completion_tokens", 0)}]
         else:
-            turns = [step["text"]]
-            if second_turns is not None:
-                turns.append(second_turns[record["id"]])
+            texts += [second_turns[record["id"]]] if second_turns is not None else []
+            turns = texts
         lines.append(
             {
                 "question_id": question_id,
-                "answer_id": _answer_id(model_id, question_id, "\0".join(map(str, turns))),
+                "answer_id": _answer_id(model_id, question_id, "\0".join(texts)),
                 "model_id": model_id,
                 "choices": [{"index": 0, "turns": turns}],
                 "tstamp": tstamp,

@@ -10,6 +10,11 @@ from aries.train import completion_logps
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
 
+def sft_args(model, data, out, *options: str) -> list[str]:
+    """`aries sft` command-line arguments."""
+    return ["sft", "--model", str(model), "--data", str(data), "--out", str(out), *options]
+
+
 def test_sft_raises_chosen_likelihood_in_both_views(tmp_path, tiny_model_path):
     rows = [
         {
@@ -22,24 +27,8 @@ def test_sft_raises_chosen_likelihood_in_both_views(tmp_path, tiny_model_path):
     ]
     data = tmp_path / "prefs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    code = main(
-        [
-            "sft",
-            "--model",
-            str(tiny_model_path),
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "sft"),
-            "--learning-rate",
-            "1e-3",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "4",
-        ]
-    )
-    assert code == 0
+    options = ["--learning-rate", "1e-3", "--epochs", "3", "--batch-size", "4"]
+    assert main(sft_args(tiny_model_path, data, tmp_path / "sft", *options)) == 0
     examples = [
         {**e, "chosen": e["completion"], "rejected": e["completion"]}
         for e in sft_examples(rows, instruction=DEFAULT_REFINE_INSTRUCTION)
@@ -59,17 +48,6 @@ def test_sft_raises_chosen_likelihood_in_both_views(tmp_path, tiny_model_path):
 def test_sft_data_without_rejected_is_a_clear_error(tmp_path, tiny_model_path, capsys):
     data = tmp_path / "prefs.jsonl"
     data.write_text(json.dumps({"prompt": "Hi", "chosen": "Hello"}) + "\n")
-    code = main(
-        [
-            "sft",
-            "--model",
-            str(tiny_model_path),
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "sft"),
-        ]
-    )
-    assert code == 2
+    assert main(sft_args(tiny_model_path, data, tmp_path / "sft")) == 2
     assert "rejected" in capsys.readouterr().err
     assert not (tmp_path / "sft").exists()
