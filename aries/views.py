@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aries.backends import Message
+Message = dict[str, str]
+"""One chat message: {"role": "user" | "assistant" | "system", "content": str}."""
 
 DEFAULT_REFINE_INSTRUCTION = (
     "Review your previous answer. If it contains a mistake, fix it; if it is correct, keep it. "

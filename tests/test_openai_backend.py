@@ -149,7 +149,7 @@ def test_round_robin_over_two_real_servers_with_a_managed_one(tiny_server, tiny_
     url, hf, first_batcher = tiny_server
     command = "{python} -m aries.cli serve --model {model} --port {port} --log-level warning"
     managed = make_backend(
-        "openai", str(tiny_model_path), serve_command=command, startup_timeout=60, batch_size=4
+        "openai", str(tiny_model_path), serve_command=command, startup_timeout=60
     )
     try:
         (managed_url,) = managed.base_urls

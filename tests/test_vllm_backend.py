@@ -15,7 +15,7 @@ from aries.backends.vllm import prompt_token_ids, request_seeds
 def test_missing_vllm_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even if installed
     with pytest.raises(AriesError, match=r"pip install 'aries-llm\[vllm\]'"):
-        make_backend("vllm", "embedded", batch_size=16, device=None, dtype="auto")
+        make_backend("vllm", "embedded", dtype="auto")
 
 
 def test_prompt_tokens_match_the_hf_backend(tiny_model_path):

@@ -2,86 +2,55 @@
 
 Callers (collection, evaluation, the LLM judge, `aries serve`) only ever see `Backend.generate`:
 a list of chat conversations in, one `Generation` per conversation out. Each engine imports its
-heavy dependency lazily, so `import aries` never needs vLLM or an HTTP client.
+heavy dependency lazily, so `import aries` never needs vLLM or an HTTP client. Each engine takes
+only its own options: the caller that knows which engine it builds passes what that engine uses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol
+import typing
 
-Message = dict[str, str]
-"""One chat message: {"role": "user" | "assistant" | "system", "content": str}."""
+from aries.backends.base import Backend, BackendName, Generation, Sampling, request_seeds
+from aries.views import Message
 
+__all__ = ["Backend", "BackendName", "Generation", "Message", "Sampling", "request_seeds"]
 
-@dataclass
-class Sampling:
-    """Decoding settings shared by every backend (same names as vLLM/OpenAI where they exist)."""
-
-    max_new_tokens: int = 256
-    """Upper bound on generated tokens; hitting it gives finish_reason 'length'."""
-    temperature: float = 0.0
-    """0 means greedy decoding; > 0 samples."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (only used when temperature > 0)."""
-    seed: int = 0
-    """Base seed; backends derive per-batch seeds from it so reruns reproduce the same text."""
-
-
-@dataclass
-class Generation:
-    """One completion: what the model wrote and why it stopped."""
-
-    text: str
-    finish_reason: Literal["stop", "length"]
-    prompt_tokens: int
-    completion_tokens: int
-
-
-class Backend(Protocol):
-    """A generation engine. Implementations: `hf` (transformers), `openai`, `vllm`."""
-
-    name: str
-
-    def generate(self, conversations: list[list[Message]], sampling: Sampling) -> list[Generation]:
-        """Complete every conversation (as the assistant's next turn), results in input order."""
-        ...
-
-    def count_prompt_tokens(self, conversation: list[Message]) -> int:
-        """Tokens the rendered prompt takes (used to skip prompts longer than the context)."""
-        ...
-
-    @property
-    def context_length(self) -> int | None:
-        """The model's maximum sequence length, or None when unknown."""
-        ...
-
-    def close(self) -> None:
-        """Release memory (GPU, servers) so the next stage can use it."""
-        ...
-
-
-BACKENDS = ("hf", "vllm", "openai")
+BACKENDS = typing.get_args(BackendName)
 
 
 def make_backend(name: str, model: str, **options) -> Backend:
-    """Build a backend by name; options go to its constructor (e.g. batch_size, device)."""
+    """Build a backend by name; options go to its constructor (e.g. batch_size for hf)."""
     if name == "hf":
         from aries.backends.hf import HFBackend
 
         return HFBackend(model, **options)
-    # Commands pass the hf model options to every backend; vLLM and OpenAI-compatible servers
-    # schedule their own batches and place their own weights, so those options do not apply.
-    engine_options = {k: v for k, v in options.items() if k not in ("batch_size", "device")}
     if name == "vllm":
         from aries.backends.vllm import VLLMBackend
 
-        return VLLMBackend(model, **engine_options)
+        return VLLMBackend(model, **options)
     if name == "openai":
         from aries.backends.openai import OpenAIBackend
 
-        engine_options.pop("dtype", None)
-        return OpenAIBackend(model, **engine_options)
+        return OpenAIBackend(model, **options)
     from aries import AriesError
 
     raise AriesError(f"unknown generation backend {name!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def engine_options(
+    name: str,
+    *,
+    batch_size: int | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> dict[str, typing.Any]:
+    """The model-loading options that engine `name` takes: vLLM and OpenAI-compatible servers
+    schedule their own batches and place their own weights; a server has its own dtype."""
+    options: dict[str, typing.Any] = {"trust_remote_code": trust_remote_code}
+    if name in ("hf", "vllm"):
+        options["dtype"] = dtype
+    if name == "hf":
+        options.update(batch_size=batch_size, device=device)
+        options = {k: v for k, v in options.items() if v is not None}
+    return options

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 
-from aries.backends import Generation, Message, Sampling
-from aries.views import prompt_token_ids, render_prompt
+from aries.backends.base import Generation, Sampling
+from aries.views import Message, prompt_token_ids, render_prompt
 
 
 class HFBackend:

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from aries import AriesError
-from aries.backends import Generation, Message, Sampling
-from aries.backends.vllm import request_seeds
-from aries.views import prompt_token_ids
+from aries.backends.base import Generation, Sampling, request_seeds
+from aries.views import Message, prompt_token_ids
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 

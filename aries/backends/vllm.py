@@ -9,30 +9,13 @@ frees the GPU so the train stage of the same iteration can use it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from aries import AriesError
-from aries.backends import Generation, Message, Sampling
-from aries.views import prompt_token_ids
-
-
-def request_seeds(seed: int, conversations: list[list[Message]]) -> list[int]:
-    """One seed per conversation from the base seed, its content and its repeat index.
-
-    Independent of how a call is chunked, so reruns reproduce; repeats of one conversation in a
-    call (parallel samples) get different seeds, so they are not copies of each other.
-    """
-    seen: dict[str, int] = {}
-    seeds = []
-    for conversation in conversations:
-        key = json.dumps(conversation, sort_keys=True)
-        repeat = seen[key] = seen.get(key, -1) + 1
-        digest = hashlib.sha256(f"{seed}\0{repeat}\0{key}".encode()).digest()
-        seeds.append(int.from_bytes(digest[:4], "little") & 0x7FFF_FFFF)
-    return seeds
+from aries.backends.base import Generation, Sampling, request_seeds
+from aries.views import Message, prompt_token_ids
 
 
 class VLLMBackend:

@@ -37,18 +37,24 @@ def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = "em
     )
 
 
-def backend_from_args(args: argparse.Namespace, model: str | None = None):
-    """The generation backend the add_model_arguments options describe (`model` overrides)."""
-    from aries.backends import make_backend
+def engine_options_from_args(args: argparse.Namespace) -> dict:
+    """The add_model_arguments options that the chosen `--backend` takes."""
+    from aries.backends import engine_options
 
-    return make_backend(
+    return engine_options(
         args.backend,
-        model or args.model,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
     )
+
+
+def backend_from_args(args: argparse.Namespace, model: str | None = None):
+    """The generation backend the add_model_arguments options describe (`model` overrides)."""
+    from aries.backends import make_backend
+
+    return make_backend(args.backend, model or args.model, **engine_options_from_args(args))
 
 
 def sampling_from_args(args: argparse.Namespace):

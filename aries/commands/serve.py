@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aries.commands.refine import add_model_arguments
+from aries.commands.refine import add_model_arguments, engine_options_from_args
 
 
 def register(subparsers) -> None:
@@ -72,12 +72,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         host=args.host,
         backend=args.backend,
-        backend_options={
-            "batch_size": args.batch_size,
-            "device": args.device,
-            "dtype": args.dtype,
-            "trust_remote_code": args.trust_remote_code,
-        },
+        backend_options=engine_options_from_args(args),
         served_model_name=args.served_model_name,
         log_level=args.log_level,
         max_new_tokens=args.max_new_tokens,

@@ -179,11 +179,14 @@ class Judge:
         self.sampling = Sampling(max_new_tokens=config.max_new_tokens, temperature=0.0)
         self._owns_backend = backend is None
         if backend is None:
-            from aries.backends import make_backend
+            from aries.backends import engine_options, make_backend
 
-            options = {"batch_size": config.batch_size, "dtype": config.dtype}
-            if config.device:
-                options["device"] = config.device
+            options = engine_options(
+                config.backend,
+                batch_size=config.batch_size,
+                device=config.device,
+                dtype=config.dtype,
+            )
             backend = make_backend(config.backend, config.model, **options)
         if config.verdict == "logprob" and not hasattr(backend, "next_token_logprobs"):
             raise AriesError(
