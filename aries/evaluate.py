@@ -41,208 +41,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from aries import AriesError, metrics
 from aries.backends import Backend, Sampling
-from aries.jsonl import atomic_write_json, atomic_write_jsonl, read_jsonl
-from aries.rewards.judge import Judge as LLMJudge
+from aries.jsonl import atomic_write_json, atomic_write_jsonl
+from aries.rewards import RewardSource, ScoreItem
+from aries.rewards.judge import Judge
+from aries.rewards.pairwise import Comparison, PairJudge
+from aries.sources import prompt_key
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
 SCHEMA = "aries.eval/1"
-GSM8K_SUFFIX = "\nEnd your response with 'Answer: <number>'."
-MATH_SUFFIX = "\nPut your final answer within \\boxed{}."
-
-
-@dataclass
-class Comparison:
-    """One judged pair: is `response` better than `reference` for `prompt`?"""
-
-    prompt: str
-    response: str
-    reference: str
-    record: dict[str, Any]
-
-
-class Verifier(Protocol):
-    """Scores responses against the record's gold answer (a reward source of `aries.rewards`)."""
-
-    name: str
-
-    def score(self, items: list[Any]) -> list[float | None]: ...
-
-
-class Judge(Protocol):
-    """Pairwise verdicts: 1 response better, 0.5 tie, 0 reference better, None no verdict."""
-
-    name: str
-
-    def compare(self, items: list[Comparison]) -> list[float | None]: ...
-
-    llm_judge: LLMJudge | None
-    """The LLM judge behind the verdicts, for its raw outputs and counters (None: reward model)."""
-
-
-def _verdict(share: float | None, tie_margin: float) -> float | None:
-    """1 win, 0.5 tie, 0 loss from the response's share (reward difference or win share)."""
-    if share is None:
-        return None
-    if abs(share) <= tie_margin:
-        return 0.5
-    return 1.0 if share > 0 else 0.0
-
-
-class RewardJudge:
-    """A pointwise reward source used as a pairwise judge: the higher reward wins.
-
-    Rewards closer than `tie_margin` count as a tie. Reference rewards are computed once per
-    prompt and reused for every round.
-    """
-
-    def __init__(self, source: Verifier, tie_margin: float = 0.0):
-        self.source = source
-        self.name = source.name
-        self.tie_margin = tie_margin
-        self.llm_judge = source if isinstance(source, LLMJudge) else None
-        self._reference_scores: dict[tuple[str, str], float | None] = {}
-
-    def compare(self, items: list[Comparison]) -> list[float | None]:
-        from aries.rewards import ScoreItem
-
-        missing = list({(c.prompt, c.reference) for c in items} - set(self._reference_scores))
-        scores = self.source.score(
-            [ScoreItem(prompt, reference, None, {}) for prompt, reference in missing]
-        )
-        self._reference_scores.update(zip(missing, scores, strict=True))
-        responses = self.source.score(
-            [ScoreItem(c.prompt, c.response, c.reference, c.record) for c in items]
-        )
-        verdicts: list[float | None] = []
-        for item, reward in zip(items, responses, strict=True):
-            reference = self._reference_scores[(item.prompt, item.reference)]
-            margin = None if reward is None or reference is None else reward - reference
-            verdicts.append(_verdict(margin, self.tie_margin))
-        return verdicts
-
-
-class PairwiseJudge:
-    """An LLM judge's pairwise mode (`aries.rewards.judge`, both orders) used on (response,
-    reference) pairs: each comparison is its own group of two, so the judge sees only that pair.
-
-    The judge's score for the response is its share of the two verdicts; above one half is a
-    win, below a loss, exactly one half (split or tied verdicts) a tie, as in MT-Bench's
-    two-order pairwise grading (Zheng et al. 2023, arXiv 2306.05685). Shares within
-    `tie_margin` of one half also tie: a `logprob` judge gives probabilities, never exactly 1/2.
-    """
-
-    def __init__(self, source: Verifier, tie_margin: float = 0.0):
-        self.source = source
-        self.name = source.name
-        self.tie_margin = tie_margin
-        self.llm_judge = source if isinstance(source, LLMJudge) else None
-
-    def compare(self, items: list[Comparison]) -> list[float | None]:
-        from aries.rewards import ScoreItem
-
-        scored = []
-        for index, item in enumerate(items):
-            group = {"id": f"comparison-{index}"}
-            scored += [
-                ScoreItem(item.prompt, item.response, None, group),
-                ScoreItem(item.prompt, item.reference, None, group),
-            ]
-        shares = self.source.score(scored)[::2]
-        return [_verdict(None if s is None else s - 0.5, self.tie_margin) for s in shares]
-
-
-# ---------------------------------------------------------------------------------------------
-# Benchmarks
-
-
-def gsm8k_gold(solution: str) -> str:
-    """GSM8K's gold answer is the number after `####` (thousands separators removed)."""
-    if "####" not in solution:
-        raise AriesError(f"GSM8K answer without '#### <number>': {solution[:80]!r}")
-    return solution.rsplit("####", 1)[1].strip().replace(",", "")
-
-
-def last_boxed(solution: str) -> str:
-    """The content of the last `\\boxed{...}` in a MATH solution (braces balanced)."""
-    start = solution.rfind("\\boxed{")
-    if start < 0:
-        raise AriesError(f"MATH solution without \\boxed{{}}: {solution[:80]!r}")
-    depth, begin = 0, start + len("\\boxed{")
-    for position in range(begin - 1, len(solution)):
-        depth += {"{": 1, "}": -1}.get(solution[position], 0)
-        if depth == 0:
-            return solution[begin:position]
-    raise AriesError(f"MATH solution with an unbalanced \\boxed{{: {solution[:80]!r}")
-
-
-def _public_format(kind: str, location: str, size: int | None) -> list[dict[str, Any]]:
-    """GSM8K (`question`, `answer` '... #### 42') or MATH (`problem`, `solution` with \\boxed{})
-    from a local file or a hub id (test split), with the gold answer extracted."""
-    from aries.sources import PromptSource, load_prompts
-
-    prompt_field, answer_field, suffix, gold = {
-        "gsm8k": ("question", "answer", GSM8K_SUFFIX, gsm8k_gold),
-        "math": ("problem", "solution", MATH_SUFFIX, last_boxed),
-    }[kind]
-    source = PromptSource(
-        name=location,
-        size=size,
-        suffix=suffix,
-        split="test",
-        fields={"prompt": prompt_field, "answer": answer_field},
-    )
-    records = load_prompts(source)
-    for record in records:
-        if "answer" not in record:
-            raise AriesError(f"{location}: record {record['id']} has no {answer_field!r}")
-        record["metadata"] = {**record.get("metadata", {}), "solution": record["answer"]}
-        record["answer"] = gold(record["answer"])
-        record["source"] = f"{kind}:{location}"
-    return records
-
-
-def load_benchmark(spec: str, *, size: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """Prompt records of a benchmark spec.
-
-    - a reasoning-gym task name (`gsm_symbolic`) is shorthand for `reasoning-gym:gsm_symbolic`;
-    - `gsm8k:<file or hub id>` and `math:<file or hub id>` read the public formats;
-    - anything else is an `aries.sources` spec (`reasoning-gym:<task>?...`, `mt-bench`, a file).
-    `size` and `seed` apply unless the spec sets them itself.
-    """
-    kind, _, location = spec.partition(":")
-    if location and kind in ("gsm8k", "math"):
-        return _public_format(kind, location, size)
-    if ":" not in spec and "?" not in spec and _is_reasoning_gym_task(spec):
-        spec = f"reasoning-gym:{spec}"
-    from aries.sources import PromptSource, load_prompts
-
-    source = PromptSource.parse(spec)
-    if "size=" not in spec:
-        source.size = size or source.size
-    if "seed=" not in spec:
-        source.seed = seed
-    return load_prompts(source)
-
-
-def _is_reasoning_gym_task(name: str) -> bool:
-    from reasoning_gym.factory import DATASETS
-
-    return name in DATASETS
 
 
 def check_held_out(eval_prompts: Sequence[dict], train_prompts: Sequence[dict]) -> None:
     """Refuse an evaluation whose prompts were trained on (same text up to whitespace)."""
-    seen = {" ".join(p["prompt"].split()) for p in train_prompts}
-    leaked = [p["id"] for p in eval_prompts if " ".join(p["prompt"].split()) in seen]
+    seen = {prompt_key(p) for p in train_prompts}
+    leaked = [p["id"] for p in eval_prompts if prompt_key(p) in seen]
     if leaked:
         raise AriesError(
             f"{len(leaked)} evaluation prompts also appear in the training prompts "
@@ -250,18 +71,11 @@ def check_held_out(eval_prompts: Sequence[dict], train_prompts: Sequence[dict]) 
         )
 
 
-def load_baseline(path: str | Path, round_index: int = 0) -> dict[str, str]:
-    """A fixed baseline's answers by prompt id, from its chains file (default: the direct one)."""
-    return {r["id"]: r["chain"][round_index]["text"] for r in read_jsonl(path)}
-
-
 # ---------------------------------------------------------------------------------------------
 # Scoring
 
 
-def _verify(records: list[dict], verifier: Verifier) -> list[list[float | None]]:
-    from aries.rewards import ScoreItem
-
+def _verify(records: list[dict], verifier: RewardSource) -> list[list[float | None]]:
     items = [
         ScoreItem(r["prompt"], step["text"], r.get("answer"), r)
         for r in records
@@ -271,7 +85,7 @@ def _verify(records: list[dict], verifier: Verifier) -> list[list[float | None]]
 
 
 def _judge(
-    records: list[dict], judge: Judge, references: dict[str, str]
+    records: list[dict], judge: PairJudge, references: dict[str, str]
 ) -> list[list[float | None]]:
     items = [
         Comparison(r["prompt"], step["text"], references[r["id"]], r)
@@ -281,7 +95,7 @@ def _judge(
     return _regroup(records, judge.compare(items))
 
 
-def _judge_counters(llm: LLMJudge) -> dict[str, int]:
+def _judge_counters(llm: Judge) -> dict[str, int]:
     return {
         "calls": llm.judged,
         "unparsed": llm.unparsed,
@@ -352,8 +166,8 @@ def evaluate(
     rounds: int,
     sampling: Sampling,
     out_path: str | Path,
-    verifier: Verifier | None = None,
-    judge: Judge | None = None,
+    verifier: RewardSource | None = None,
+    judge: PairJudge | None = None,
     baseline: dict[str, str] | None = None,
     instruction: str = DEFAULT_REFINE_INSTRUCTION,
     benchmark: str = "",
@@ -477,46 +291,3 @@ def evaluate_model(model: str, prompts: list[dict[str, Any]], **options: Any) ->
         return evaluate(backend, prompts, model=model, **options)
     finally:
         backend.close()
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """Plain aligned text: one row per round, metric with its interval, lengths, transitions."""
-    win = result["metric"] == "win_rate"
-    header = ["round", result["metric"], "95% CI"]
-    header += ["LC win rate", "W/T/L"] if win else ["correct"]
-    header += ["tokens", "chars", "trunc", "wrong→right", "right→wrong"]
-    rows = [header]
-    for r in result["per_round"]:
-        low, high = r["ci95"]
-        row = [str(r["round"]), f"{100 * r['metric']:.1f}%", f"[{100 * low:.1f}, {100 * high:.1f}]"]
-        if win:
-            row += [f"{100 * r['lc_win_rate']:.1f}%", f"{r['wins']}/{r['ties']}/{r['losses']}"]
-        else:
-            row += [f"{r['correct']}/{r['n']}"]
-        moves = r.get("transitions")
-        row += [
-            f"{r['mean_tokens']:.0f}",
-            f"{r['mean_chars']:.0f}",
-            str(r["truncated"]),
-            str(moves["wrong_to_right"]) if moves else "-",
-            str(moves["right_to_wrong"]) if moves else "-",
-        ]
-        rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    title = (
-        f"{result['benchmark']}  model={result['model']}  scorer={result['scorer']}  "
-        f"n={result['n_prompts']}  skipped={result['skipped']}"
-    )
-    counts = result.get("judge")
-    if counts and counts["order_checks"]:
-        agree = counts["order_agreements"] / counts["order_checks"]
-        line = (
-            f"judge: {counts['calls']} calls, {counts['unparsed']} unparsed; both orders agree on "
-            f"{counts['order_agreements']} of {counts['order_checks']} comparisons "
-            f"({100 * agree:.0f}%)"
-        )
-        if agree < 0.5:  # a coin-flipping judge agrees with itself half the time
-            line += "; worse than chance: position bias decides, the win rates say little"
-        lines.append(line)
-    return "\n".join([title, *lines])

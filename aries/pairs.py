@@ -18,6 +18,7 @@ worse; weight `w_keep` (default 0, pure ARIES).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from typing import Any
 
 from aries import AriesError
@@ -25,6 +26,30 @@ from aries.views import direct_messages, refine_messages, render_plain
 
 VIEWS = ("direct", "refine")
 """The views of METHOD.md; `keep` is the optional design extension."""
+
+
+@dataclass
+class PairsConfig:
+    """The view mixture of the pair dataset (`pairs:` in a run config)."""
+
+    w_direct: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the direct view x -> y_w/y_l (ARIES, arXiv 2502.05605)."},
+    )
+    w_refine: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the refine view (x, y_l, z) -> y_w/y_l (ARIES, arXiv 2502.05605); "
+            "weights are realised as mixing proportions of the pair dataset."
+        },
+    )
+    w_keep: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the optional keep view (x, y_w, z) -> y_w/y_l [design, not in "
+            "ARIES]: refinement keeps an answer that is already right. 0 = pure ARIES."
+        },
+    )
 
 
 def build_pairs(
@@ -86,6 +111,26 @@ def sft_examples(selections: list[dict[str, Any]], *, instruction: str) -> list[
     return examples
 
 
+def sft_dataset(path: str, out_dir, instruction: str) -> int:
+    """Write METHOD.md Eq. 4's both-view SFT examples from a prompt/chosen/rejected file."""
+    from aries.sources import PromptSource, load_prompts
+
+    rows = load_prompts(PromptSource(name=path))
+    selections = [{"id": r["id"], "prompt": r["prompt"], **_chosen_rejected(r, path)} for r in rows]
+    examples = sft_examples(selections, instruction=instruction)
+    save_dataset(examples, out_dir)
+    return len(examples)
+
+
+def _chosen_rejected(row: dict[str, Any], where: str) -> dict[str, str]:
+    """The chosen / rejected texts of a preference-data row (kept in its metadata by sources)."""
+    fields = row.get("metadata", {})
+    missing = [k for k in ("chosen", "rejected") if not isinstance(fields.get(k), str)]
+    if missing:
+        raise AriesError(f"{where}: record {row['id']!r} has no text field {' / '.join(missing)}")
+    return {k: fields[k] for k in ("chosen", "rejected")}
+
+
 def to_plain_text(example: dict[str, Any]) -> dict[str, Any]:
     """The same example for a model without a chat template (TRL's standard text format)."""
     plain = {**example, "prompt": render_plain(example["prompt"])}
@@ -95,16 +140,25 @@ def to_plain_text(example: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def save_dataset(examples: list[dict[str, Any]], folder, *, chat: bool = True) -> None:
-    """Write examples as a `datasets` folder, atomically (temporary folder, then rename)."""
+def for_tokenizer(dataset, tokenizer):
+    """The dataset as the trainer needs it: conversational for a model with a chat template,
+    else in plain text (older runs may have saved plain text already)."""
+    import datasets
+
+    if tokenizer.chat_template or len(dataset) == 0 or isinstance(dataset[0]["prompt"], str):
+        return dataset
+    return datasets.Dataset.from_list([to_plain_text(row) for row in dataset])
+
+
+def save_dataset(examples: list[dict[str, Any]], folder) -> None:
+    """Write conversational examples as a `datasets` folder, atomically (temporary folder, then
+    rename); `for_tokenizer` turns them into plain text for models without a chat template."""
     import os
     import shutil
     from pathlib import Path
 
     import datasets
 
-    if not chat:
-        examples = [to_plain_text(e) for e in examples]
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

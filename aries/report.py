@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aries.jsonl import atomic_write_text, read_jsonl
+from aries.evaltable import eval_table
+from aries.jsonl import atomic_write_text
+from aries.rundir import RunDir, read_json
 
 TRAINING_KEYS = ("loss", "rewards/margins", "rewards/chosen", "rewards/rejected")
 NOT_AVAILABLE = "not available"
@@ -44,45 +45,18 @@ class Section:
 # Reading the run
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def iterations(run: Path) -> list[int]:
-    """Iteration numbers present as `iter_<t>` folders, in order."""
-    found = [p.name.split("_", 1)[1] for p in run.glob("iter_*") if p.is_dir()]
-    return sorted(int(t) for t in found if t.isdigit())
-
-
-def load_evals(run: Path) -> list[tuple[str, dict]]:
-    """(label, eval.json) for the initial model and every evaluated iteration."""
-    evals = []
-    base = _json(run / "eval_base.json")
-    if base:
-        evals.append(("base", base))
-    for t in iterations(run):
-        result = _json(run / f"iter_{t}" / "eval.json")
-        if result:
-            evals.append((f"iter {t}", result))
-    return evals
-
-
-def load_rewards(run: Path, t: int) -> tuple[str, dict[str, list[float]]] | None:
+def load_rewards(run: RunDir, t: int) -> tuple[str, dict[str, list[float]]] | None:
     """Chosen vs rejected scores of iteration t's pairs, else the scores of every chain round."""
-    folder = run / f"iter_{t}"
-    if (folder / "selections.jsonl").is_file():
-        pairs = read_jsonl(folder / "selections.jsonl")
+    if run.selections(t).is_file():
+        pairs = run.read_selections(t)
         groups = {
             "chosen": [p["chosen_score"] for p in pairs if p.get("chosen_score") is not None],
             "rejected": [p["rejected_score"] for p in pairs if p.get("rejected_score") is not None],
         }
         return "chosen vs rejected", groups
-    if (folder / "scores.jsonl").is_file():
+    if run.scores(t).is_file():
         groups: dict[str, list[float]] = {}
-        for record in read_jsonl(folder / "scores.jsonl"):
+        for record in run.read_scores(t):
             for k, score in enumerate(record.get("chain_scores", [])):
                 if score is not None:
                     groups.setdefault(f"round {k}", []).append(score)
@@ -90,19 +64,20 @@ def load_rewards(run: Path, t: int) -> tuple[str, dict[str, list[float]]] | None
     return None
 
 
-def load_training(run: Path, t: int) -> dict[str, list[tuple[float, float]]]:
+def load_training(run: RunDir, t: int) -> dict[str, list[tuple[float, float]]]:
     """(step, value) series for TRAINING_KEYS from the trainer's log history of iteration t."""
-    folder = run / f"iter_{t}"
-    history = _json(folder / "model" / "log_history.json")
+    history = read_json(run.training_history(t))
     if history is None:
-        states = sorted(folder.rglob("trainer_state.json"), key=lambda p: p.stat().st_mtime)
-        history = (_json(states[-1]) or {}).get("log_history") if states else None
+        states = sorted(
+            run.iteration(t).rglob("trainer_state.json"), key=lambda p: p.stat().st_mtime
+        )
+        history = (read_json(states[-1]) or {}).get("log_history") if states else None
     if history:
         return {
             key: [(e["step"], e[key]) for e in history if key in e and "step" in e]
             for key in TRAINING_KEYS
         }
-    return load_tensorboard(run / "logs" / f"iter_{t}")
+    return load_tensorboard(run.logs(t))
 
 
 def load_tensorboard(folder: Path) -> dict[str, list[tuple[float, float]]]:
@@ -271,27 +246,13 @@ def eval_section(evals: list[tuple[str, dict]], plots: Path) -> Section:
         f"`{first.get('scorer', '?')}`; round 0 is the direct answer, round k the k-th "
         "refinement. Intervals are bootstrap 95 % CIs."
     )
-    win = first["metric"] == "win_rate"
-    header = ["model", "round", "n", first["metric"], "95% CI"]
-    header += ["LC win rate", "W/T/L"] if win else []
-    header += ["mean tokens", "wrong→right", "right→wrong"]
-    rows = []
-    for label, result in evals:
-        for r in result["per_round"]:
-            moves = r.get("transitions") or {}
-            row = [label, str(r["round"]), str(r["n"]), f"{100 * r['metric']:.1f}%"]
-            row.append(f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]")
-            if win:
-                row += [f"{100 * r['lc_win_rate']:.1f}%", f"{r['wins']}/{r['ties']}/{r['losses']}"]
-            row += [f"{r['mean_tokens']:.0f}"]
-            row += [str(moves.get("wrong_to_right", "-")), str(moves.get("right_to_wrong", "-"))]
-            rows.append(row)
+    header, rows = eval_table(evals)
     section.tables.append((header, rows))
     section.plots.append(plot_evals(evals, plots))
     return section
 
 
-def rewards_section(run: Path, its: list[int], plots: Path) -> Section:
+def rewards_section(run: RunDir, its: list[int], plots: Path) -> Section:
     section = Section("Reward distributions")
     rewards = {t: found for t in its if (found := load_rewards(run, t)) and any(found[1].values())}
     if not rewards:
@@ -336,7 +297,7 @@ def selection_section(manifest: dict, plots: Path) -> Section:
     return section
 
 
-def training_section(run: Path, its: list[int], plots: Path) -> Section:
+def training_section(run: RunDir, its: list[int], plots: Path) -> Section:
     section = Section("Training curves")
     curves = {t: c for t in its if any((c := load_training(run, t)).values())}
     if not curves:
@@ -446,28 +407,28 @@ def _inline(text: str) -> str:
 
 def build_report(run_dir: str | Path) -> dict[str, Path]:
     """Write `report.md`, `report.html` and `plots/*.png` into the run directory."""
-    run = Path(run_dir)
-    plots = run / "plots"
-    manifest = _json(run / "manifest.json") or {}
-    its = iterations(run)
+    run = RunDir(run_dir)
+    plots = run.plots
+    manifest = run.read_manifest() or {}
+    its = run.iterations()
     sections = [
-        eval_section(load_evals(run), plots),
+        eval_section(run.evals(), plots),
         rewards_section(run, its, plots),
         selection_section(manifest, plots),
         training_section(run, its, plots),
         stages_section(manifest, plots),
     ]
-    title = f"ARIES run report: {run.resolve().name}"
+    title = f"ARIES run report: {run.root.resolve().name}"
     overview = Section(
         "Run",
         text=[
-            f"Directory `{run}`; iterations found: {', '.join(map(str, its)) or 'none'}; "
+            f"Directory `{run.root}`; iterations found: {', '.join(map(str, its)) or 'none'}; "
             f"manifest: {'present' if manifest else NOT_AVAILABLE}; config hash "
             f"`{manifest.get('config_hash', '-')}`."
         ],
     )
     sections.insert(0, overview)
-    paths = {"markdown": run / "report.md", "html": run / "report.html"}
+    paths = {"markdown": run.report_markdown, "html": run.report_html}
     atomic_write_text(paths["markdown"], to_markdown(title, sections))
     atomic_write_text(paths["html"], to_html(title, sections, plots))
     return paths

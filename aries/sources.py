@@ -111,6 +111,11 @@ def load_prompts(spec: str | dict[str, Any] | PromptSource) -> list[dict[str, An
     return records
 
 
+def prompt_key(prompt: dict[str, Any]) -> str:
+    """A prompt's text up to whitespace: how held-out and training prompts are told apart."""
+    return " ".join(prompt["prompt"].split())
+
+
 def _finish(question: str, source: PromptSource, default_suffix: str = "") -> str:
     suffix = default_suffix if source.suffix is None else source.suffix
     return question + suffix

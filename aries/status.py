@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from aries.report import load_evals
+from aries.evaltable import metric_by_round
+from aries.rundir import RunDir
 
 
 def stage_lines(manifest: dict[str, Any]) -> list[str]:
@@ -25,18 +25,6 @@ def stage_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summary_table(run_dir: Path, manifest: dict[str, Any]) -> str:
+def summary_table(run: RunDir, manifest: dict[str, Any]) -> str:
     """Stages, then the metric of the direct answer and each refinement round per model."""
-    lines = [f"run {run_dir}", *stage_lines(manifest)]
-    rows = load_evals(run_dir)
-    if rows:
-        rounds = max(len(r["per_round"]) for _, r in rows)
-        metric = rows[0][1]["metric"]
-        header = ["model", "answer"] + [f"refine {k}" for k in range(1, rounds)]
-        lines += ["", f"held-out {metric} (n = {rows[0][1]['n_prompts']}):"]
-        lines.append("  ".join(f"{h:>14}" for h in header))
-        for label, result in rows:
-            label = "initial model" if label == "base" else label.replace("iter", "after iter")
-            cells = [f"{r['metric'] * 100:.1f}%" for r in result["per_round"]]
-            lines.append("  ".join(f"{c:>14}" for c in [label, *cells]))
-    return "\n".join(lines)
+    return "\n".join([f"run {run.root}", *stage_lines(manifest), *metric_by_round(run.evals())])

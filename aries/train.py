@@ -35,24 +35,6 @@ class TrainConfig:
         },
     )
     beta: float = field(default=0.1, metadata={"help": "KL strength β of the DPO-family loss."})
-    w_direct: float = field(
-        default=1.0,
-        metadata={"help": "Weight of the direct view x -> y_w/y_l (ARIES, arXiv 2502.05605)."},
-    )
-    w_refine: float = field(
-        default=1.0,
-        metadata={
-            "help": "Weight of the refine view (x, y_l, z) -> y_w/y_l (ARIES, arXiv 2502.05605); "
-            "weights are realised as mixing proportions of the pair dataset."
-        },
-    )
-    w_keep: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the optional keep view (x, y_w, z) -> y_w/y_l [design, not in "
-            "ARIES]: refinement keeps an answer that is already right. 0 = pure ARIES."
-        },
-    )
     reference: Literal["previous", "initial"] = field(
         default="previous",
         metadata={"help": "Reference policy: 'previous' = π_t (ARIES default) or 'initial' = π_0."},
@@ -197,6 +179,7 @@ def train_preference(
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
     dataset = datasets.load_from_disk(str(pairs_dir)).remove_columns(["id", "view"])
+    dataset = _for_policy(dataset, policy, trust_remote_code)
     if len(dataset) == 0:
         raise AriesError(f"{pairs_dir}: no preference pairs to train on")
     if config.length_grouped_batches:
@@ -263,6 +246,7 @@ def train_sft(
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
     dataset = datasets.load_from_disk(str(examples_dir)).remove_columns(["id", "view"])
+    dataset = _for_policy(dataset, policy, trust_remote_code)
     args = TRLSFTConfig(
         output_dir=str(checkpoints),
         learning_rate=config.learning_rate,
@@ -288,6 +272,14 @@ def train_sft(
     )
     result = _train_and_save(trainer, tokenizer, checkpoints, output_dir)
     return {"steps": trainer.state.global_step, **result.metrics}
+
+
+def _for_policy(dataset, policy: str, trust_remote_code: bool):
+    """Stored examples are conversational; plain text for a policy without a chat template."""
+    from aries.models import load_tokenizer
+    from aries.pairs import for_tokenizer
+
+    return for_tokenizer(dataset, load_tokenizer(policy, trust_remote_code=trust_remote_code))
 
 
 def _load_policy(policy: str, trust_remote_code: bool):

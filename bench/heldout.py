@@ -23,33 +23,20 @@ from pathlib import Path
 import numpy as np
 
 
-def load_run(run: Path):
-    from aries.config import from_dict, load_yaml
-    from aries.loop import RunConfig
-
-    return from_dict(RunConfig, load_yaml(run / "config.yaml"), str(run / "config.yaml"))
-
-
-def fresh_prompts(config, runs: list[Path], size: int, seed: int) -> tuple[list[dict], int]:
+def fresh_prompts(config, runs: list, size: int, seed: int) -> tuple[list[dict], int]:
     """`size` prompts per held-out source at `seed`, minus duplicates and anything trained on."""
-    from aries.jsonl import read_jsonl
-    from aries.sources import PromptSource, load_prompts
+    from aries.sources import PromptSource, load_prompts, prompt_key
 
-    def key(prompt: dict) -> str:
-        return " ".join(prompt["prompt"].split())
-
-    trained = {
-        key(p) for run in runs for f in run.glob("iter_*/prompts.jsonl") for p in read_jsonl(f)
-    }
+    trained = {prompt_key(p) for run in runs for p in run.trained_prompts()}
     prompts, seen, dropped = [], set(), 0
     for spec in config.eval.sources:
         source = PromptSource.parse(spec)
         source.size, source.seed = size, seed
         for prompt in load_prompts(source):
-            if key(prompt) in trained or key(prompt) in seen:
+            if prompt_key(prompt) in trained or prompt_key(prompt) in seen:
                 dropped += 1
                 continue
-            seen.add(key(prompt))
+            seen.add(prompt_key(prompt))
             prompts.append(prompt)
     return prompts, dropped
 
@@ -62,28 +49,26 @@ def main() -> int:
     args = parser.parse_args()
 
     from aries import metrics
-    from aries.backends import Sampling
     from aries.evaluate import evaluate_model
-    from aries.rewards import make_reward_source
+    from aries.runconfig import load_run_config
+    from aries.rundir import RunDir
+    from aries.stages import eval_settings
 
-    config = load_run(args.runs[0])
-    prompts, dropped = fresh_prompts(config, args.runs, args.size, args.seed)
+    runs = [RunDir(run) for run in args.runs]
+    config = load_run_config(runs[0].config)
+    prompts, dropped = fresh_prompts(config, runs, args.size, args.seed)
     print(f"{len(prompts)} fresh held-out problems ({dropped} dropped: trained on or repeated)")
-    options = dict(
-        rounds=config.eval.rounds,
-        sampling=Sampling(config.eval.max_new_tokens, 0.0, 1.0, config.seed),
-        verifier=make_reward_source(config.eval.verifier),
-        instruction=config.generation.instruction,
-        progress=False,
-    )
-    models = [("initial", config.model, args.runs[0])]
-    for run in args.runs:
-        for model in sorted(run.glob("iter_*/model"), key=lambda p: int(p.parent.name[5:])):
-            models.append((f"{run.name} {model.parent.name}", str(model), run))
+    models = [("initial", config.model, runs[0])]
+    for run in runs:
+        for t in run.iterations():
+            if run.model(t).is_dir():
+                models.append((f"{run.root.name} {run.iteration(t).name}", str(run.model(t)), run))
     correct = {}
     for label, model, run in models:
-        out = run / f"heldout-{args.seed}" / f"{label.split()[-1]}.json"
-        result = evaluate_model(model, prompts, out_path=out, **options)
+        out = run.fresh_heldout(args.seed) / f"{label.split()[-1]}.json"
+        result = evaluate_model(
+            model, prompts, out_path=out, progress=False, **eval_settings(config)
+        )
         correct[label] = np.array([[s >= 1.0 for s in p["scores"]] for p in result["per_prompt"]])
 
     base = correct["initial"][:, 0]

@@ -5,7 +5,7 @@ python scripts/config_reference.py > /tmp/reference.md   # pasted into README.md
 
 import dataclasses
 
-from aries.loop import RunConfig
+from aries.runconfig import RunConfig
 
 
 def rows(cls, prefix: str = ""):

@@ -5,7 +5,8 @@ import yaml
 
 from aries import AriesError
 from aries.config import apply_overrides, to_dict
-from aries.loop import RunConfig, load_run_config, prepare_run_dir, resolve_config
+from aries.runconfig import RunConfig, load_run_config, resolve_config
+from aries.rundir import prepare_run_dir
 
 
 def test_resolved_config_round_trips(tmp_path):
@@ -40,7 +41,7 @@ def test_methods_imply_their_settings():
     iterative = resolve_config({"method": "iterative-dpo", "generation": {"samples": 3}})
     assert iterative.generation.rounds == 0
     assert iterative.selection.candidates == "samples"
-    assert iterative.train.w_refine == 0.0
+    assert iterative.pairs.w_refine == 0.0
     with pytest.raises(AriesError, match="samples >= 1"):
         resolve_config({"method": "iterative-dpo"})
 
@@ -62,3 +63,22 @@ def test_shipped_configs_are_valid():
     for path in Path("configs").glob("*.yaml"):
         assert isinstance(load_run_config(path), RunConfig), path
         assert to_dict(load_run_config(path))["name"]
+
+
+def test_view_weights_under_train_still_load_with_a_deprecation_message():
+    with pytest.warns(FutureWarning, match="train.w_keep moved to the pairs"):
+        config = resolve_config({"train": {"w_keep": 1.0, "beta": 0.2}})
+    assert config.pairs.w_keep == 1.0 and config.train.beta == 0.2
+    with pytest.raises(AriesError, match="both set"):
+        resolve_config({"train": {"w_keep": 1.0}, "pairs": {"w_keep": 0.5}})
+
+
+def test_an_old_run_folder_resumes_under_the_moved_keys(tmp_path):
+    old = resolve_config({"output_dir": str(tmp_path), "name": "r", "pairs": {"w_keep": 1.0}})
+    prepare_run_dir(old)
+    saved = yaml.safe_load((old.run_dir / "config.yaml").read_text())
+    saved["train"]["w_keep"] = saved.pop("pairs")["w_keep"]  # as an older version wrote it
+    (old.run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    with pytest.warns(FutureWarning):
+        prepare_run_dir(old)
+    assert yaml.safe_load((old.run_dir / "config.yaml").read_text())["pairs"]["w_keep"] == 1.0

@@ -9,19 +9,12 @@ import pytest
 
 from aries import AriesError
 from aries.backends import Generation, Sampling
+from aries.benchmarks import last_boxed, load_benchmark
 from aries.cli import main
-from aries.evaluate import (
-    Comparison,
-    PairwiseJudge,
-    RewardJudge,
-    check_held_out,
-    evaluate,
-    evaluate_model,
-    format_table,
-    last_boxed,
-    load_benchmark,
-)
+from aries.evaltable import format_table
+from aries.evaluate import check_held_out, evaluate, evaluate_model
 from aries.jsonl import read_jsonl
+from aries.rewards.pairwise import Comparison, PairwiseJudge, RewardJudge
 from aries.rewards.verifiers import Verifier
 
 DATA = Path(__file__).parent / "data"

@@ -16,7 +16,8 @@ import yaml
 from safetensors.torch import load_file
 
 from aries.cli import main
-from aries.loop import load_run_config, run
+from aries.loop import run
+from aries.runconfig import load_run_config
 
 ARITHMETIC = {
     "name": "reasoning-gym:basic_arithmetic",

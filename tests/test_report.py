@@ -118,6 +118,7 @@ def test_training_curves_from_tensorboard_events(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
     from aries.report import load_training
+    from aries.rundir import RunDir
 
     writer = SummaryWriter(log_dir=str(tmp_path / "logs" / "iter_0"))
     for step in (1, 2):
@@ -125,7 +126,7 @@ def test_training_curves_from_tensorboard_events(tmp_path):
         writer.add_scalar("train/rewards/margins", 0.5 * step, step)
         writer.add_scalar("train/learning_rate", 1e-5, step)
     writer.close()
-    curves = load_training(tmp_path, 0)
+    curves = load_training(RunDir(tmp_path), 0)
     assert curves["loss"] == [(1, 1.0), (2, 0.5)]
     assert curves["rewards/margins"] == [(1, 0.5), (2, 1.0)]
     assert "learning_rate" not in curves

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from aries.commands.refine import (
     add_model_arguments,
@@ -104,26 +103,18 @@ def register(subparsers) -> None:
 
 def run_model(run_dir: str, iteration: int | None) -> str:
     """The trained model folder of a run's iteration (latest with a model by default)."""
-    from aries import AriesError
+    from aries.rundir import RunDir
 
-    root = Path(run_dir)
-    if iteration is not None:
-        model = root / f"iter_{iteration}" / "model"
-        if not model.is_dir():
-            raise AriesError(f"{model}: no trained model for iteration {iteration}")
-        return str(model)
-    models = sorted(root.glob("iter_*/model"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not models:
-        raise AriesError(f"{root}: no iter_*/model folder (is it a run directory?)")
-    return str(models[-1])
+    run = RunDir(run_dir)
+    return str(run.latest_model() if iteration is None else run.trained_model(iteration))
 
 
 def make_scorer(args: argparse.Namespace, backend, model: str):
     """(verifier, judge): exactly one is set, from --reward-model / --judge or the default."""
     from aries import AriesError
-    from aries.evaluate import PairwiseJudge, RewardJudge
     from aries.rewards import build_config, make_reward_source
     from aries.rewards.judge import Judge, JudgeConfig
+    from aries.rewards.pairwise import PairwiseJudge, RewardJudge
 
     if args.reward_model and args.judge:
         raise AriesError("give --reward-model or --judge, not both")
@@ -148,7 +139,9 @@ def make_scorer(args: argparse.Namespace, backend, model: str):
 
 def run(args: argparse.Namespace) -> int:
     from aries import AriesError
-    from aries.evaluate import evaluate, format_table, load_baseline, load_benchmark
+    from aries.benchmarks import load_baseline, load_benchmark
+    from aries.evaltable import format_table
+    from aries.evaluate import evaluate
 
     if args.rounds < 0:
         raise AriesError("--rounds must be >= 0")

@@ -41,27 +41,28 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aries.loop import load_run_config
     from aries.loop import run as run_loop
+    from aries.runconfig import load_run_config
+    from aries.rundir import RunDir
     from aries.status import summary_table
 
     config = load_run_config(args.config, args.overrides)
     manifest = run_loop(
         config, overwrite=args.overwrite, progress=not args.quiet, stop_before=args.stop_before
     )
-    print(summary_table(config.run_dir, manifest))
+    print(summary_table(RunDir(config.run_dir), manifest))
     return 0
 
 
 def show_status(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from aries import AriesError
+    from aries.rundir import RunDir
     from aries.status import summary_table
 
-    path = Path(args.run_dir) / "manifest.json"
-    if not path.is_file():
+    run = RunDir(args.run_dir)
+    if not run.manifest.is_file():
         raise AriesError(f"{args.run_dir}: no manifest.json (not a run folder, or not started)")
-    print(summary_table(Path(args.run_dir), json.loads(path.read_text())))
+    print(summary_table(run, json.loads(run.manifest.read_text())))
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from aries.views import DEFAULT_REFINE_INSTRUCTION
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -38,27 +40,25 @@ def register(subparsers) -> None:
 
 
 def train_stage(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from aries import AriesError
-    from aries.config import load_yaml
-    from aries.loop import Loop, resolve_config
+    from aries.loop import run_stage
+    from aries.runconfig import load_run_config
+    from aries.rundir import RunDir
 
-    config_path = Path(args.run_dir) / "config.yaml"
-    if not config_path.is_file():
+    run = RunDir(args.run_dir)
+    if not run.config.is_file():
         raise AriesError(f"{args.run_dir}: no config.yaml (start the run with aries run first)")
-    loop = Loop(resolve_config(load_yaml(config_path)))
-    if not (loop.iter_dir(args.iteration) / "selections.jsonl").is_file():
+    if not run.selections(args.iteration).is_file():
         raise AriesError(f"iteration {args.iteration} has no selected pairs yet")
-    loop.stage_train(args.iteration)
+    run_stage(load_run_config(run.config), args.iteration, "train")
     return 0
 
 
 def sft_command(args: argparse.Namespace) -> int:
     import tempfile
 
-    from aries.loop import sft_dataset
     from aries.models import resolve_model
+    from aries.pairs import sft_dataset
     from aries.train import SFTConfig, train_sft
 
     config = SFTConfig(
@@ -71,7 +71,7 @@ def sft_command(args: argparse.Namespace) -> int:
     )
     model = resolve_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:
-        count = sft_dataset(config.dataset, model, f"{tmp}/examples")
+        count = sft_dataset(config.dataset, f"{tmp}/examples", DEFAULT_REFINE_INSTRUCTION)
         metrics = train_sft(model, f"{tmp}/examples", args.out, config, seed=args.seed)
     print(f"trained on {count} examples ({metrics['steps']} steps); model saved to {args.out}")
     return 0

@@ -1,0 +1,259 @@
+"""The loop's stages (METHOD.md 0-4), one plain function each: `stage(run, config, t, session)`.
+
+A stage reads its inputs from the run directory, writes its outputs there and returns the counts
+that the manifest records; `t` is the iteration (None: work on the initial model). `Session`
+holds what consecutive stages share: the loaded generation backend and the console.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from aries.backends import Backend, Sampling
+from aries.jsonl import atomic_write_jsonl
+from aries.runconfig import RunConfig
+from aries.rundir import RunDir
+
+
+class Session:
+    """One generation backend at a time, reused while the model stays the same; progress output."""
+
+    def __init__(self, config: RunConfig, *, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        self._backend: Backend | None = None
+        self._model: str | None = None
+
+    def backend(self, model: str) -> Backend:
+        if self._model != model:
+            self.release()
+            from aries.backends import make_backend
+
+            generation = self.config.generation
+            options = dict(generation.backend_options)
+            if generation.backend == "hf":
+                options.setdefault("batch_size", generation.batch_size)
+                options.setdefault("trust_remote_code", self.config.trust_remote_code)
+            self._backend = make_backend(generation.backend, model, **options)
+            self._model = model
+        return self._backend
+
+    def release(self) -> None:
+        """Free the backend's memory (before training, or a judge that loads its own model)."""
+        if self._backend is not None:
+            self._backend.close()
+        self._backend, self._model = None, None
+
+    def log(self, message: str) -> None:
+        if self.progress:
+            print(f"[aries] {message}", flush=True)
+
+
+def policy(run: RunDir, config: RunConfig, t: int) -> str:
+    """π_t: the initial model (after SFT, if any) for t = 0, else iteration t-1's output."""
+    if t == 0:
+        return str(run.sft_model) if config.sft.enabled else config.model
+    return str(run.model(t - 1))
+
+
+def heldout_prompts(run: RunDir, config: RunConfig) -> list[dict[str, Any]]:
+    """The held-out evaluation prompts, drawn once and kept in `heldout.jsonl`."""
+    from aries.sources import PromptSource, load_prompts
+
+    if not config.eval.enabled:
+        return []
+    saved = run.read_heldout()
+    if saved is not None:
+        return saved
+    heldout = []
+    for spec in config.eval.sources:
+        source = PromptSource.parse(spec)
+        source.size = config.eval.size
+        heldout += load_prompts(source)
+    run.write_heldout(heldout)
+    return heldout
+
+
+def eval_settings(config: RunConfig) -> dict[str, Any]:
+    """How the loop evaluates a model: greedy answer + `eval.rounds` refinements, verified."""
+    from aries.rewards import make_reward_source
+
+    return {
+        "rounds": config.eval.rounds,
+        "sampling": Sampling(config.eval.max_new_tokens, 0.0, 1.0, config.seed),
+        "verifier": make_reward_source(config.eval.verifier),
+        "instruction": config.generation.instruction,
+        "seed": config.seed,
+    }
+
+
+def sft(run: RunDir, config: RunConfig, t: None, session: Session) -> dict[str, Any]:
+    from aries.pairs import sft_dataset
+    from aries.train import train_sft
+
+    count = sft_dataset(config.sft.dataset, run.sft_examples, config.generation.instruction)
+    metrics = train_sft(
+        config.model,
+        run.sft_examples,
+        run.sft_model,
+        config.sft,
+        seed=config.seed,
+        log_dir=run.logs(None),
+        trust_remote_code=config.trust_remote_code,
+    )
+    return {"examples": count, **_numbers(metrics)}
+
+
+def prompts(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
+    """Iteration t's slice of every prompt source, minus anything held out."""
+    from aries.sources import PromptSource, load_prompts, prompt_key
+
+    share = max(1, config.prompts.per_iteration // len(config.prompts.sources))
+    drawn = []
+    for spec in config.prompts.sources:
+        source = PromptSource.parse(spec)
+        source.offset, source.size = source.offset + t * share, share
+        drawn += load_prompts(source)
+    heldout = {prompt_key(p) for p in heldout_prompts(run, config)}
+    excluded = {prompt_key(p) for spec in config.prompts.exclude for p in load_prompts(spec)}
+    kept = [p for p in drawn if prompt_key(p) not in heldout | excluded]
+    atomic_write_jsonl(run.prompts(t), kept)
+    return {"prompts": len(kept), "dropped_heldout_overlap": len(drawn) - len(kept)}
+
+
+def collect(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
+    from aries.collect import run_chains, split_by_context
+
+    gen = config.generation
+    prompts = run.read_prompts(t)
+    backend = session.backend(policy(run, config, t))
+    fitting, too_long = split_by_context(
+        backend,
+        prompts,
+        rounds=gen.rounds,
+        max_new_tokens=gen.max_new_tokens,
+        instruction=gen.instruction,
+    )
+    chains = run_chains(
+        backend,
+        fitting,
+        rounds=gen.rounds,
+        sampling=Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, config.seed + t),
+        instruction=gen.instruction,
+        n_samples=gen.samples,
+        out_path=run.chains(t),
+        chunk_size=gen.chunk_size,
+        progress=session.progress,
+    )
+    responses = [s for c in chains for s in c["chain"] + c.get("samples", [])]
+    return {
+        "prompts_in": len(prompts),
+        "chains": len(chains),
+        "dropped_too_long": len(too_long),
+        "responses": len(responses),
+        "truncated": sum(r["finish_reason"] == "length" for r in responses),
+        "completion_tokens": sum(r["completion_tokens"] for r in responses),
+    }
+
+
+def score(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
+    from aries.rewards import make_reward_source
+    from aries.score import score_file
+
+    if config.reward.get("type") == "judge" and "model" not in config.reward:
+        session.release()  # a self-judging policy loads itself below
+    stats = score_file(run.chains(t), make_reward_source(config.reward), run.scores(t))
+    return {**{k: v for k, v in stats.items() if k != "source"}, "source": stats["source"]}
+
+
+def select(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
+    from aries.select import select_pairs
+
+    chains = run.read_chains(t)
+    selection = select_pairs(chains, run.read_scores(t), config.selection)
+    atomic_write_jsonl(run.selections(t), selection.pairs)
+    session.log(
+        f"iteration {t}: kept {len(selection.pairs)}/{len(chains)} prompts, "
+        f"dropped {selection.drop_counts}"
+    )
+    return {
+        "prompts_in": len(chains),
+        "kept": len(selection.pairs),
+        "dropped": sum(selection.drop_counts.values()),
+        "drop_counts": selection.drop_counts,
+    }
+
+
+def pairs(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
+    from aries.pairs import build_pairs, save_dataset
+
+    examples = build_pairs(
+        run.read_selections(t),
+        instruction=config.generation.instruction,
+        w_direct=config.pairs.w_direct,
+        w_refine=config.pairs.w_refine,
+        w_keep=config.pairs.w_keep,
+        seed=config.seed + t,
+    )
+    if examples:
+        save_dataset(examples, run.pairs(t))
+    views = ("direct", "refine", "keep")
+    return {"pairs": len(examples), **{v: sum(e["view"] == v for e in examples) for v in views}}
+
+
+def train(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
+    from aries.models import resolve_model
+    from aries.train import train_preference
+
+    session.release()  # hand the memory to the trainer
+    if not run.pairs(t).is_dir():
+        # No pair survived selection: the policy carries over unchanged.
+        shutil.copytree(resolve_model(policy(run, config, t)), run.model(t), dirs_exist_ok=True)
+        return {"steps": 0, "skipped": "no pairs"}
+    reference = None
+    if config.train.reference == "initial" and t > 0:
+        reference = resolve_model(policy(run, config, 0))
+    metrics = train_preference(
+        resolve_model(policy(run, config, t)),
+        run.pairs(t),
+        run.model(t),
+        config.train,
+        seed=config.seed + t,
+        reference=reference,
+        log_dir=run.logs(t),
+        trust_remote_code=config.trust_remote_code,
+    )
+    return _numbers(metrics)
+
+
+def evaluate(run: RunDir, config: RunConfig, t: int | None, session: Session) -> dict[str, Any]:
+    """The model trained in iteration t (None: the initial model) on the held-out prompts."""
+    from aries.evaltable import format_table
+    from aries.evaluate import check_held_out
+    from aries.evaluate import evaluate as evaluate_chains
+
+    model = policy(run, config, 0 if t is None else t + 1)
+    heldout = heldout_prompts(run, config)
+    if t is not None:  # every prompt trained on so far, not only this iteration's
+        check_held_out(heldout, run.trained_prompts(upto=t))
+    result = evaluate_chains(
+        session.backend(model),
+        heldout,
+        out_path=run.eval(t),
+        benchmark="held-out",
+        model=model,
+        progress=session.progress,
+        **eval_settings(config),
+    )
+    label = "initial model" if t is None else f"after iteration {t}"
+    session.log(f"{label}\n{format_table(result)}")
+    return {
+        "metric": result["metric"],
+        "n": result["n_prompts"],
+        "per_round": [round(r["metric"], 4) for r in result["per_round"]],
+    }
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in metrics.items() if isinstance(v, int | float)}
