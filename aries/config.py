@@ -24,11 +24,6 @@ from aries import AriesError
 T = TypeVar("T")
 
 
-def help_text(cls: type, name: str) -> str:
-    """The help text of a dataclass field (its `metadata['help']`)."""
-    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
-
-
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """Build dataclass `cls` from a dict, checking every key and value against the annotations."""
     if not isinstance(data, dict):
@@ -68,7 +63,9 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
-            raise AriesError(f"{path}: {value!r} is not one of {', '.join(map(repr, choices))}")
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint_text = f"; did you mean {close[0]!r}?" if close else ""
+            raise AriesError(f"{path} must be {_choices(choices)}, not {value!r}{hint_text}")
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -86,6 +83,21 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if hint is bool and not isinstance(value, bool) or not isinstance(value, hint):
         raise AriesError(f"{path}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def _choices(choices: tuple) -> str:
+    if len(choices) == 2:
+        return f"{choices[0]!r} or {choices[1]!r}"
+    return "one of " + ", ".join(map(repr, choices))
+
+
+def check_choices(config: Any, where: str = "") -> None:
+    """Check every `Literal`-typed field of a dataclass built in Python (from_dict checks the
+    ones it loads): a typo fails at once, with the list of choices."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        if typing.get_origin(hints[f.name]) is Literal:
+            _convert(hints[f.name], getattr(config, f.name), f"{where}{f.name}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from aries import AriesError
 from aries.backends import BackendName
 from aries.config import apply_overrides, from_dict, load_yaml
 from aries.pairs import PairsConfig
+from aries.rewards import reward_config
 from aries.select import SelectionConfig
-from aries.train import SFTConfig, TrainConfig
+from aries.train import SFTConfig, TrainConfig, check_loss_type
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
 Method = Literal["aries", "iterative-dpo", "self-refine"]
@@ -151,6 +152,9 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
         config.pairs = PairsConfig(w_direct=1.0, w_refine=0.0, w_keep=0.0)
     if config.iterations < 0 or config.generation.rounds < 0:
         raise AriesError("iterations and generation.rounds must be >= 0")
+    check_loss_type(config.train.loss_type)
+    reward_config(config.reward)
+    reward_config(config.eval.verifier)
     if config.sft.enabled and not config.sft.dataset:
         raise AriesError("sft.enabled needs sft.dataset (prompt/chosen/rejected records)")
     return config

@@ -15,15 +15,20 @@ Every dropped prompt is counted under exactly one reason from `DROP_REASONS`.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from aries import AriesError
+from aries.config import check_choices
 from aries.rewards import is_missing
 
-STRATEGIES = ("reward", "rule", "verifier")
-CANDIDATES = ("chain", "samples", "all")
-TIE_BREAKS = ("shorter", "reward")
+Strategy = Literal["reward", "rule", "verifier"]
+Candidates = Literal["chain", "samples", "all"]
+TieBreak = Literal["shorter", "reward"]
+STRATEGIES = typing.get_args(Strategy)
+CANDIDATES = typing.get_args(Candidates)
+TIE_BREAKS = typing.get_args(TieBreak)
 DROP_REASONS = (
     "single_response",  # fewer than two candidates
     "too_few_scored",  # fewer than two candidates with a usable (not None / NaN) score
@@ -43,7 +48,7 @@ DROP_REASONS = (
 class SelectionConfig:
     """How pairs are chosen; see the module docstring for the strategies."""
 
-    strategy: str = field(
+    strategy: Strategy = field(
         default="reward",
         metadata={
             "help": "'reward' (max/min, Reward Model Scoring) or 'rule' (last vs first round, "
@@ -52,7 +57,7 @@ class SelectionConfig:
             "arXiv 2404.19733)."
         },
     )
-    candidates: str = field(
+    candidates: Candidates = field(
         default="all",
         metadata={
             "help": "Responses competing for a prompt: 'chain' (all refinement rounds), "
@@ -83,7 +88,7 @@ class SelectionConfig:
         default=1.0,
         metadata={"help": "verifier: a score at or above this counts as correct."},
     )
-    tie_break: str = field(
+    tie_break: TieBreak = field(
         default="shorter",
         metadata={
             "help": "verifier: among equally correct responses, 'shorter' prefers the shorter "
@@ -92,15 +97,7 @@ class SelectionConfig:
     )
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("strategy", STRATEGIES),
-            ("candidates", CANDIDATES),
-            ("tie_break", TIE_BREAKS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise AriesError(
-                    f"selection {name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}"
-                )
+        check_choices(self, "selection.")
         if self.strategy == "rule" and self.candidates == "samples":
             raise AriesError("rule selection compares chain rounds: candidates cannot be 'samples'")
         if self.max_length_ratio < 1 or self.repetition_ngram < 1:

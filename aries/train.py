@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,6 +85,28 @@ class TrainConfig:
         default=20, metadata={"help": "Checkpoint every N steps so a killed run resumes there."}
     )
     logging_steps: int = field(default=1, metadata={"help": "Log metrics every N steps."})
+
+
+def trl_loss_types() -> tuple[str, ...]:
+    """The DPO loss types of the installed TRL, read from its `DPOConfig.loss_type` help text
+    (TRL keeps no list of them elsewhere); empty if that text changes shape."""
+    import re
+
+    from trl.trainer.dpo_config import DPOConfig
+
+    help_text = next(f.metadata["help"] for f in fields(DPOConfig) if f.name == "loss_type")
+    return tuple(re.findall(r"`'(\w+)'`", help_text))
+
+
+def check_loss_type(loss_type: str) -> None:
+    """Fail at config load, not after collection, on a loss type TRL does not know."""
+    known = trl_loss_types()
+    for name in loss_type.split(","):
+        if known and name.strip() not in known:
+            raise AriesError(
+                f"train.loss_type {name.strip()!r} is not a loss type of the installed TRL; "
+                f"choose from {', '.join(known)} (comma-separate several)"
+            )
 
 
 @dataclass

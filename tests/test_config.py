@@ -82,3 +82,24 @@ def test_an_old_run_folder_resumes_under_the_moved_keys(tmp_path):
     with pytest.warns(FutureWarning):
         prepare_run_dir(old)
     assert yaml.safe_load((old.run_dir / "config.yaml").read_text())["pairs"]["w_keep"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"selection": {"strategy": "rewad"}}, "'reward', 'rule', 'verifier'.*did you mean"),
+        ({"selection": {"tie_break": "short"}}, "'shorter' or 'reward'"),
+        ({"generation": {"backend": "vlm"}}, "'hf', 'vllm', 'openai'"),
+        ({"reward": {"type": "judge", "mode": "pairwse"}}, "'pointwise' or 'pairwise'"),
+        ({"train": {"loss_type": "sigmoid,ipo2"}}, "'ipo2'.*installed TRL.*sigmoid"),
+    ],
+)
+def test_a_typo_in_an_enumerated_option_fails_at_load_with_the_choices(data, message):
+    with pytest.raises(AriesError, match=message):
+        resolve_config(data)
+
+
+def test_loss_types_are_read_from_trl():
+    from aries.train import trl_loss_types
+
+    assert {"sigmoid", "ipo", "hinge"} <= set(trl_loss_types())

@@ -50,21 +50,31 @@ def make_reward_source(config: dict[str, Any] | str) -> RewardSource:
     (in aries.rewards.verifiers), `reward-model` → `RewardModelConfig` (aries.rewards.reward_model),
     `judge` → `JudgeConfig` (aries.rewards.judge). Unknown keys are an error, not ignored.
     """
-    from aries.rewards import judge, reward_model, verifiers
+    kind, settings = reward_config(config)
+    return _builders()[kind][1](settings)
 
+
+def reward_config(config: dict[str, Any] | str) -> tuple[str, Any]:
+    """(type, its config dataclass) of a reward spec, checked without loading any model: what a
+    run config's `reward:` and `eval.verifier:` are validated with when the config is loaded."""
     options = {"type": config} if isinstance(config, str) else dict(config)
     kind = options.pop("type", None)
-    builders = {
+    builders = _builders()
+    if kind not in builders:
+        raise AriesError(f"unknown reward type {kind!r}: choose one of {', '.join(REWARD_TYPES)}")
+    return kind, build_config(builders[kind][0], options, f"reward {kind!r}")
+
+
+def _builders() -> dict[str, tuple[type, type]]:
+    from aries.rewards import judge, reward_model, verifiers
+
+    return {
         "verifier": (verifiers.VerifierConfig, verifiers.Verifier),
         "exact-match": (verifiers.ExactMatchConfig, verifiers.ExactMatch),
         "regex": (verifiers.RegexConfig, verifiers.RegexVerifier),
         "reward-model": (reward_model.RewardModelConfig, reward_model.RewardModel),
         "judge": (judge.JudgeConfig, judge.Judge),
     }
-    if kind not in builders:
-        raise AriesError(f"unknown reward type {kind!r}: choose one of {', '.join(REWARD_TYPES)}")
-    config_class, source_class = builders[kind]
-    return source_class(build_config(config_class, options, f"reward {kind!r}"))
 
 
 def build_config(config_class: type, options: dict[str, Any], what: str) -> Any:

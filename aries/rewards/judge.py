@@ -22,9 +22,11 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aries import AriesError
-from aries.backends import Backend, Sampling
+from aries.backends import Backend, BackendName, Sampling
+from aries.config import check_choices
 from aries.rewards import ScoreItem
 
 POINTWISE_TEMPLATE = """Review the user's question and the corresponding response using the \
@@ -83,7 +85,7 @@ class JudgeConfig:
         default="embedded",
         metadata={"help": "Judge model (folder, hub id, 'embedded'); the policy for self-reward."},
     )
-    mode: str = field(
+    mode: Literal["pointwise", "pairwise"] = field(
         default="pointwise",
         metadata={
             "help": "'pointwise': additive 5-point rubric (Yuan et al. 2024, arXiv 2401.10020); "
@@ -91,7 +93,9 @@ class JudgeConfig:
             "2023, arXiv 2306.05685); score = win rate."
         },
     )
-    backend: str = field(default="hf", metadata={"help": "Generation backend for the judge."})
+    backend: BackendName = field(
+        default="hf", metadata={"help": "Generation backend for the judge."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Judge prompts per generation batch."})
     max_new_tokens: int = field(
         default=256, metadata={"help": "Room for the justification and the verdict."}
@@ -102,7 +106,7 @@ class JudgeConfig:
         default=True,
         metadata={"help": "Show the prompt's reference answer to the judge when there is one."},
     )
-    verdict: str = field(
+    verdict: Literal["text", "logprob"] = field(
         default="text",
         metadata={
             "help": "'text': parse the verdict the judge writes; 'logprob': read it from the "
@@ -113,10 +117,7 @@ class JudgeConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.mode not in ("pointwise", "pairwise"):
-            raise AriesError(f"judge mode must be 'pointwise' or 'pairwise', not {self.mode!r}")
-        if self.verdict not in ("text", "logprob"):
-            raise AriesError(f"judge verdict must be 'text' or 'logprob', not {self.verdict!r}")
+        check_choices(self, "judge ")
 
 
 _SCORE = re.compile(

@@ -13,8 +13,10 @@ import functools
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aries import AriesError
+from aries.config import check_choices
 from aries.rewards import ScoreItem
 
 REASONING_GYM_PREFIX = "reasoning-gym:"
@@ -69,7 +71,9 @@ class RegexConfig:
             "pattern occurs in the response (format rewards, no reference needed)."
         },
     )
-    mode: str = field(default="extract", metadata={"help": "'extract' or 'match'."})
+    mode: Literal["extract", "match"] = field(
+        default="extract", metadata={"help": "'extract' or 'match'."}
+    )
     case_sensitive: bool = field(default=False, metadata={"help": "Compare case-sensitively."})
     max_chars: int = field(
         default=4000,
@@ -79,8 +83,7 @@ class RegexConfig:
     def __post_init__(self) -> None:
         if not self.pattern:
             raise AriesError("regex reward needs a pattern")
-        if self.mode not in ("extract", "match"):
-            raise AriesError(f"regex reward mode must be 'extract' or 'match', not {self.mode!r}")
+        check_choices(self, "regex reward ")
         try:
             re.compile(self.pattern)
         except re.error as error:
