@@ -103,6 +103,37 @@ def test_batched_greedy_equals_one_at_a_time_in_input_order(backend):
     assert batched[2].text == batched[6].text  # the same prompt twice: same greedy answer
 
 
+def test_prefill_buckets_and_pool_refills_keep_results_and_order(chatty_model_path):
+    """Tiny prefill buckets (one prompt each) and a pool of 2 rows that refills as rows finish:
+    the same greedy text, in input order, as one prompt at a time."""
+    backend = HFBackend(str(chatty_model_path), batch_size=2, device="cpu")
+    backend.prefill_tokens = 1
+    sampling = Sampling(max_new_tokens=6)
+    conversations = [chat(q) for q in QUESTIONS]
+    chunks = list(backend._prefill_chunks([[0] * n for n in (9, 9, 5, 3)], [0, 1, 2, 3]))
+    assert chunks == [[0], [1], [2], [3]]
+    single = [backend.generate([c], sampling)[0] for c in conversations]
+    assert backend.generate(conversations, sampling) == single
+    backend.prefill_tokens = 10_000
+    assert list(backend._prefill_chunks([[0] * 9] * 5, [4, 3, 2, 1, 0])) == [[4, 3], [2, 1], [0]]
+
+
+def test_samples_of_one_prompt_share_one_prefill_and_match_separate_prefills(chatty_model_path):
+    """N copies of a prompt are prefilled once and the cache copied to N rows (batch 8); with
+    batch 1 every copy is prefilled on its own. Greedy and sampled texts are the same."""
+    shared = HFBackend(str(chatty_model_path), batch_size=8, device="cpu")
+    separate = HFBackend(str(chatty_model_path), batch_size=1, device="cpu")
+    conversations = [chat("Hi")] * 4 + [chat("x y z")] * 3
+    greedy = Sampling(max_new_tokens=8)
+    results = shared.generate(conversations, greedy)
+    assert [g.text for g in results] == [g.text for g in separate.generate(conversations, greedy)]
+    assert [g.text for g in results[:4]] == [separate.generate([chat("Hi")], greedy)[0].text] * 4
+    sampled = Sampling(max_new_tokens=8, temperature=1.0, seed=3)
+    results = shared.generate(conversations, sampled)
+    assert results == separate.generate(conversations, sampled)
+    assert len({g.text for g in results[:4]}) == 4  # each copy draws its own sample
+
+
 def test_length_finish_and_token_counts(backend):
     for max_new_tokens in (1, 7):
         results = backend.generate([chat(q) for q in QUESTIONS[:4]], Sampling(max_new_tokens))
@@ -122,6 +153,13 @@ def test_stop_at_eos(stopping_model_path):
     assert "<|im_end|>" not in stopped.text
     alone = backend.generate([chat(STOP_PROMPT)], Sampling(max_new_tokens=10))[0]
     assert alone == stopped
+    # a pool of 2 rows, longest prompt first: the stopped row leaves after its EOS and the
+    # queued third prompt takes its slot while the other row is still decoding
+    backend.batch_size = 2
+    trio = [chat(STOP_PROMPT), chat("x y z"), chat("Hi")]
+    one_at_a_time = [backend.generate([c], Sampling(max_new_tokens=10))[0] for c in trio]
+    assert backend.generate(trio, Sampling(max_new_tokens=10)) == one_at_a_time
+    assert one_at_a_time[0] == stopped
     # rows that did not stop ran to the limit while the stopped row was padded
     for generation in results[:-1]:
         if generation.finish_reason == "length":
@@ -168,17 +206,17 @@ def test_row_sampler_matches_the_distribution_and_top_p():
     probabilities = torch.tensor([0.5, 0.3, 0.15, 0.05])
     rows = 4000
     scores = probabilities.log().repeat(rows, 1)
-    sampler = _RowSampler(list(range(rows)), temperature=1.0, top_p=1.0, device="cpu")
-    picked = sampler(None, scores.clone())
-    assert torch.isfinite(picked).sum(dim=1).eq(1).all()
-    frequencies = torch.bincount(picked.argmax(dim=1), minlength=4) / rows
+
+    def sample(sampler: _RowSampler) -> torch.Tensor:
+        generators = [torch.Generator().manual_seed(seed) for seed in range(rows)]
+        return sampler(scores.clone(), generators)
+
+    frequencies = torch.bincount(sample(_RowSampler(1.0, 1.0)), minlength=4) / rows
     assert torch.allclose(frequencies, probabilities, atol=0.03)
-    nucleus = _RowSampler(list(range(rows)), temperature=1.0, top_p=0.7, device="cpu")
-    frequencies = torch.bincount(nucleus(None, scores.clone()).argmax(dim=1), minlength=4) / rows
+    frequencies = torch.bincount(sample(_RowSampler(1.0, 0.7)), minlength=4) / rows
     assert frequencies[2:].sum() == 0  # 0.5 + 0.3 >= 0.7: the tail is cut
     assert torch.allclose(frequencies[:2], torch.tensor([0.625, 0.375]), atol=0.03)
-    cold = _RowSampler(list(range(rows)), temperature=0.05, top_p=1.0, device="cpu")
-    assert (cold(None, scores.clone()).argmax(dim=1) == 0).float().mean() > 0.99
+    assert (sample(_RowSampler(0.05, 1.0)) == 0).float().mean() > 0.99
 
 
 def test_close_releases_the_model(chatty_model_path):

@@ -1,16 +1,31 @@
-"""The `hf` backend: transformers `generate`, batched across prompts.
+"""The `hf` backend: transformers models, decoded in a pool of rows that refills as rows stop.
 
-Speed on a CPU comes from batching: prompts are sorted by length so a batch wastes little on
-padding, padded on the left so every row's next token sits in the last column, and decoded with
-the KV cache. Sampling is reproducible per prompt: each row draws its own Gumbel noise from a
-generator seeded by the base seed and that row's prompt (and its repeat index), so a prompt gets
-the same sample whatever batch it lands in, and a resumed run regenerates exactly what an
-uninterrupted one would have.
+Speed on a CPU comes from batching without waste:
+- prompts enter the pool longest first, and are prefilled in buckets of similar length (about
+  `prefill_tokens` padded tokens per forward pass), so a long prompt never makes short ones
+  compute padding; their KV caches are then left-padded to one width and decoded together;
+- identical prompts (the N samples of one question) are prefilled once and their cache is copied
+  to every row;
+- a row leaves the pool the step it stops, and freed slots are refilled from the queue, so one
+  long answer never keeps a batch of finished rows computing.
+Sampling is reproducible per prompt: each row draws its own Gumbel noise from a generator seeded
+by the base seed and that row's prompt (and its repeat index), so a prompt gets the same sample
+whatever batch it lands in, and a resumed run regenerates exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
+from collections import deque
+
+import torch
+from torch.nn.functional import pad
+from transformers import AttentionInterface, DynamicCache
+from transformers.cache_utils import DynamicLayer
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from aries.backends.base import Generation, Sampling
 from aries.views import Message, prompt_token_ids, render_prompt
@@ -34,6 +49,8 @@ class HFBackend:
 
         self.model_spec = model
         self.batch_size = batch_size
+        self.prefill_tokens = 4096
+        """Padded tokens per prefill forward pass (rows x longest prompt) [design]."""
         self.model = load_causal_lm(
             model, dtype=dtype, device=device, trust_remote_code=trust_remote_code
         )
@@ -42,6 +59,7 @@ class HFBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.stop_ids = _stop_token_ids(self.model, self.tokenizer)
+        _use_grouped_decode_attention(self.model)
 
     @property
     def context_length(self) -> int | None:
@@ -57,15 +75,23 @@ class HFBackend:
     def count_prompt_tokens(self, conversation: list[Message]) -> int:
         return len(self._encode(conversation))
 
-    def _length_batches(self, encoded: list[list[int]]):
-        """Indices of `encoded` in batches of similar length (longest first): little padding."""
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
-        for start in range(0, len(order), self.batch_size):
-            yield order[start : start + self.batch_size]
+    def _prefill_chunks(self, encoded: list[list[int]], order: list[int]):
+        """Split `order` (indices of `encoded`, longest first) into forward passes of similar
+        length: at most `batch_size` rows and about `prefill_tokens` padded tokens each."""
+        chunk: list[int] = []
+        for index in order:
+            width = len(encoded[chunk[0]]) if chunk else 0
+            if chunk and (
+                len(chunk) == self.batch_size or (len(chunk) + 1) * width > self.prefill_tokens
+            ):
+                yield chunk
+                chunk = []
+            chunk.append(index)
+        if chunk:
+            yield chunk
 
     def _left_pad(self, prompts: list[list[int]]):
         """(input_ids, attention_mask) tensors, padded on the left so rows end together."""
-        import torch
 
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
@@ -82,57 +108,7 @@ class HFBackend:
             key = tuple(prompt)
             seeds.append(_row_seed(sampling.seed, prompt, repeats.get(key, 0)))
             repeats[key] = repeats.get(key, 0) + 1
-        results: list[Generation | None] = [None] * len(encoded)
-        for batch in self._length_batches(encoded):
-            generations = self._generate_batch(
-                [encoded[i] for i in batch], [seeds[i] for i in batch], sampling
-            )
-            for index, generation in zip(batch, generations):
-                results[index] = generation
-        return results  # type: ignore[return-value]
-
-    def _generate_batch(
-        self, prompts: list[list[int]], seeds: list[int], sampling: Sampling
-    ) -> list[Generation]:
-        import torch
-
-        input_ids, attention_mask = self._left_pad(prompts)
-        width = input_ids.shape[1]
-        pad = self.tokenizer.pad_token_id
-        # Sampling runs inside a logits processor with one generator per row; generate itself
-        # then only takes the argmax, so the draw of a row never depends on its batch neighbours.
-        processors = []
-        if sampling.temperature > 0:
-            processors.append(
-                _RowSampler(seeds, sampling.temperature, sampling.top_p, self.model.device)
-            )
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids.to(self.model.device),
-                attention_mask=attention_mask.to(self.model.device),
-                max_new_tokens=sampling.max_new_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                logits_processor=processors,
-                eos_token_id=self.stop_ids,
-                pad_token_id=pad,
-                use_cache=True,
-            )
-        generations = []
-        for prompt, row in zip(prompts, output[:, width:].tolist()):
-            stop_at = next((i for i, token in enumerate(row) if token in self.stop_ids), None)
-            completion = row if stop_at is None else row[: stop_at + 1]
-            generations.append(
-                Generation(
-                    text=self.tokenizer.decode(completion, skip_special_tokens=True).strip(),
-                    finish_reason="length" if stop_at is None else "stop",
-                    prompt_tokens=len(prompt),
-                    completion_tokens=len(completion),
-                )
-            )
-        return generations
+        return _RowPool(self, encoded, seeds, sampling).run()
 
     def next_token_logprobs(
         self, conversations: list[list[Message]], prefix: str, candidates: list[str]
@@ -143,7 +119,6 @@ class HFBackend:
         Used by judges that read a verdict from token probabilities instead of parsing text.
         Every candidate must be exactly one token after `prefix` for this tokenizer.
         """
-        import torch
 
         from aries import AriesError
 
@@ -159,7 +134,8 @@ class HFBackend:
             candidate_ids.append(ids[-1])
         encoded = [self._encode(c) + prefix_ids for c in conversations]
         results: list[dict[str, float]] = [{} for _ in encoded]
-        for batch in self._length_batches(encoded):
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+        for batch in self._prefill_chunks(encoded, order):
             input_ids, mask = self._left_pad([encoded[i] for i in batch])
             # Positions count real tokens only, as in generate, so padding changes nothing.
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -179,8 +155,6 @@ class HFBackend:
 
     def close(self) -> None:
         import gc
-
-        import torch
 
         del self.model
         gc.collect()
@@ -204,37 +178,292 @@ def _row_seed(seed: int, prompt: list[int], repeat: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-class _RowSampler:
-    """A logits processor that samples each row with its own generator (Gumbel-max trick).
+class _RowPool:
+    """One `generate` call: at most `batch_size` rows decoded together, refilled as rows stop.
 
-    After temperature and top-p it adds Gumbel noise to the log-probabilities and leaves only the
-    winning token finite, so greedy decoding then picks a sample from softmax(logits / T) within
-    the nucleus. Each row's noise comes from its own generator, one vector per step. (Gumbel-max
-    rather than inverse-CDF sampling: a cumulative sum over the vocabulary moves with rounding
-    noise that differs between batch shapes, the argmax of well-separated noisy scores does not.)
+    The pool keeps, per row: the prompt index, the tokens written so far, its noise generator,
+    its next position; and for all rows one KV cache and attention mask, left-padded to a common
+    width. Rows join longest prompt first (so a pool holds prompts of similar length), leave the
+    step they stop, and the queue refills the pool once a quarter of it is free (each refill
+    copies the cache once, so refilling every step would cost more than it saves).
     """
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float, device):
-        import torch
-        from transformers.generation.logits_process import (
-            TemperatureLogitsWarper,
-            TopPLogitsWarper,
+    def __init__(self, backend: HFBackend, encoded: list[list[int]], seeds, sampling: Sampling):
+        self.backend, self.model = backend, backend.model
+        self.encoded, self.seeds, self.sampling = encoded, seeds, sampling
+        self.stop_ids = set(backend.stop_ids)
+        self.sampler = (
+            _RowSampler(sampling.temperature, sampling.top_p) if sampling.temperature > 0 else None
+        )
+        # transformers 5.x renamed the forward's `past_key_values` to `cache`.
+        parameters = inspect.signature(self.model.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, prompt in enumerate(encoded):
+            groups.setdefault(tuple(prompt), []).append(index)
+        self.queue = deque(sorted(groups.values(), key=lambda rows: -len(encoded[rows[0]])))
+        self.results: list[Generation | None] = [None] * len(encoded)
+        self.rows: list[int] = []
+        self.tokens: list[list[int]] = []
+        self.generators: list = []
+        self.cache = None
+        self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.model.device)
+        self.positions = torch.zeros(0, dtype=torch.long, device=self.model.device)
+        self.logits = None
+
+    def run(self) -> list[Generation]:
+        with torch.inference_mode():
+            while self.queue or self.rows:
+                free = self.backend.batch_size - len(self.rows)
+                if self.queue and (not self.rows or free >= max(1, self.backend.batch_size // 4)):
+                    self._admit(free)
+                self._step()
+        return self.results  # type: ignore[return-value]
+
+    def _forward(self, input_ids, mask, positions, cache):
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self.cache_kwarg: cache},
+        )
+        return output.logits[:, -1, :].float()
+
+    def _admit(self, free: int) -> None:
+        """Prefill queued prompts into `free` slots and join them to the pool."""
+
+        admitted: list[list[int]] = []  # rows, grouped by identical prompt, longest first
+        while self.queue and free > 0:
+            group = self.queue.popleft()
+            if len(group) > free:
+                self.queue.appendleft(group[free:])
+                group = group[:free]
+            admitted.append(group)
+            free -= len(group)
+        device = self.model.device
+        firsts = [group[0] for group in admitted]
+        by_first = {group[0]: group for group in admitted}
+        parts = []
+        for chunk in self.backend._prefill_chunks(self.encoded, firsts):
+            cache, mask, logits = self._prefill([self.encoded[i] for i in chunk])
+            # Every row of a group starts from the one prefill of its prompt.
+            counts = torch.tensor([len(by_first[i]) for i in chunk], device=device)
+            expand = torch.repeat_interleave(torch.arange(len(chunk), device=device), counts)
+            layers = [(layer.keys[expand], layer.values[expand]) for layer in cache.layers]
+            rows = [row for i in chunk for row in by_first[i]]
+            parts.append((layers, mask[expand], logits[expand], rows))
+        if self.cache is not None:
+            layers = [(layer.keys, layer.values) for layer in self.cache.layers]
+            parts.insert(0, (layers, self.mask, self.logits, self.rows))
+        self._join(parts)
+
+    def _prefill(self, prompts: list[list[int]]):
+        """(cache, mask, last logits) of `prompts`. Their common prefix (a chat template's
+        system prompt, a shared question) is computed once and its cache copied to every row,
+        then the rest of each prompt, left-padded, follows it: the mask has a hole there."""
+        device = self.model.device
+        cache = DynamicCache()
+        shared = 0
+        if len(prompts) > 1:
+            shortest = min(len(p) for p in prompts) - 1  # every row keeps a token to prefill
+            while shared < shortest and all(p[shared] == prompts[0][shared] for p in prompts):
+                shared += 1
+        if shared >= MIN_SHARED_PREFIX:
+            prefix = torch.tensor([prompts[0][:shared]], device=device)
+            ones = torch.ones_like(prefix)
+            positions = torch.arange(shared, device=device)[None]
+            self._forward(prefix, ones, positions, cache)
+            for layer in cache.layers:
+                layer.keys = layer.keys.expand(len(prompts), -1, -1, -1)
+                layer.values = layer.values.expand(len(prompts), -1, -1, -1)
+        else:
+            shared = 0
+        input_ids, suffix_mask = self.backend._left_pad([p[shared:] for p in prompts])
+        positions = shared + (suffix_mask.cumsum(dim=1) - 1).clamp(min=0)
+        mask = torch.cat([torch.ones(len(prompts), shared, dtype=torch.long), suffix_mask], dim=1)
+        mask = mask.to(device)
+        logits = self._forward(input_ids.to(device), mask, positions.to(device), cache)
+        return cache, mask, logits
+
+    def _join(self, parts) -> None:
+        """One pool from several (layers, mask, logits, rows) parts: caches left-padded to the
+        widest part (the padding is masked out), rows concatenated."""
+
+        width = max(mask.shape[1] for _, mask, _, _ in parts)
+        cache = DynamicCache()
+        for layer in range(len(parts[0][0])):
+            keys = [pad(p[0][layer][0], (0, 0, width - p[1].shape[1], 0)) for p in parts]
+            values = [pad(p[0][layer][1], (0, 0, width - p[1].shape[1], 0)) for p in parts]
+            room = width + self.sampling.max_new_tokens
+            cache.layers.append(_GrowingLayer(torch.cat(keys), torch.cat(values), room))
+        self.cache = cache
+        self.mask = torch.cat([pad(mask, (width - mask.shape[1], 0)) for _, mask, _, _ in parts])
+        self.positions = self.mask.sum(dim=1)
+        self.logits = torch.cat([logits for _, _, logits, _ in parts])
+        new_rows = [row for _, _, _, rows in parts[1 if self.rows else 0 :] for row in rows]
+        self.tokens += [[] for _ in new_rows]
+        device = self.model.device
+        self.generators += [
+            _row_generator(self.seeds[row], device) if self.sampler else None for row in new_rows
+        ]
+        self.rows += new_rows
+
+    def _step(self) -> None:
+        """Pick every row's next token, retire the rows that stopped, run one decoding step."""
+
+        if self.sampler is None:
+            chosen = self.logits.argmax(dim=-1)
+        else:
+            chosen = self.sampler(self.logits, self.generators)
+        keep = []
+        for slot, token in enumerate(chosen.tolist()):
+            self.tokens[slot].append(token)
+            if token in self.stop_ids or len(self.tokens[slot]) >= self.sampling.max_new_tokens:
+                self._finish(slot)
+            else:
+                keep.append(slot)
+        if len(keep) < len(self.rows):
+            self._keep(keep)
+            chosen = chosen[keep]
+        if not self.rows:
+            return
+        ones = torch.ones(len(self.rows), 1, dtype=self.mask.dtype, device=self.mask.device)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        self.logits = self._forward(chosen[:, None], self.mask, self.positions[:, None], self.cache)
+        self.positions = self.positions + 1
+
+    def _keep(self, slots: list[int]) -> None:
+        """Drop every row not in `slots`, and the cache columns that only those rows used."""
+
+        index = torch.tensor(slots, dtype=torch.long, device=self.mask.device)
+        self.rows = [self.rows[s] for s in slots]
+        self.tokens = [self.tokens[s] for s in slots]
+        self.generators = [self.generators[s] for s in slots]
+        if not slots:
+            self.cache, self.logits = None, None
+            self.mask = self.mask[:0, :0]
+            self.positions = self.positions[:0]
+            return
+        self.mask, self.positions = self.mask[index], self.positions[index]
+        self.logits = self.logits[index]
+        first = int(self.mask.any(dim=0).int().argmax())  # left-padding every row now has
+        self.mask = self.mask[:, first:]
+        room = self.mask.shape[1] + self.sampling.max_new_tokens
+        for position, layer in enumerate(self.cache.layers):
+            keys, values = layer.keys[index, :, first:], layer.values[index, :, first:]
+            self.cache.layers[position] = _GrowingLayer(keys, values, room)
+
+    def _finish(self, slot: int) -> None:
+        row, completion = self.rows[slot], self.tokens[slot]
+        stopped = completion[-1] in self.stop_ids
+        self.results[row] = Generation(
+            text=self.backend.tokenizer.decode(completion, skip_special_tokens=True).strip(),
+            finish_reason="stop" if stopped else "length",
+            prompt_tokens=len(self.encoded[row]),
+            completion_tokens=len(completion),
         )
 
-        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+class _GrowingLayer(DynamicLayer):
+    """A KV cache layer with room for the tokens still to come: a step writes its keys and values
+    in place, where transformers' DynamicLayer concatenates (copying the whole cache every step,
+    a main cost of decoding many rows of a small model on a CPU)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+        super().__init__()
+        rows, heads, length, dim = keys.shape
+        self.key_buffer = keys.new_empty(rows, heads, max(room, length), dim)
+        self.value_buffer = values.new_empty(rows, heads, max(room, length), dim)
+        self.key_buffer[:, :, :length] = keys
+        self.value_buffer[:, :, :length] = values
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self._view(length)
+
+    def _view(self, length: int) -> None:
+        self.keys = self.key_buffer[:, :, :length]
+        self.values = self.value_buffer[:, :, :length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        start, end = self.keys.shape[2], self.keys.shape[2] + key_states.shape[2]
+        if end > self.key_buffer.shape[2]:  # more steps than reserved: grow by half
+            extra = max(end, self.key_buffer.shape[2] * 3 // 2) - self.key_buffer.shape[2]
+            self.key_buffer = pad(self.key_buffer, (0, 0, 0, extra))
+            self.value_buffer = pad(self.value_buffer, (0, 0, 0, extra))
+        self.key_buffer[:, :, start:end] = key_states
+        self.value_buffer[:, :, start:end] = value_states
+        self._view(end)
+        return self.keys, self.values
+
+
+MIN_SHARED_PREFIX = 8
+"""Tokens a prefill chunk's prompts must share before their prefix is computed once [design]."""
+
+GROUPED_DECODE_ATTENTION = "aries_grouped_decode"
+
+
+def _grouped_decode_attention(module, query, key, value, attention_mask, **kwargs):
+    """Attention for one new token per row without copying the KV cache.
+
+    transformers' sdpa path repeats every key/value head for its query heads when a padding mask
+    is present (a copy of the whole cache per layer and step). Here the query heads that share a
+    key/value head are stacked: (rows, kv heads, group, dim) @ (rows, kv heads, dim, length).
+    Prefill (several query tokens) goes to the sdpa path unchanged.
+    """
+
+    if query.shape[2] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    scaling = kwargs.get("scaling") or dim**-0.5
+    grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim)
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+        else:
+            scores = scores + attention_mask
+    probabilities = torch.softmax(scores, dim=-1).to(value.dtype)
+    output = torch.matmul(probabilities, value)  # rows, kv heads, group, dim
+    return output.reshape(rows, heads, 1, dim).transpose(1, 2), None
+
+
+def _use_grouped_decode_attention(model) -> None:
+    """Decode with `_grouped_decode_attention` on CPUs where the model uses sdpa [design]."""
+    if model.device.type != "cpu" or model.config._attn_implementation != "sdpa":
+        return
+    AttentionInterface.register(GROUPED_DECODE_ATTENTION, _grouped_decode_attention)
+    AttentionMaskInterface.register(GROUPED_DECODE_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(GROUPED_DECODE_ATTENTION)
+
+
+def _row_generator(seed: int, device):
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class _RowSampler:
+    """Samples each row with its own generator (Gumbel-max trick).
+
+    After temperature and top-p it adds Gumbel noise to the log-probabilities and takes the
+    argmax: a sample from softmax(logits / T) within the nucleus. Each row's noise comes from its
+    own generator, one vector per step. (Gumbel-max rather than inverse-CDF sampling: a cumulative
+    sum over the vocabulary moves with rounding noise that differs between batch shapes, the
+    argmax of well-separated noisy scores does not.)
+    """
+
+    def __init__(self, temperature: float, top_p: float):
         self.warpers = [TemperatureLogitsWarper(temperature)]
         if top_p < 1.0:
             self.warpers.append(TopPLogitsWarper(top_p))
 
-    def __call__(self, input_ids, scores):
-        import torch
+    def __call__(self, scores, generators):
+        """The sampled token id of each row of `scores` (rows x vocabulary)."""
 
         for warper in self.warpers:
-            scores = warper(input_ids, scores)
+            scores = warper(None, scores)
         noise = torch.empty(scores.shape, dtype=torch.float32, device=scores.device)
-        for row, generator in zip(noise, self.generators):
+        for row, generator in zip(noise, generators, strict=True):
             row.uniform_(generator=generator)
         noise.log_().neg_().log_().neg_()  # Gumbel(0, 1), in place
-        choice = (torch.log_softmax(scores.float(), dim=-1) + noise).argmax(dim=-1, keepdim=True)
-        picked = torch.full_like(scores, float("-inf"))
-        return picked.scatter_(1, choice, 0.0)
+        return (torch.log_softmax(scores.float(), dim=-1) + noise).argmax(dim=-1)
