@@ -46,14 +46,15 @@ def round_cells(label: str, row: dict[str, Any]) -> dict[str, str]:
 def eval_table(
     evals: list[tuple[str, dict[str, Any]]], columns: list[str] = BY_MODEL
 ) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per model and round; the metric column is named after it."""
+    """Header and rows: one row per model and round (and the vote's row, `aries.vote`, where
+    eval.json has one); the metric column is named after it."""
     metric = evals[0][1]["metric"]
     skip = _ACCURACY_ONLY if metric == "win_rate" else _WIN_RATE_ONLY
     columns = [c for c in columns if c not in skip]
     rows = [
         [round_cells(label, row)[c] for c in columns]
         for label, result in evals
-        for row in result["per_round"]
+        for row in result["per_round"] + ([result["vote"]] if "vote" in result else [])
     ]
     return [metric if c == "metric" else c for c in columns], rows
 

@@ -31,7 +31,9 @@ response beat the reference).
                                                   (versus the previous round; absent for round 0)
     }],
     first_to_last: transitions from round 0 to round K,
-    per_prompt: [{id, scores: [one per round]}]  (verifier scores or 1/0.5/0 outcomes)
+    per_prompt: [{id, scores: [one per round], vote_round}]  (verifier scores or 1/0.5/0
+        outcomes; vote_round: the round `aries.vote` picks),
+    vote: a per_round-like row for the vote's picks, "round": "vote" (accuracy only)
 
 A prompt whose response could not be scored in some round (a judge that gave no verdict) is left
 out of every round, so all rounds are compared on the same prompts; the count is in `skipped`.
@@ -56,6 +58,7 @@ from aries.rewards.judge import Judge
 from aries.rewards.pairwise import Comparison, PairJudge
 from aries.sources import prompt_key
 from aries.views import DEFAULT_REFINE_INSTRUCTION
+from aries.vote import vote_round
 
 SCHEMA = "aries.eval/1"
 
@@ -256,6 +259,7 @@ def evaluate(
         seed=seed,
     )
     table = np.asarray(scores) >= 1.0
+    votes = [vote_round([step["text"] for step in r["chain"]]) for r in records]
     result = {
         "schema": SCHEMA,
         "benchmark": benchmark,
@@ -275,10 +279,26 @@ def evaluate(
         ),
         "per_round": per_round,
         "first_to_last": metrics.transitions(table[:, 0], table[:, -1]),
-        "per_prompt": [{"id": r["id"], "scores": s} for r, s in zip(records, scores, strict=True)],
+        "per_prompt": [
+            {"id": r["id"], "scores": s, "vote_round": v}
+            for r, s, v in zip(records, scores, votes, strict=True)
+        ],
     }
+    if metric == "accuracy" and rounds > 0:
+        result["vote"] = vote_row(records, scores, votes, n_resamples=n_resamples, seed=seed)
     atomic_write_json(out_path, result)
     return result
+
+
+def vote_row(
+    records: list[dict], scores: list[list[float]], votes: list[int], **options: Any
+) -> dict[str, Any]:
+    """The inference-time vote (`aries.vote`) as one more row: the response each chain's vote
+    picks, summarised like a round. Reported beside the rounds, never in place of the last."""
+    picked = [{**r, "chain": [r["chain"][v]]} for r, v in zip(records, votes, strict=True)]
+    values = [[s[v]] for s, v in zip(scores, votes, strict=True)]
+    row = summarize(picked, values, metric="accuracy", **options)[0]
+    return {**row, "round": "vote"}
 
 
 def evaluate_model(model: str, prompts: list[dict[str, Any]], **options: Any) -> dict[str, Any]:

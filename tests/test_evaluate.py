@@ -106,6 +106,11 @@ def test_accuracy_per_round_and_transitions(tmp_path):
         "wrong_to_wrong": 0,
     }
     assert result["per_round"][1]["mean_tokens"] == pytest.approx((3 + 2 + 3) / 3)
+    # the vote over each chain's final answers: 72 twice, 10 twice, 2700 twice -> all right,
+    # while the last round broke the first answer; it is a row of its own
+    assert [p["vote_round"] for p in result["per_prompt"]] == [1, 2, 2]
+    assert result["vote"]["round"] == "vote" and result["vote"]["correct"] == 3
+    assert result["per_round"][-1]["correct"] == 2
     chains = read_jsonl(tmp_path / result["chains_path"])
     assert [len(c["chain"]) for c in chains] == [3, 3, 3]
     table = format_table(result)
@@ -120,6 +125,7 @@ def test_accuracy_per_round_and_transitions(tmp_path):
             progress=False,
         )
     assert "33.3%" in table and "100.0%" in table and "3/3" in table
+    assert table.splitlines()[-1].split()[:2] == ["vote", "100.0%"]
 
 
 class LengthReward:
