@@ -3,13 +3,15 @@
 The run directory is the contract between stages, so a file a later stage trusts must never be
 half-written: whole files are written to a temporary name and renamed; append-only JSONL files
 are written one complete line at a time and a torn last line (a kill mid-write) is discarded on
-the next open instead of being trusted.
+the next open instead of being trusted; folders are written under a temporary name and moved
+into place whole (`replace_folder`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -112,20 +114,25 @@ class JsonlAppender:
         self.close()
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a whole file so that readers see the old content or the new one, never a mix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
@@ -136,3 +143,19 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 def atomic_write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """`atomic_write_text` for a whole JSONL file."""
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def replace_folder(tmp: str | Path, folder: str | Path) -> None:
+    """Move the finished folder `tmp` to `folder`, replacing what is there.
+
+    Folders cannot be swapped in one step, so the old one is first renamed to `<folder>.old`:
+    a kill at any moment leaves `folder` whole (old or new) or absent, never half-deleted or
+    half-written, and the next call clears what a killed one left.
+    """
+    tmp, folder = Path(tmp), Path(folder)
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)

@@ -153,15 +153,15 @@ def for_tokenizer(dataset, tokenizer):
 def save_dataset(examples: list[dict[str, Any]], folder) -> None:
     """Write conversational examples as a `datasets` folder, atomically (temporary folder, then
     rename); `for_tokenizer` turns them into plain text for models without a chat template."""
-    import os
     import shutil
     from pathlib import Path
 
     import datasets
 
+    from aries.jsonl import replace_folder
+
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # what a killed save left
     datasets.Dataset.from_list(examples).save_to_disk(str(tmp))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    replace_folder(tmp, folder)

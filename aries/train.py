@@ -10,14 +10,13 @@ iteration would trust.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from aries import AriesError
-from aries.jsonl import atomic_write_json
+from aries.jsonl import atomic_write_json, replace_folder
 
 
 @dataclass
@@ -171,10 +170,72 @@ def length_grouped_order(dataset, batch_size: int, seed: int) -> list[int]:
     return [i for batch in batches for i in batch]
 
 
-def _last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+CHECKPOINT_COMPLETE = "aries-checkpoint-complete.json"
+"""Written into `checkpoint-<step>/` once all of it is on disk; resume trusts nothing else."""
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+def _checkpoints(folder: Path) -> list[Path]:
+    """`checkpoint-<step>` folders under `folder`, oldest step first."""
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[11:]))
+
+
+def _incomplete(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from (None: it can)."""
+    if not (checkpoint / CHECKPOINT_COMPLETE).is_file():
+        return f"no {CHECKPOINT_COMPLETE}: the run was killed while writing or deleting it"
+    if not (checkpoint / "trainer_state.json").is_file():
+        return "no trainer_state.json"
+    return None
+
+
+def _discard(checkpoint: Path) -> None:
+    """Delete a checkpoint, its completion marker first, so a kill midway leaves it incomplete."""
+    (checkpoint / CHECKPOINT_COMPLETE).unlink(missing_ok=True)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _last_checkpoint(folder: Path, *, tidy: bool) -> str | None:
+    """The newest complete checkpoint under `folder` (None: train from the start).
+
+    Incomplete ones (a kill while the trainer wrote or rotated them) are skipped with a message
+    and, with `tidy` (the main process), deleted, so the step is trained and saved again.
+    """
+    if not folder.is_dir():
+        return None
+    complete = None
+    for checkpoint in reversed(_checkpoints(folder)):
+        reason = _incomplete(checkpoint)
+        if reason is None:
+            complete = complete or checkpoint
+            continue
+        if tidy:
+            print(f"[aries] skipping checkpoint {checkpoint} ({reason}); deleting it", flush=True)
+            _discard(checkpoint)
+    return None if complete is None else str(complete)
+
+
+def _checkpoint_marker(accelerator, folder: Path, keep: int | None):
+    """A callback that marks each checkpoint complete after the trainer wrote it, then rotates.
+
+    transformers writes `checkpoint-<step>/` in place (weights, optimizer, scheduler, RNG state,
+    trainer state) and calls `on_save` when it is whole. Its own rotation (`save_total_limit`)
+    deletes older checkpoints before that, so a kill in between could leave none complete:
+    rotation happens here instead, after the marker, keeping the `keep` newest.
+    """
+    from transformers import TrainerCallback
+
+    class CheckpointMarker(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            accelerator.wait_for_everyone()  # DeepSpeed and FSDP write a shard per process
+            if args.should_save:
+                newest = folder / f"checkpoint-{state.global_step}"
+                atomic_write_json(newest / CHECKPOINT_COMPLETE, {"step": state.global_step})
+                for old in _checkpoints(folder)[:-keep] if keep and keep > 0 else []:
+                    _discard(old)
+            accelerator.wait_for_everyone()
+
+    return CheckpointMarker()
 
 
 def train_preference(
@@ -246,8 +307,7 @@ def train_preference(
         peft_config=_lora_config(config) if config.lora else None,
         callbacks=_tensorboard(log_dir),
     )
-    result = _train_and_save(trainer, tokenizer, checkpoints, output_dir)
-    return {"steps": trainer.state.global_step, **result.metrics}
+    return _train_and_save(trainer, tokenizer, checkpoints, output_dir)
 
 
 def train_sft(
@@ -292,8 +352,7 @@ def train_sft(
         processing_class=tokenizer,
         callbacks=_tensorboard(log_dir),
     )
-    result = _train_and_save(trainer, tokenizer, checkpoints, output_dir)
-    return {"steps": trainer.state.global_step, **result.metrics}
+    return _train_and_save(trainer, tokenizer, checkpoints, output_dir)
 
 
 def _for_policy(dataset, policy: str, trust_remote_code: bool):
@@ -315,19 +374,31 @@ def _load_policy(policy: str, trust_remote_code: bool):
     return model, tokenizer
 
 
-def _train_and_save(trainer, tokenizer, checkpoints: Path, output_dir: Path):
-    """Train (resuming from the last checkpoint), save the policy, keep the logs, tidy up."""
-    result = trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints))
-    save_policy(trainer, tokenizer, output_dir)
+def _train_and_save(trainer, tokenizer, checkpoints: Path, output_dir: Path) -> dict[str, Any]:
+    """Train (resuming from the last complete checkpoint), save the policy with its log history,
+    tidy up; returns the final metrics and the step count.
+
+    The policy folder is renamed into place only when whole, so if it exists the training is
+    done: a run killed while tidying up does not train again.
+    """
+    history = output_dir / "log_history.json"
+    if not history.is_file():
+        keep, trainer.args.save_total_limit = trainer.args.save_total_limit, None
+        trainer.add_callback(_checkpoint_marker(trainer.accelerator, checkpoints, keep))
+        main = trainer.accelerator.is_main_process
+        trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints, tidy=main))
+        save_policy(trainer, tokenizer, output_dir)
     if trainer.accelerator.is_main_process:
+        for checkpoint in _checkpoints(checkpoints) if checkpoints.is_dir() else []:
+            _discard(checkpoint)
         shutil.rmtree(checkpoints, ignore_errors=True)
-        atomic_write_json(output_dir / "log_history.json", trainer.state.log_history)
-    return result
+    final = json.loads(history.read_text())[-1]  # the trainer logs its summary metrics last
+    return {"steps": final.pop("step"), **final}
 
 
 def save_policy(trainer, tokenizer, output_dir: str | Path) -> None:
-    """Save the trained policy as a normal HF folder (LoRA: merged weights plus `adapter/`),
-    written to a temporary folder and renamed into place by the main process.
+    """Save the trained policy as a normal HF folder (LoRA: merged weights plus `adapter/`) with
+    the trainer's log history, written to `<output_dir>.tmp` and renamed into place whole.
 
     `trainer.save_model` gathers sharded weights under DeepSpeed ZeRO-3 / FSDP.
     """
@@ -335,19 +406,19 @@ def save_policy(trainer, tokenizer, output_dir: str | Path) -> None:
     tmp = output_dir.with_name(output_dir.name + ".tmp")
     main = trainer.accelerator.is_main_process
     if main:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # what a killed save left
     trainer.save_model(
         str(tmp / "adapter") if hasattr(trainer.model, "merge_and_unload") else str(tmp)
     )
     trainer.accelerator.wait_for_everyone()
-    if not main:
-        return
-    if hasattr(trainer.model, "merge_and_unload"):  # a PEFT model: also save merged weights
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        merged.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(output_dir, ignore_errors=True)
-    os.replace(tmp, output_dir)
+    if main:
+        if hasattr(trainer.model, "merge_and_unload"):  # a PEFT model: also save merged weights
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "log_history.json", trainer.state.log_history)
+        replace_folder(tmp, output_dir)
+    trainer.accelerator.wait_for_everyone()
 
 
 def completion_logps(model, tokenizer, examples: list[dict[str, Any]]) -> dict[str, list[float]]:
