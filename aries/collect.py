@@ -13,7 +13,6 @@ first): both views then continue that conversation.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,6 @@ from typing import Any
 from aries.backends import Backend, Generation, Sampling
 from aries.jsonl import JsonlAppender, read_jsonl
 from aries.views import DEFAULT_REFINE_INSTRUCTION, direct_messages, refine_messages
-
-log = logging.getLogger(__name__)
 
 
 def split_by_context(

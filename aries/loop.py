@@ -107,7 +107,12 @@ def run_stage(config: RunConfig, t: int, name: str) -> None:
 
 
 def _run_step(
-    step: Step, run_dir: RunDir, config: RunConfig, t: int | None, manifest: Manifest, session
+    step: Step,
+    run_dir: RunDir,
+    config: RunConfig,
+    t: int | None,
+    manifest: Manifest,
+    session: Session,
 ) -> None:
     with manifest.stage(t, step.name) as counts:
         counts.update(step.stage(run_dir, config, t, session))

@@ -157,30 +157,24 @@ class Batcher:
 
     def _fits(self, job: Job) -> bool:
         """Reject (HTTP 400) a request whose prompt and answers cannot fit the model's context."""
-        limit = self.backend.context_length
-        if job.rounds:
-            prompt = {"id": "0", "prompt": job.messages[0]["content"]}
-            fits = bool(
-                split_by_context(
-                    self.backend,
-                    [prompt],
-                    rounds=job.rounds,
-                    max_new_tokens=job.sampling.max_new_tokens,
-                    instruction=job.instruction,
-                )[0]
-            )
-        else:
-            needed = self.backend.count_prompt_tokens(job.messages) + job.sampling.max_new_tokens
-            fits = limit is None or needed <= limit
-        if not fits:
+        *history, question = job.messages
+        prompt = {"id": "0", "prompt": question["content"], "history": history}
+        fitting, _ = split_by_context(
+            self.backend,
+            [prompt],
+            rounds=job.rounds,
+            max_new_tokens=job.sampling.max_new_tokens,
+            instruction=job.instruction,
+        )
+        if not fitting:
             job.future.set_exception(
                 RequestError(
                     f"the prompt with max_tokens={job.sampling.max_new_tokens} "
                     f"and refine_rounds={job.rounds} does not fit the model's context "
-                    f"of {limit} tokens"
+                    f"of {self.backend.context_length} tokens"
                 )
             )
-        return fits
+        return bool(fitting)
 
 
 def create_app(

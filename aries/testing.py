@@ -1,4 +1,5 @@
-"""A tiny randomly initialised Llama for tests and benchmarks of the machinery (not the model).
+"""Helpers for tests and benchmarks of the machinery (not the model): a tiny random Llama, and
+the summed log-probabilities of preference examples that the training tests read.
 
 The vocabulary, not the depth, dominates a small model's cost, so a 2-layer, 64-wide Llama with a
 real tokenizer exercises every code path (chat templates, padding, TRL training) in seconds.
@@ -7,6 +8,7 @@ real tokenizer exercises every code path (chat templates, padding, TRL training)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def save_tiny_llama(
@@ -45,3 +47,29 @@ def save_tiny_llama(
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+def completion_logps(model, tokenizer, examples: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Summed log-probabilities of the chosen and rejected completions of preference examples.
+
+    With a policy and a reference, `β (Δchosen - Δrejected)` is DPO's implicit reward margin
+    (Rafailov et al. 2023, arXiv 2305.18290): the learning signal `aries report` and the tests
+    read. Conversational examples go through the tokenizer's chat template, as in training.
+    """
+    import torch
+
+    result: dict[str, list[float]] = {"chosen": [], "rejected": []}
+    for example in examples:
+        prompt_ids = tokenizer.apply_chat_template(
+            example["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        for key in result:
+            full_ids = tokenizer.apply_chat_template(
+                example["prompt"] + example[key], tokenize=True, return_dict=False
+            )
+            ids = torch.tensor([full_ids], device=model.device)
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, :-1].float()
+            token_logps = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
+            result[key].append(token_logps[len(prompt_ids) - 1 :].sum().item())
+    return result

@@ -419,29 +419,3 @@ def save_policy(trainer, tokenizer, output_dir: str | Path) -> None:
         atomic_write_json(tmp / "log_history.json", trainer.state.log_history)
         replace_folder(tmp, output_dir)
     trainer.accelerator.wait_for_everyone()
-
-
-def completion_logps(model, tokenizer, examples: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Summed log-probabilities of the chosen and rejected completions of preference examples.
-
-    With a policy and a reference, `β (Δchosen - Δrejected)` is DPO's implicit reward margin
-    (Rafailov et al. 2023, arXiv 2305.18290): the learning signal `aries report` and the tests
-    read. Conversational examples go through the tokenizer's chat template, as in training.
-    """
-    import torch
-
-    result: dict[str, list[float]] = {"chosen": [], "rejected": []}
-    for example in examples:
-        prompt_ids = tokenizer.apply_chat_template(
-            example["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        for key in result:
-            full_ids = tokenizer.apply_chat_template(
-                example["prompt"] + example[key], tokenize=True, return_dict=False
-            )
-            ids = torch.tensor([full_ids], device=model.device)
-            with torch.no_grad():
-                logits = model(input_ids=ids).logits[0, :-1].float()
-            token_logps = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
-            result[key].append(token_logps[len(prompt_ids) - 1 :].sum().item())
-    return result

@@ -24,7 +24,9 @@ ISSUE_BEFORE = {"collect": 152.0, "train": 251.0, "eval": 78.0}
 
 def load_stages(run_dir: Path, iteration: str) -> tuple[dict, dict]:
     """(stages of `iteration`, baseline stages) of one run; exits with a clear error if absent."""
-    path = run_dir / "manifest.json"
+    from aries.rundir import RunDir
+
+    path = RunDir(run_dir).manifest
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:

@@ -103,3 +103,13 @@ def test_loss_types_are_read_from_trl():
     from aries.train import trl_loss_types
 
     assert {"sigmoid", "ipo", "hinge"} <= set(trl_loss_types())
+
+
+def test_every_method_has_a_plan_of_stages():
+    import typing
+
+    from aries.loop import PLANS
+    from aries.runconfig import Method
+
+    assert set(PLANS) == set(typing.get_args(Method))
+    assert [s.name for s in PLANS["aries"].per_iteration][-2:] == ["train", "eval"]

@@ -118,7 +118,8 @@ def test_dpo_margin_grows_for_both_views(tmp_path, tiny_model_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from aries.pairs import build_pairs, save_dataset
-    from aries.train import TrainConfig, completion_logps, train_preference
+    from aries.testing import completion_logps
+    from aries.train import TrainConfig, train_preference
     from aries.views import DEFAULT_REFINE_INSTRUCTION
 
     selections = [

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from aries.cli import main
 from aries.pairs import sft_examples
-from aries.train import completion_logps
+from aries.testing import completion_logps
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
 

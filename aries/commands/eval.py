@@ -112,8 +112,9 @@ def run_model(run_dir: str, iteration: int | None) -> str:
 def make_scorer(args: argparse.Namespace, backend, model: str):
     """(verifier, judge): exactly one is set, from --reward-model / --judge or the default."""
     from aries import AriesError
-    from aries.rewards import build_config, make_reward_source
-    from aries.rewards.judge import Judge, JudgeConfig
+    from aries.commands.score import judge_spec
+    from aries.rewards import make_reward_source, reward_config
+    from aries.rewards.judge import Judge
     from aries.rewards.pairwise import PairwiseJudge, RewardJudge
 
     if args.reward_model and args.judge:
@@ -123,15 +124,9 @@ def make_scorer(args: argparse.Namespace, backend, model: str):
     if args.reward_model:
         source = make_reward_source({"type": "reward-model", "model": args.reward_model})
     else:
-        options = {
-            "model": args.judge,
-            "mode": args.judge_mode,
-            "max_new_tokens": args.judge_max_new_tokens,
-            "verdict": args.judge_verdict,
-        }
+        _, settings = reward_config(judge_spec(args, args.judge, verdict=args.judge_verdict))
         # A model judging itself (Self-Rewarding style) reuses the loaded policy.
-        shared = backend if args.judge == model else None
-        source = Judge(build_config(JudgeConfig, options, "judge"), backend=shared)
+        source = Judge(settings, backend=backend if args.judge == model else None)
         if args.judge_mode == "pairwise":
             return None, PairwiseJudge(source, tie_margin=args.tie_margin)
     return None, RewardJudge(source, tie_margin=args.tie_margin)

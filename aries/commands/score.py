@@ -88,18 +88,24 @@ def reward_config(args: argparse.Namespace) -> dict[str, Any]:
             "trust_remote_code": args.trust_remote_code,
         }
     if args.reward == "judge":
-        return {
-            "type": "judge",
-            "model": args.judge_model,
-            "mode": args.judge_mode,
-            "max_new_tokens": args.judge_max_new_tokens,
-            "batch_size": args.batch_size,
-            "device": args.device,
-            "dtype": args.dtype,
-        }
+        return judge_spec(
+            args, args.judge_model, batch_size=args.batch_size, device=args.device, dtype=args.dtype
+        )
     if args.reward == "regex":
         return {"type": "regex", "pattern": args.pattern or "", "mode": args.regex_mode}
     return {"type": args.reward}
+
+
+def judge_spec(args: argparse.Namespace, model: str, **settings: Any) -> dict[str, Any]:
+    """The `judge` reward spec of the --judge-mode / --judge-max-new-tokens options (aries score
+    and aries eval), with the command's own `settings`."""
+    return {
+        "type": "judge",
+        "model": model,
+        "mode": args.judge_mode,
+        "max_new_tokens": args.judge_max_new_tokens,
+        **settings,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
