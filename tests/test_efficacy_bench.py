@@ -1,0 +1,109 @@
+"""bench/efficacy.py end to end on the tiny model: runs, pools kept apart, paired numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from aries.sources import load_prompts, prompt_key
+
+ROOT = Path(__file__).resolve().parents[1]
+ARITHMETIC = {
+    "name": "reasoning-gym:basic_arithmetic",
+    "max_terms": 2,
+    "max_digits": 1,
+    "allow_parentheses": False,
+    "allow_negation": False,
+}
+
+
+def write_spec(tmp_path: Path, model: Path, aries_sets: list[str]) -> Path:
+    config = {
+        "model": str(model),
+        "iterations": 1,
+        "prompts": {"sources": [{**ARITHMETIC, "seed": 1}], "per_iteration": 6},
+        "generation": {"batch_size": 8, "rounds": 1, "samples": 1, "max_new_tokens": 8},
+        "reward": {"type": "regex", "pattern": "^[A-Z]", "mode": "match", "case_sensitive": True},
+        "selection": {"strategy": "reward", "candidates": "all"},
+        "train": {"batch_size": 2, "epochs": 1, "learning_rate": 1e-3, "max_length": 128},
+        "eval": {"sources": [{**ARITHMETIC, "seed": 99}], "rounds": 1, "max_new_tokens": 8},
+    }
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(config))
+    spec = {
+        "output_dir": str(tmp_path / "runs"),
+        "baseline": "idpo",
+        "seeds": [0, 1],
+        "tasks": [
+            {
+                "name": "arith",
+                "config": str(tmp_path / "task.yaml"),
+                "size": 5,
+                "pools": {"validation": 11, "heldout": 12},
+            }
+        ],
+        "variants": [
+            {"name": "idpo", "method": "iterative-dpo", "set": ["generation.samples=2"]},
+            {"name": "aries", "method": "aries", "set": aries_sets},
+        ],
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    return tmp_path / "spec.yaml"
+
+
+def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "bench" / "efficacy.py"), *args]
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+
+
+def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_model_path):
+    spec = write_spec(tmp_path, tiny_model_path, [])
+    done = bench(tmp_path, str(spec), "--pool", "validation", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "runs" / "validation.json").read_text())
+    assert [v["name"] for v in result["variants"]] == ["idpo", "aries"]
+    for variant in result["variants"]:
+        assert variant["seeds"] == [0, 1] and variant["n_heldout"] == 5
+        assert variant["responses_per_prompt"] == 3
+        (row,) = variant["iterations"]
+        assert len(row["accuracy_per_round"]) == 2 and len(row["w2r_per_round"]) == 1
+        for key in ("gain_vs_initial", "own_refinement_gain"):
+            low, high = row[key]["ci95"]
+            assert low <= row[key]["mean"] <= high
+        assert row["generated_tokens"] > 0 and row["seconds_per_stage"]["train"] > 0
+    idpo, aries = result["variants"]
+    assert idpo["iterations"][0]["gain_vs_baseline"] is None
+    assert "baseline_round" in aries["iterations"][0]["gain_vs_baseline"]
+    assert "| aries | 1 |" in (tmp_path / "runs" / "validation.md").read_text()
+    assert not (tmp_path / "docs").exists()  # only the held-out pool is published
+
+    # training prompts never come from either pool; the pools come from distinct seeds
+    pools = {
+        seed: {prompt_key(p) for p in load_prompts({**ARITHMETIC, "seed": seed, "size": 5})}
+        for seed in (11, 12)
+    }
+    assert pools[11] != pools[12]
+    runs = [p for p in (tmp_path / "runs" / "arith" / "validation").glob("*/seed*") if p.is_dir()]
+    assert len(runs) == 4
+    for run in runs:
+        trained = {
+            prompt_key(json.loads(line))
+            for line in (run / "iter_0" / "prompts.jsonl").read_text().splitlines()
+        }
+        assert trained and not trained & (pools[11] | pools[12])
+
+    # a rerun resumes: nothing left to run, the same numbers
+    again = bench(tmp_path, str(spec), "--pool", "validation", "--quiet")
+    assert again.returncode == 0
+    assert json.loads((tmp_path / "runs" / "validation.json").read_text()) == result
+
+
+def test_efficacy_bench_refuses_unequal_budgets(tmp_path, tiny_model_path):
+    spec = write_spec(tmp_path, tiny_model_path, ["generation.samples=3"])
+    done = bench(tmp_path, str(spec), "--pool", "validation", "--report-only")
+    assert done.returncode == 2
+    assert "different numbers of responses per prompt" in done.stderr
+    assert not (tmp_path / "runs").exists()
