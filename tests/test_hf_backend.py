@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aries.backends import Sampling, make_backend
-from aries.backends.hf import HFBackend, _RowSampler
+from aries.backends.hf import HFBackend, _RowPool, _RowSampler
 
 QUESTIONS = [
     "What is 2 + 2?",
@@ -116,6 +116,22 @@ def test_prefill_buckets_and_pool_refills_keep_results_and_order(chatty_model_pa
     assert backend.generate(conversations, sampling) == single
     backend.prefill_tokens = 10_000
     assert list(backend._prefill_chunks([[0] * 9] * 5, [4, 3, 2, 1, 0])) == [[4, 3], [2, 1], [0]]
+    backend.batch_size = 8  # a prompt shorter than 7/8 of its chunk's longest starts a new one
+    lengths = [[0] * n for n in (16, 14, 13, 8)]
+    assert list(backend._prefill_chunks(lengths, [0, 1, 2, 3])) == [[0, 1], [2], [3]]
+
+
+def test_the_chat_templates_system_prompt_is_prefilled_once(backend):
+    """Every prompt starts with the template's system turn: its cache is computed once (one row)
+    and the batched greedy text still equals one prompt at a time (checked above)."""
+    encoded = [backend._encode(chat(q)) for q in QUESTIONS]
+    pool = _RowPool(backend, encoded, [0] * len(encoded), Sampling())
+    prefix = pool._shared_prefix(encoded)
+    assert prefix is not None and len(prefix) == backend.model.config.num_hidden_layers
+    keys, _ = prefix[0]
+    assert keys.shape[0] == 1 and 8 <= keys.shape[2] < min(len(e) for e in encoded)
+    assert encoded[0][: keys.shape[2]] == encoded[1][: keys.shape[2]]
+    assert pool._shared_prefix(encoded[:1]) is None
 
 
 def test_samples_of_one_prompt_share_one_prefill_and_match_separate_prefills(chatty_model_path):

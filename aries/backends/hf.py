@@ -49,7 +49,7 @@ class HFBackend:
 
         self.model_spec = model
         self.batch_size = batch_size
-        self.prefill_tokens = 4096
+        self.prefill_tokens = 2048
         """Padded tokens per prefill forward pass (rows x longest prompt) [design]."""
         self.model = load_causal_lm(
             model, dtype=dtype, device=device, trust_remote_code=trust_remote_code
@@ -77,12 +77,16 @@ class HFBackend:
 
     def _prefill_chunks(self, encoded: list[list[int]], order: list[int]):
         """Split `order` (indices of `encoded`, longest first) into forward passes of similar
-        length: at most `batch_size` rows and about `prefill_tokens` padded tokens each."""
+        length: at most `batch_size` rows and `prefill_tokens` padded tokens each, and no prompt
+        shorter than 7/8 of its chunk's longest (mixed MT-Bench prompts padded to the longest
+        of a chunk otherwise cost 1.7 x their real tokens; with it, 1.04 x) [design]."""
         chunk: list[int] = []
         for index in order:
             width = len(encoded[chunk[0]]) if chunk else 0
             if chunk and (
-                len(chunk) == self.batch_size or (len(chunk) + 1) * width > self.prefill_tokens
+                len(chunk) == self.batch_size
+                or (len(chunk) + 1) * width > self.prefill_tokens
+                or 8 * len(encoded[index]) < 7 * width
             ):
                 yield chunk
                 chunk = []
@@ -245,9 +249,10 @@ class _RowPool:
         device = self.model.device
         firsts = [group[0] for group in admitted]
         by_first = {group[0]: group for group in admitted}
+        prefix = self._shared_prefix([self.encoded[i] for i in firsts])
         parts = []
         for chunk in self.backend._prefill_chunks(self.encoded, firsts):
-            cache, mask, logits = self._prefill([self.encoded[i] for i in chunk])
+            cache, mask, logits = self._prefill([self.encoded[i] for i in chunk], prefix)
             # Every row of a group starts from the one prefill of its prompt.
             counts = torch.tensor([len(by_first[i]) for i in chunk], device=device)
             expand = torch.repeat_interleave(torch.arange(len(chunk), device=device), counts)
@@ -259,27 +264,36 @@ class _RowPool:
             parts.insert(0, (layers, self.mask, self.logits, self.rows))
         self._join(parts)
 
-    def _prefill(self, prompts: list[list[int]]):
-        """(cache, mask, last logits) of `prompts`. Their common prefix (a chat template's
-        system prompt, a shared question) is computed once and its cache copied to every row,
-        then the rest of each prompt, left-padded, follows it: the mask has a hole there."""
+    def _shared_prefix(self, prompts: list[list[int]]) -> list[tuple] | None:
+        """The KV cache (one row per layer) of the tokens every prompt starts with (a chat
+        template's system prompt, a shared question), computed once, or None when they share
+        fewer than MIN_SHARED_PREFIX tokens."""
+        if len(prompts) < 2:
+            return None
+        shortest = min(len(p) for p in prompts) - 1  # every row keeps a token to prefill
+        shared = 0
+        while shared < shortest and all(p[shared] == prompts[0][shared] for p in prompts):
+            shared += 1
+        if shared < MIN_SHARED_PREFIX:
+            return None
+        device = self.model.device
+        ids = torch.tensor([prompts[0][:shared]], device=device)
+        cache = DynamicCache()
+        positions = torch.arange(shared, device=device)[None]
+        self._forward(ids, torch.ones_like(ids), positions, cache)
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _prefill(self, prompts: list[list[int]], prefix: list[tuple] | None):
+        """(cache, mask, last logits) of `prompts`, after the cache of their shared `prefix`:
+        the rest of each prompt, left-padded, follows the prefix (the mask has a hole there)."""
         device = self.model.device
         cache = DynamicCache()
         shared = 0
-        if len(prompts) > 1:
-            shortest = min(len(p) for p in prompts) - 1  # every row keeps a token to prefill
-            while shared < shortest and all(p[shared] == prompts[0][shared] for p in prompts):
-                shared += 1
-        if shared >= MIN_SHARED_PREFIX:
-            prefix = torch.tensor([prompts[0][:shared]], device=device)
-            ones = torch.ones_like(prefix)
-            positions = torch.arange(shared, device=device)[None]
-            self._forward(prefix, ones, positions, cache)
-            for layer in cache.layers:
-                layer.keys = layer.keys.expand(len(prompts), -1, -1, -1)
-                layer.values = layer.values.expand(len(prompts), -1, -1, -1)
-        else:
-            shared = 0
+        if prefix is not None:
+            shared = prefix[0][0].shape[2]
+            for index, (keys, values) in enumerate(prefix):
+                rows = (len(prompts), -1, -1, -1)
+                cache.update(keys.expand(*rows), values.expand(*rows), index)
         input_ids, suffix_mask = self.backend._left_pad([p[shared:] for p in prompts])
         positions = shared + (suffix_mask.cumsum(dim=1) - 1).clamp(min=0)
         mask = torch.cat([torch.ones(len(prompts), shared, dtype=torch.long), suffix_mask], dim=1)
