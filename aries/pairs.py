@@ -66,14 +66,20 @@ def build_pairs(
     if min(weights.values()) < 0 or w_direct + w_refine == 0:
         raise AriesError("view weights must be >= 0 and w_direct, w_refine not both 0")
     top = max(weights.values())
+    by_view: dict[str, list[dict[str, Any]]] = {view: [] for view in weights}
+    for selection in selections:  # a record with a `view` (on-policy steps) gives that view only
+        for view in [selection["view"]] if "view" in selection else weights:
+            by_view[view].append(selection)
     rng = random.Random(seed)
     examples = []
     for view, weight in weights.items():
-        keep = round(len(selections) * weight / top)
-        chosen_ids = set(rng.sample(range(len(selections)), keep))
-        for index, selection in enumerate(selections):
-            if index in chosen_ids:
-                examples.append(preference_example(selection, view, instruction))
+        pool = by_view[view]
+        chosen_ids = set(rng.sample(range(len(pool)), round(len(pool) * weight / top)))
+        examples += [
+            preference_example(selection, view, instruction)
+            for index, selection in enumerate(pool)
+            if index in chosen_ids
+        ]
     return examples
 
 
@@ -82,7 +88,9 @@ def preference_example(selection: dict[str, Any], view: str, instruction: str) -
     if view == "direct":
         prompt = direct_messages(selection["prompt"])
     else:
-        previous = selection["chosen" if view == "keep" else "rejected"]
+        previous = (
+            selection.get("previous") or selection["chosen" if view == "keep" else "rejected"]
+        )
         prompt = refine_messages(selection["prompt"], previous, instruction)
     return {
         "id": f"{selection['id']}:{view}",
@@ -98,7 +106,7 @@ def sft_examples(selections: list[dict[str, Any]], *, instruction: str) -> list[
     conversational prompt-completion format."""
     examples = []
     for selection in selections:
-        for view in VIEWS:
+        for view in [selection["view"]] if "view" in selection else VIEWS:
             pair = preference_example(selection, view, instruction)
             examples.append(
                 {

@@ -1,4 +1,4 @@
-"""Selection (METHOD.md stage 2): turn each scored chain into at most one preference pair.
+"""Selection (METHOD.md stage 2): turn each scored chain into preference pairs (one by default).
 
 A pure function of chains records and their scores, so every rule is easy to test and rerun.
 Strategies:
@@ -10,6 +10,11 @@ Strategies:
 - `verifier` [design]: correctness first (score >= correct_threshold); among the correct the
   preferred one by the tie-break, among the wrong the least preferred.
 Every dropped prompt is counted under exactly one reason from `DROP_REASONS`.
+
+Two recipe options [design] add pairs from the same responses: `pairs_per_prompt` (more
+(chosen, rejected) combinations per prompt) and `on_policy_refine` (pairs that show the model its
+own round-k answer, with its actual refinement as the rejected one; records carrying a `view`
+and the `previous` answer, which `aries.pairs` turns into that view only).
 """
 
 from __future__ import annotations
@@ -95,6 +100,25 @@ class SelectionConfig:
             "(and rejects the longer wrong one); 'reward' uses the tie-break scores."
         },
     )
+    pairs_per_prompt: int = field(
+        default=1,
+        metadata={
+            "help": "reward / verifier: up to this many distinct (chosen, rejected) pairs per "
+            "prompt, the best-against-worst first, so that fewer responses go to waste [design]. "
+            "1 = one pair per prompt, as in ARIES (arXiv 2502.05605) and iterative DPO."
+        },
+    )
+    on_policy_refine: bool = field(
+        default=False,
+        metadata={
+            "help": "verifier: also turn each refinement step of the chain into a pair whose "
+            "prompt holds the model's own round-k answer [design, after the on-policy "
+            "correction traces of SCoRe, arXiv 2409.12917, and RISE, arXiv 2407.18219]: a wrong "
+            "y^k gives a refine pair (chosen: y^k+1 when it is right, else the best right "
+            "response; rejected: y^k+1 when still wrong, else y^k repeated), a right y^k broken "
+            "by its refinement a keep pair (chosen y^k, rejected y^k+1; weighted by pairs.w_keep)."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_choices(self, "selection.")
@@ -102,6 +126,10 @@ class SelectionConfig:
             raise AriesError("rule selection compares chain rounds: candidates cannot be 'samples'")
         if self.max_length_ratio < 1 or self.repetition_ngram < 1:
             raise AriesError("max_length_ratio must be >= 1 and repetition_ngram >= 1")
+        if self.pairs_per_prompt < 1:
+            raise AriesError("selection.pairs_per_prompt must be >= 1")
+        if self.on_policy_refine and self.strategy != "verifier":
+            raise AriesError("selection.on_policy_refine needs the verifier strategy")
 
 
 @dataclass
@@ -140,15 +168,18 @@ def select_pairs(
     tie_by_id = _index(tie_scores)
     pairs, drops = [], {}
     for record in chains:
-        candidates = candidates_of(
-            record, by_id.get(record["id"]), tie_by_id.get(record["id"]), config.candidates
-        )
+        scores_of, ties_of = by_id.get(record["id"]), tie_by_id.get(record["id"])
+        candidates = candidates_of(record, scores_of, ties_of, config.candidates)
         outcome = select_one(candidates, config)
         if isinstance(outcome, str):
             drops[outcome] = drops.get(outcome, 0) + 1
             continue
-        chosen, rejected = outcome
-        pairs.append(_pair(record, chosen, rejected, config.strategy))
+        for index, (chosen, rejected) in enumerate(outcome):
+            pair = _pair(record, chosen, rejected, config.strategy)
+            pairs.append({**pair, "id": f"{record['id']}/{index}"} if index else pair)
+        if config.on_policy_refine:
+            every = candidates_of(record, scores_of, ties_of, "all")
+            pairs += refinement_steps(record, every, config)
     return Selection(pairs, dict(sorted(drops.items())))
 
 
@@ -194,55 +225,115 @@ def _aligned(record: dict, scores: dict | None, count: int) -> list[float | None
     return [None if is_missing(v) else float(v) for v in values]
 
 
-def select_one(
-    candidates: list[Candidate], config: SelectionConfig
-) -> tuple[Candidate, Candidate] | str:
-    """(chosen, rejected) for one prompt, or the drop reason."""
+Pair = tuple[Candidate, Candidate]
+
+
+def select_one(candidates: list[Candidate], config: SelectionConfig) -> list[Pair] | str:
+    """Up to `pairs_per_prompt` distinct (chosen, rejected) pairs for one prompt, the first being
+    the strategy's own pair (best against worst), or the drop reason."""
     if len(candidates) < 2:
         return "single_response"
     if config.strategy == "rule":
         outcome = _rule(candidates, config)
+        ranked = outcome if isinstance(outcome, str) else [outcome]
     else:
         scored = [c for c in candidates if c.score is not None]
         if len(scored) < 2:
             return "too_few_scored"
-        outcome = (
+        ranked = (
             _reward(scored, config) if config.strategy == "reward" else _verifier(scored, config)
         )
-    if isinstance(outcome, str):
-        return outcome
-    chosen, rejected = outcome
-    if normalised(chosen.text) == normalised(rejected.text):
-        return "identical"
-    return outcome
+    if isinstance(ranked, str):
+        return ranked
+    pairs, seen = [], set()
+    for chosen, rejected in ranked:
+        texts = (normalised(chosen.text), normalised(rejected.text))
+        if texts[0] != texts[1] and texts not in seen:
+            seen.add(texts)
+            pairs.append((chosen, rejected))
+        if len(pairs) == config.pairs_per_prompt:
+            break
+    return pairs or "identical"
 
 
-def _reward(scored: list[Candidate], config: SelectionConfig) -> tuple[Candidate, Candidate] | str:
-    chosen = max(scored, key=lambda c: c.score)  # first of equal maxima
-    rejected = min(scored, key=lambda c: c.score)
-    if chosen.score == rejected.score:
+def best_against_worst(better: list[Candidate], worse: list[Candidate]) -> list[Pair]:
+    """Every (better[i], worse[j]) pair, ordered so that the best-against-worst pair comes first
+    and each next one moves the least away from the extremes (rank sum i + j), a new rejected
+    response before a new chosen one: more of the model's mistakes get pushed down."""
+    order = sorted(
+        ((i, j) for i in range(len(better)) for j in range(len(worse))),
+        key=lambda ij: (ij[0] + ij[1], ij[0]),
+    )
+    return [(better[i], worse[j]) for i, j in order if better[i] is not worse[j]]
+
+
+def _reward(scored: list[Candidate], config: SelectionConfig) -> list[Pair] | str:
+    better = sorted(scored, key=lambda c: -c.score)  # stable: first of equal maxima first
+    worse = sorted(scored, key=lambda c: c.score)
+    if better[0].score == worse[0].score:
         return "all_tied"
-    if chosen.score - rejected.score < config.margin:
+    if better[0].score - worse[0].score < config.margin:
         return "below_margin"
-    return chosen, rejected
+    return [
+        (c, r)
+        for c, r in best_against_worst(better, worse)
+        if c.score > r.score and c.score - r.score >= config.margin
+    ]
 
 
-def _verifier(
-    scored: list[Candidate], config: SelectionConfig
-) -> tuple[Candidate, Candidate] | str:
+def _verifier(scored: list[Candidate], config: SelectionConfig) -> list[Pair] | str:
     correct = [c for c in scored if c.score >= config.correct_threshold]
     wrong = [c for c in scored if c.score < config.correct_threshold]
     if not wrong:
         return "all_correct"
     if not correct:
         return "all_incorrect"
+    key = _preference(config)
+    better = sorted(correct, key=key, reverse=True)
+    return best_against_worst(better, sorted(wrong, key=key))
+
+
+def _preference(config: SelectionConfig):
+    """verifier: the order among responses (score, then the tie-break)."""
 
     def preference(c: Candidate) -> tuple[float, float]:
         if config.tie_break == "reward":
             return (c.score, -math.inf if c.tie_score is None else c.tie_score)
         return (c.score, -len(c.text.strip()))
 
-    return max(correct, key=preference), min(wrong, key=preference)
+    return preference
+
+
+def refinement_steps(
+    record: dict[str, Any], candidates: list[Candidate], config: SelectionConfig
+) -> list[dict[str, Any]]:
+    """On-policy refine and keep pairs from the chain's own steps y^k -> y^k+1 (see
+    `SelectionConfig.on_policy_refine`): records with a `view` and the `previous` answer shown."""
+    scored = [c for c in candidates if c.score is not None]
+    chain = [c for c in scored if c.label.startswith("round:")]
+    right = [c for c in scored if c.score >= config.correct_threshold]
+    best = max(right, key=_preference(config)) if right else None
+    steps, seen = [], set()
+    for shown, refined in zip(chain, chain[1:]):
+        if shown.score < config.correct_threshold:
+            if refined.score >= config.correct_threshold:
+                view, chosen, rejected = "refine", refined, shown
+            elif best is not None:
+                view, chosen, rejected = "refine", best, refined
+            else:
+                continue
+        elif refined.score < config.correct_threshold:
+            view, chosen, rejected = "keep", shown, refined
+        else:
+            continue
+        texts = tuple(normalised(c.text) for c in (shown, chosen, rejected))
+        if texts[1] == texts[2] or texts in seen:
+            continue
+        seen.add(texts)
+        pair = _pair(record, chosen, rejected, config.strategy)
+        pair.update(id=f"{record['id']}/{shown.label}", view=view, previous=shown.text)
+        steps.append(pair)
+    return steps
 
 
 def _rule(

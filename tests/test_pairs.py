@@ -81,3 +81,31 @@ def test_optional_keep_view_refines_the_chosen_answer():
     assert keep[0]["chosen"][0]["content"] == "Answer: 0"
     assert keep[0]["rejected"][0]["content"] == "Answer: 1"
     assert all(e["view"] != "keep" for e in build_pairs(SELECTIONS[:1], instruction=Z))
+
+
+def test_on_policy_step_records_give_their_own_view_with_the_shown_answer():
+    step = {
+        "id": "q0/round:0",
+        "prompt": "What is 0 + 0?",
+        "view": "refine",
+        "previous": "Answer: 7",  # the model's own round-0 answer
+        "chosen": "Answer: 0",
+        "rejected": "Answer: 5",  # its actual (still wrong) refinement
+    }
+    keep = {**step, "id": "q1/round:0", "view": "keep", "previous": "Answer: 0"}
+    examples = build_pairs([SELECTIONS[0], step, keep], instruction=Z, w_keep=1.0)
+    by_id = {e["id"]: e for e in examples}
+    assert set(by_id) == {
+        "q0:direct",
+        "q0:refine",
+        "q0:keep",
+        "q0/round:0:refine",
+        "q1/round:0:keep",
+    }
+    refine = by_id["q0/round:0:refine"]
+    assert refine["prompt"][1]["content"] == "Answer: 7"
+    assert refine["rejected"][0]["content"] == "Answer: 5"
+    assert by_id["q1/round:0:keep"]["prompt"][1]["content"] == "Answer: 0"
+    # w_keep 0 (pure ARIES) drops the keep records; SFT (Eq. 4) uses the step's own view
+    assert all(e["view"] != "keep" for e in build_pairs([step, keep], instruction=Z))
+    assert [e["view"] for e in sft_examples([step], instruction=Z)] == ["refine"]

@@ -161,3 +161,58 @@ def test_repetition_measure():
     assert repetition("the cat sat on the mat and then went home to sleep") == 0.0
     assert repetition("go go go go go go go go go go go go") > 0.8
     assert repetition("too short") == 0.0
+
+
+def test_pairs_per_prompt_adds_distinct_pairs_best_against_worst_first():
+    chains = [_chain("a", ["w1", "r1", "r2"], samples=["w2", "w1 "])]
+    scores = [_scores("a", [0.0, 1.0, 1.0], [0.0, 0.0])]
+    one = _select(chains, scores, strategy="verifier").pairs
+    many = _select(chains, scores, strategy="verifier", pairs_per_prompt=10).pairs
+    assert [(p["chosen"], p["rejected"]) for p in one] == [("r1", "w1")]
+    assert many[0] == one[0]  # the strategy's own pair first, unchanged
+    # 2 right x 2 distinct wrong texts ("w1 " normalises to "w1"): 4 pairs, ids kept unique
+    assert [(p["chosen"], p["rejected"]) for p in many] == [
+        ("r1", "w1"),
+        ("r1", "w2"),
+        ("r2", "w1"),
+        ("r2", "w2"),
+    ]
+    assert [p["id"] for p in many] == ["a", "a/1", "a/2", "a/3"]
+    capped = _select(chains, scores, strategy="verifier", pairs_per_prompt=2).pairs
+    assert len(capped) == 2
+
+
+def test_reward_pairs_per_prompt_keep_the_margin_and_order():
+    chains = [_chain("a", ["x", "y", "z"])]
+    scores = [_scores("a", [0.9, 0.5, 0.1])]
+    pairs = _select(chains, scores, pairs_per_prompt=5, margin=0.3).pairs
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("x", "z"), ("x", "y"), ("y", "z")]
+    with pytest.raises(AriesError):
+        SelectionConfig(pairs_per_prompt=0)
+
+
+def test_on_policy_refine_pairs_come_from_the_chains_own_steps():
+    # round 0 wrong -> round 1 still wrong -> round 2 right; a right sample
+    chains = [_chain("a", ["w0", "w1", "r2"], samples=["r-sample"])]
+    scores = [_scores("a", [0.0, 0.0, 1.0], [1.0])]
+    pairs = _select(chains, scores, strategy="verifier", on_policy_refine=True).pairs
+    main, *steps = pairs
+    assert "view" not in main
+    assert [(p["view"], p["previous"], p["chosen"], p["rejected"]) for p in steps] == [
+        ("refine", "w0", "r2", "w1"),  # still wrong: the best right response over y^1
+        ("refine", "w1", "r2", "w1"),  # fixed: y^2 over y^1 repeated
+    ]
+    assert [p["id"] for p in steps] == ["a/round:0", "a/round:1"]
+    # a right answer broken by its refinement gives a keep pair
+    broken = [_chain("b", ["r0", "w1"])]
+    (_, keep) = _select(
+        broken, [_scores("b", [1.0, 0.0])], strategy="verifier", on_policy_refine=True
+    ).pairs
+    assert (keep["view"], keep["previous"], keep["chosen"], keep["rejected"]) == (
+        "keep",
+        "r0",
+        "r0",
+        "w1",
+    )
+    with pytest.raises(AriesError, match="verifier"):
+        SelectionConfig(strategy="reward", on_policy_refine=True)
