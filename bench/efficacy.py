@@ -309,12 +309,11 @@ def cell(value: dict[str, Any] | None, signed: bool = False) -> str:
 
 
 def criteria(spec: Spec, results: list[dict[str, Any]]) -> list[str]:
-    """The issue's done-when criteria, read off the last iteration of the first variant that is not
-    the baseline (the ARIES recipe), on every task."""
+    """The issue's done-when criteria, read off the last iteration of every ARIES variant on
+    every task."""
     lines = []
-    for result in results:
-        ours = next((v for v in result["variants"] if v["name"] != spec.baseline), None)
-        if not ours or not ours["iterations"]:
+    for result, ours in [(r, v) for r in results for v in r["variants"]]:
+        if ours["method"] != "aries" or not ours["iterations"]:
             continue
         last = ours["iterations"][-1]
         task = result["initial"]["task"]
