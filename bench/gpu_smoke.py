@@ -1,0 +1,190 @@
+"""The steps of bench/gpu_smoke.sh, one per subcommand, each printing one `tokens/s` line.
+
+    python bench/gpu_smoke.py prepare             # dev machine: model shape + tokenizer to carry
+    python bench/gpu_smoke.py generate [--cpu]    # hf backend, bf16 on the GPU
+    python bench/gpu_smoke.py dpo [--cpu] [--lora] # one TRL DPO step on both-view pairs, bf16
+
+The model is `--model` (default: the embedded model if it is available here, else the carried
+shape in runs/gpu_smoke/shape: SmolLM2-135M's config and tokenizer with random weights, which
+times the same architecture). `--cpu` is the dry mode: tiny settings, fp32, no GPU needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHAPE = Path("runs/gpu_smoke/shape")
+
+
+def model_folder(requested: str | None) -> Path:
+    """A local model folder: the one asked for, the embedded model, else the carried shape with
+    random weights (written next to it once)."""
+    if requested:
+        return Path(requested)
+    from aries import AriesError
+    from aries.models import resolve_model
+
+    try:
+        return Path(resolve_model("embedded"))
+    except AriesError:
+        pass
+    random_weights = SHAPE.parent / "random"
+    if not (random_weights / "config.json").is_file():
+        if not (SHAPE / "config.json").is_file():
+            sys.exit(
+                f"no model: pass --model DIR, or run `python bench/gpu_smoke.py prepare` on a "
+                f"machine with the embedded model and carry {SHAPE}"
+            )
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(SHAPE))
+        model.save_pretrained(random_weights, safe_serialization=True)
+        AutoTokenizer.from_pretrained(SHAPE).save_pretrained(random_weights)
+    return random_weights
+
+
+def prepare(_args) -> None:
+    """Write the embedded model's config, generation config and tokenizer (no weights, ~4 MB)."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    from aries.models import resolve_model
+
+    source = resolve_model("embedded")
+    AutoConfig.from_pretrained(source).save_pretrained(SHAPE)
+    GenerationConfig.from_pretrained(source).save_pretrained(SHAPE)
+    AutoTokenizer.from_pretrained(source).save_pretrained(SHAPE)
+    print(f"wrote {SHAPE}: carry it (run tool: carry=['{SHAPE}'])")
+
+
+def generate(args) -> None:
+    import torch
+
+    from aries.backends.base import Sampling
+    from aries.backends.hf import HFBackend
+    from aries.sources import load_prompts
+
+    prompts, new, batch = (8, 16, 4) if args.cpu else (256, 256, 64)
+    backend = HFBackend(
+        str(model_folder(args.model)),
+        batch_size=batch,
+        device="cpu" if args.cpu else "cuda",
+        dtype="float32" if args.cpu else "bfloat16",
+    )
+    backend.stop_ids = [backend.model.config.vocab_size + 7]  # never stops: exact token counts
+    conversations = [
+        [{"role": "user", "content": record["prompt"]}]
+        for record in load_prompts({"name": "mt-bench", "size": prompts})
+    ]
+    backend.generate(conversations[:2], Sampling(max_new_tokens=2))  # warm-up
+    synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
+    synchronize()
+    start = time.perf_counter()
+    results = backend.generate(conversations, Sampling(max_new_tokens=new))
+    synchronize()
+    elapsed = time.perf_counter() - start
+    tokens = sum(r.completion_tokens for r in results)
+    assert tokens == new * len(conversations), tokens
+    print(
+        f"generate: hf backend {backend.model.dtype} on {backend.model.device}, batch {batch}: "
+        f"{tokens / elapsed:.0f} tokens/s ({len(conversations)} MT-Bench prompts x {new} tokens, "
+        f"{elapsed:.1f} s)"
+    )
+
+
+def dpo(args) -> None:
+    """One TRL DPO step (optionally LoRA through PEFT) on both-view pairs; tokens/s of the step."""
+    import datasets
+    import torch
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_dpo import arithmetic_selections
+
+    from aries.models import load_causal_lm, load_tokenizer
+    from aries.pairs import build_pairs
+    from aries.views import DEFAULT_REFINE_INSTRUCTION
+
+    batch = 2 if args.cpu else 16
+    folder = model_folder(args.model)
+    tokenizer = load_tokenizer(str(folder))
+    examples = build_pairs(
+        arithmetic_selections(batch // 2), instruction=DEFAULT_REFINE_INSTRUCTION
+    )
+    dataset = datasets.Dataset.from_list(examples).select_columns(["prompt", "chosen", "rejected"])
+    assert len(dataset) == batch, len(dataset)  # one direct and one refine pair per selection
+    tokens = sum(
+        len(tokenizer.apply_chat_template(row["prompt"] + row[key], return_dict=False))
+        for row in dataset
+        for key in ("chosen", "rejected")
+    )
+    peft_config = None
+    if args.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")
+    bf16 = not args.cpu
+    dtype = "bfloat16" if bf16 else "float32"
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = DPOTrainer(
+            model=load_causal_lm(str(folder), dtype=dtype),
+            ref_model=None if args.lora else load_causal_lm(str(folder), dtype=dtype),
+            args=DPOConfig(
+                output_dir=tmp,
+                per_device_train_batch_size=batch,
+                max_steps=2,  # the first step includes warm-up; the second is timed
+                learning_rate=1e-6,
+                logging_steps=1,
+                save_strategy="no",
+                report_to="none",
+                bf16=bf16,
+                use_cpu=args.cpu,
+            ),
+            train_dataset=datasets.concatenate_datasets([dataset, dataset]),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        times = []
+
+        class Timer(TrainerCallback):
+            def on_step_begin(self, *_, **__):
+                times.append(time.perf_counter())
+
+            def on_step_end(self, *_, **__):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                times[-1] = time.perf_counter() - times[-1]
+
+        trainer.add_callback(Timer())
+        trainer.train()
+    loss = next(e["loss"] for e in trainer.state.log_history if "loss" in e)
+    state = trainer.accelerator.state
+    kind = ("LoRA " if args.lora else "") + "DPO step"
+    print(
+        f"{args.label or args.step}: TRL {kind} on both views, {dtype}, "
+        f"{state.distributed_type.value}, {state.num_processes} process(es): "
+        f"{tokens / times[-1]:.0f} tokens/s ({batch} pairs, {tokens} tokens, {times[-1]:.2f} s; "
+        f"first loss {loss:.4f})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=["prepare", "generate", "dpo"])
+    parser.add_argument("--cpu", action="store_true", help="dry mode: tiny settings, fp32, CPU")
+    parser.add_argument("--lora", action="store_true", help="dpo: train a LoRA adapter (PEFT)")
+    parser.add_argument("--model", default=None, help="a local model folder")
+    parser.add_argument("--label", default=None, help="name printed before the figure")
+    args = parser.parse_args(argv)
+    {"prepare": prepare, "generate": generate, "dpo": dpo}[args.step](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
