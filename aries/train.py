@@ -67,6 +67,15 @@ class TrainConfig:
             "seeded random batch order: far less padding than random batches."
         },
     )
+    prefix_sharing: bool = field(
+        default=True,
+        metadata={
+            "help": "One sequence per pair: the prompt once, chosen and rejected as two branches "
+            "under one attention mask, only completion tokens through the LM head (Wang et al. "
+            "2024, arXiv 2410.20305). Same log-probs and loss as TRL's layout; needs sdpa or "
+            "eager attention and keep_start truncation."
+        },
+    )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Trade compute for activation memory (large models)."}
     )
@@ -298,7 +307,10 @@ def train_preference(
     ref_model = None
     if reference is not None:
         ref_model = load_causal_lm(reference, dtype="float32", trust_remote_code=trust_remote_code)
-    trainer = DPOTrainer(
+    trainer_class = DPOTrainer
+    if config.prefix_sharing:
+        from aries.prefix_dpo import PrefixSharedDPOTrainer as trainer_class
+    trainer = trainer_class(
         model=model,
         ref_model=ref_model,
         args=args,

@@ -7,12 +7,17 @@ same policy and reference, so their first-step loss must be ln 2 = 0.6931 (check
 
     (a) TRL defaults: reference forward every step, random batches padded to the longest;
     (b) aries: `aries.train.train_preference` (precomputed reference log-probs, length-grouped
-        batches in a seeded random batch order).
+        batches in a seeded random batch order, prefix-shared pairs: the prompt once per pair,
+        chosen and rejected as two branches, Wang et al. 2024, arXiv 2410.20305).
+
+Each trainer runs in its own process, so its peak RSS is its own. `--set KEY=VALUE` changes a
+TrainConfig field of (b) (e.g. `--set prefix_sharing=false` for the ablation).
 
 Pairs: `--pairs DIR` (a run's iter_<t>/pairs) or, by default, 32 arithmetic selections in both
-views (64 examples) built here. Target (issue 6): (b) >= 1.3 x (a).
+views (64 examples) built here. Target (issue 11): (b) >= 1.5 x (a).
 
     python bench/train_dpo.py [--model embedded] [--pairs DIR] [--selections 32] [--batch-size 8]
+        [--set KEY=VALUE] [--skip-trl]
 """
 
 from __future__ import annotations
@@ -64,6 +69,71 @@ def first_loss(history: list[dict]) -> float:
     return next(float(entry["loss"]) for entry in history if "loss" in entry)
 
 
+def _peak_rss_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def run_trl_defaults(model_path: str, pairs: str, batch_size: int, learning_rate: float) -> dict:
+    """(a): TRL's DPOTrainer with its defaults; wall time from model loading to the last step."""
+    import datasets
+    import torch
+    from trl import DPOConfig, DPOTrainer
+
+    from aries.models import load_causal_lm, load_tokenizer
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = DPOTrainer(
+            model=load_causal_lm(model_path, dtype="float32"),
+            ref_model=load_causal_lm(model_path, dtype="float32"),
+            args=DPOConfig(
+                output_dir=f"{tmp}/trl",
+                per_device_train_batch_size=batch_size,
+                learning_rate=learning_rate,
+                num_train_epochs=1,
+                logging_steps=1,
+                save_strategy="no",
+                report_to="none",
+                use_cpu=not torch.cuda.is_available(),
+            ),
+            train_dataset=datasets.load_from_disk(pairs).remove_columns(["id", "view"]),
+            processing_class=load_tokenizer(model_path),
+        )
+        trainer.train()
+    return {
+        "seconds": time.perf_counter() - start,
+        "steps": trainer.state.global_step,
+        "first_loss": first_loss(trainer.state.log_history),
+        "peak_rss_gib": _peak_rss_gib(),
+    }
+
+
+def run_aries(model_path: str, pairs: str, settings: dict) -> dict:
+    """(b): `aries.train.train_preference`, the train stage of `aries run`."""
+    from aries.train import TrainConfig, train_preference
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = train_preference(model_path, pairs, Path(tmp) / "aries", TrainConfig(**settings))
+        history = json.loads((Path(tmp) / "aries" / "log_history.json").read_text())
+    return {
+        "seconds": time.perf_counter() - start,
+        "steps": metrics["steps"],
+        "first_loss": first_loss(history),
+        "peak_rss_gib": _peak_rss_gib(),
+    }
+
+
+def in_child(function, *args) -> dict:
+    """Run `function` in a fresh process, so each trainer's peak RSS is its own."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="embedded")
@@ -71,15 +141,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selections", type=int, default=32, help="selections built (x2 views)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-6)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig field for (b), e.g. --set prefix_sharing=false (repeatable)",
+    )
+    parser.add_argument("--skip-trl", action="store_true", help="time (b) only")
     args = parser.parse_args(argv)
 
     import datasets
     import torch
-    from trl import DPOConfig, DPOTrainer
+    import yaml
 
-    from aries.models import load_causal_lm, load_tokenizer, resolve_model
+    from aries.models import load_tokenizer, resolve_model
     from aries.pairs import build_pairs, save_dataset
-    from aries.train import TrainConfig, train_preference
     from aries.views import DEFAULT_REFINE_INSTRUCTION
 
     command = "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
@@ -87,10 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {command}")
     print(
         f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, load average {load[0]:.2f} {load[1]:.2f}"
+        f"{torch.get_num_threads()} threads, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f}"
     )
-    model_path = resolve_model(args.model)
+    model_path = str(resolve_model(args.model))
     tokenizer = load_tokenizer(model_path)
+    settings = {
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "epochs": 1,
+        "max_length": 1024,
+        "save_steps": 10_000,
+    }
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = yaml.safe_load(value)
     with tempfile.TemporaryDirectory() as tmp:
         pairs = Path(args.pairs) if args.pairs else Path(tmp) / "pairs"
         if not args.pairs:
@@ -101,54 +189,29 @@ def main(argv: list[str] | None = None) -> int:
         rows = len(datasets.load_from_disk(str(pairs)))
         tokens = token_count(pairs, tokenizer)
         print(
-            f"pairs: {rows} examples, {tokens} training tokens per epoch, batch {args.batch_size}"
+            f"pairs: {rows} examples ({pairs}), {tokens} training tokens per epoch "
+            f"(prompt twice, as TRL feeds them), batch {args.batch_size}"
         )
+        print(f"(b) settings: {settings}")
+        results = {}
+        if not args.skip_trl:
+            results["(a) TRL DPOTrainer defaults"] = in_child(
+                run_trl_defaults, model_path, str(pairs), args.batch_size, args.learning_rate
+            )
+        results["(b) aries train stage"] = in_child(run_aries, model_path, str(pairs), settings)
 
-        start = time.perf_counter()
-        trainer = DPOTrainer(
-            model=load_causal_lm(model_path, dtype="float32"),
-            ref_model=load_causal_lm(model_path, dtype="float32"),
-            args=DPOConfig(
-                output_dir=f"{tmp}/trl",
-                per_device_train_batch_size=args.batch_size,
-                learning_rate=args.learning_rate,
-                num_train_epochs=1,
-                logging_steps=1,
-                save_strategy="no",
-                report_to="none",
-                use_cpu=not torch.cuda.is_available(),
-            ),
-            train_dataset=datasets.load_from_disk(str(pairs)).remove_columns(["id", "view"]),
-            processing_class=tokenizer,
+    for name, result in results.items():
+        print(
+            f"{name:28s} {result['seconds']:7.1f} s  {tokens / result['seconds']:7.1f} tokens/s  "
+            f"{result['seconds'] / result['steps']:6.2f} s/step  "
+            f"peak RSS {result['peak_rss_gib']:.2f} GiB  first loss {result['first_loss']:.4f}"
         )
-        trainer.train()
-        trl_seconds = time.perf_counter() - start
-        trl_loss = first_loss(trainer.state.log_history)
-        del trainer
-
-        start = time.perf_counter()
-        config = TrainConfig(
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            epochs=1,
-            max_length=1024,
-            save_steps=10_000,
+    if len(results) == 2:
+        trl, aries = results.values()
+        print(f"speed-up (b)/(a): {trl['seconds'] / aries['seconds']:.2f}x (target >= 1.5x)")
+        assert abs(trl["first_loss"] - aries["first_loss"]) < 1e-3, (
+            "the trainers disagree at step 0"
         )
-        train_preference(model_path, pairs, Path(tmp) / "aries", config)
-        aries_seconds = time.perf_counter() - start
-        aries_loss = first_loss(json.loads((Path(tmp) / "aries" / "log_history.json").read_text()))
-
-    trl_rate, aries_rate = tokens / trl_seconds, tokens / aries_seconds
-    print(
-        f"(a) TRL DPOTrainer defaults: {trl_seconds:7.1f} s  {trl_rate:7.1f} tokens/s  "
-        f"first loss {trl_loss:.4f}"
-    )
-    print(
-        f"(b) aries train stage:       {aries_seconds:7.1f} s  {aries_rate:7.1f} tokens/s  "
-        f"first loss {aries_loss:.4f}"
-    )
-    print(f"speed-up (b)/(a): {aries_rate / trl_rate:.2f}x (target >= 1.3x)")
-    assert abs(trl_loss - aries_loss) < 1e-3, "the two trainers disagree at step 0"
     return 0
 
 
