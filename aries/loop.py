@@ -1,7 +1,7 @@
 """The ARIES loop (METHOD.md stages 0-4): which stages run, in what order, for each method.
 
     once:           sft → eval (the initial model)
-    per iteration:  prompts → collect → score → select → pairs → train → eval
+    per iteration:  prompts → collect → score → select → (warm_start) → pairs → train → eval
 
 Every stage (aries/stages.py) reads files from the run directory (aries/rundir.py) and writes
 files there; the manifest records which stages are done. A killed run restarted with the same
@@ -27,7 +27,8 @@ class Step:
 
     name: str
     stage: Callable[..., dict[str, Any]]
-    when: Callable[[RunConfig], bool] = lambda config: True
+    when: Callable[[RunConfig, int | None], bool] = lambda config, t: True
+    """Whether the config asks for the stage in iteration t (None: before the first)."""
 
 
 @dataclass(frozen=True)
@@ -38,17 +39,22 @@ class Plan:
 
 
 INITIAL = (
-    Step("sft", stages.sft, when=lambda config: config.sft.enabled),
-    Step("eval", stages.evaluate, when=lambda config: config.eval.enabled and config.eval.baseline),
+    Step("sft", stages.sft, when=lambda config, t: config.sft.enabled),
+    Step(
+        "eval",
+        stages.evaluate,
+        when=lambda config, t: config.eval.enabled and config.eval.baseline,
+    ),
 )
 PREFERENCE_ITERATION = (
     Step("prompts", stages.prompts),
     Step("collect", stages.collect),
     Step("score", stages.score),
     Step("select", stages.select),
+    Step("warm_start", stages.warm_start, when=lambda config, t: config.sft.warm_start and t == 0),
     Step("pairs", stages.pairs),
     Step("train", stages.train),
-    Step("eval", stages.evaluate, when=lambda config: config.eval.enabled),
+    Step("eval", stages.evaluate, when=lambda config, t: config.eval.enabled),
 )
 PLANS: dict[Method, Plan] = {
     # ARIES (arXiv 2502.05605): refinement chains, pairs in both views.
@@ -78,11 +84,11 @@ def run(
     plan = PLANS[config.method]
     try:
         for step in plan.once:
-            if step.when(config) and not manifest.is_done(None, step.name):
+            if step.when(config, None) and not manifest.is_done(None, step.name):
                 _run_step(step, run_dir, config, None, manifest, session)
         for t in range(config.iterations):
             for step in plan.per_iteration:
-                if not step.when(config) or manifest.is_done(t, step.name):
+                if not step.when(config, t) or manifest.is_done(t, step.name):
                     continue
                 if step.name == stop_before:
                     return manifest.data

@@ -157,6 +157,8 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
     reward_config(config.eval.verifier)
     if config.sft.enabled and not config.sft.dataset:
         raise AriesError("sft.enabled needs sft.dataset (prompt/chosen/rejected records)")
+    if config.sft.warm_start and (config.sft.enabled or config.method != "aries"):
+        raise AriesError("sft.warm_start is for method aries without sft.enabled (one SFT stage)")
     return config
 
 

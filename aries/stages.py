@@ -10,8 +10,9 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+from aries import AriesError
 from aries.backends import Backend, Sampling
-from aries.jsonl import atomic_write_jsonl
+from aries.jsonl import atomic_write_jsonl, replace_folder
 from aries.runconfig import RunConfig
 from aries.rundir import RunDir
 
@@ -55,6 +56,14 @@ def policy(run: RunDir, config: RunConfig, t: int) -> str:
     if t == 0:
         return str(run.sft_model) if config.sft.enabled else config.model
     return str(run.model(t - 1))
+
+
+def training_start(run: RunDir, config: RunConfig, t: int) -> str:
+    """The model iteration t's preference training starts from: π_t, or with `sft.warm_start`
+    the SFT model of iteration 0's own pairs."""
+    if t == 0 and config.sft.warm_start:
+        return str(run.sft_model)
+    return policy(run, config, t)
 
 
 def heldout_prompts(run: RunDir, config: RunConfig) -> list[dict[str, Any]]:
@@ -103,6 +112,28 @@ def sft(run: RunDir, config: RunConfig, t: None, session: Session) -> dict[str, 
         trust_remote_code=config.trust_remote_code,
     )
     return {"examples": count, **_numbers(metrics)}
+
+
+def warm_start(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
+    """Stage 0 from the first collection (`sft.warm_start`): SFT on iteration t's selections."""
+    from aries.pairs import save_dataset, sft_examples
+    from aries.train import train_sft
+
+    examples = sft_examples(run.read_selections(t), instruction=config.generation.instruction)
+    if not examples:
+        raise AriesError(f"{run.selections(t)}: no selected pair to warm-start from")
+    save_dataset(examples, run.sft_examples)
+    session.release()  # hand the memory to the trainer
+    metrics = train_sft(
+        config.model,
+        run.sft_examples,
+        run.sft_model,
+        config.sft,
+        seed=config.seed,
+        log_dir=run.logs(None),
+        trust_remote_code=config.trust_remote_code,
+    )
+    return {"examples": len(examples), **_numbers(metrics)}
 
 
 def prompts(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
@@ -173,14 +204,16 @@ def select(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str
     chains = run.read_chains(t)
     selection = select_pairs(chains, run.read_scores(t), config.selection)
     atomic_write_jsonl(run.selections(t), selection.pairs)
+    dropped = sum(selection.drop_counts.values())
     session.log(
-        f"iteration {t}: kept {len(selection.pairs)}/{len(chains)} prompts, "
-        f"dropped {selection.drop_counts}"
+        f"iteration {t}: kept {len(chains) - dropped}/{len(chains)} prompts "
+        f"({len(selection.pairs)} pairs), dropped {selection.drop_counts}"
     )
     return {
         "prompts_in": len(chains),
-        "kept": len(selection.pairs),
-        "dropped": sum(selection.drop_counts.values()),
+        "kept": len(chains) - dropped,
+        "selected_pairs": len(selection.pairs),
+        "dropped": dropped,
         "drop_counts": selection.drop_counts,
     }
 
@@ -208,14 +241,18 @@ def train(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str,
 
     session.release()  # hand the memory to the trainer
     if not run.pairs(t).is_dir():
-        # No pair survived selection: the policy carries over unchanged.
-        shutil.copytree(resolve_model(policy(run, config, t)), run.model(t), dirs_exist_ok=True)
+        # No pair survived selection: the policy carries over unchanged (copied, then renamed
+        # into place whole, like a trained model).
+        tmp = run.model(t).with_name(run.model(t).name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(resolve_model(training_start(run, config, t)), tmp)
+        replace_folder(tmp, run.model(t))
         return {"steps": 0, "skipped": "no pairs"}
     reference = None
     if config.train.reference == "initial" and t > 0:
         reference = resolve_model(policy(run, config, 0))
     metrics = train_preference(
-        resolve_model(policy(run, config, t)),
+        resolve_model(training_start(run, config, t)),
         run.pairs(t),
         run.model(t),
         config.train,

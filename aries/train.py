@@ -122,6 +122,15 @@ class SFTConfig:
     """The optional SFT stage (`sft:` in a run config): METHOD.md Eq. 4 on both views."""
 
     enabled: bool = field(default=False, metadata={"help": "Run SFT before the first iteration."})
+    warm_start: bool = field(
+        default=False,
+        metadata={
+            "help": "SFT on iteration 0's own selected pairs instead of an external dataset "
+            "(METHOD.md Eq. 4: x -> y_w and (x, y_l, z) -> y_w; the paper's stage 0 built from "
+            "the first collection [design]) before iteration 0's preference training, which "
+            "then starts from the SFT model. Method aries only."
+        },
+    )
     dataset: str | None = field(
         default=None,
         metadata={"help": "Preference data with prompt/chosen/rejected (file or folder)."},

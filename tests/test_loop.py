@@ -215,3 +215,28 @@ def test_no_pairs_carries_the_policy_over(tmp_path, tiny_model_path):
     before = load_file(tiny_model_path / "model.safetensors")
     after = load_file(config.run_dir / "iter_0" / "model" / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_sft_warm_start_trains_iteration_0_from_its_own_pairs(tmp_path, tiny_model_path):
+    # learning rate 0 in the preference stage: iteration 0's model is then exactly where it
+    # started, which must be the warm-start SFT model, not the initial one
+    path = tiny_config(
+        tmp_path,
+        tiny_model_path,
+        sft={"warm_start": True, "learning_rate": 1e-3, "batch_size": 4},
+        train__learning_rate=0.0,
+        iterations=1,
+    )
+    config = load_run_config(path)
+    manifest = run(config, progress=False)
+    stages = manifest["iterations"]["0"]["stages"]
+    assert list(stages)[:5] == ["prompts", "collect", "score", "select", "warm_start"]
+    kept = stages["select"]["counts"]["selected_pairs"]
+    assert stages["warm_start"]["counts"]["examples"] == 2 * kept  # Eq. 4: both views per pair
+    initial = load_file(tiny_model_path / "model.safetensors")
+    sft = load_file(config.run_dir / "sft" / "model" / "model.safetensors")
+    trained = load_file(config.run_dir / "iter_0" / "model" / "model.safetensors")
+    assert any(not torch.equal(initial[k], sft[k]) for k in initial)
+    assert all(torch.equal(sft[k], trained[k]) for k in sft)
+    with pytest.raises(Exception, match="warm_start"):
+        load_run_config(path, ["method=iterative-dpo", "generation.samples=2"])
