@@ -3,7 +3,10 @@ name under the report's `plots/` folder."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from aries.jsonl import atomic_write_bytes
 
 TRAINING_KEYS = ("loss", "rewards/margins", "rewards/chosen", "rewards/rejected")
 
@@ -20,7 +23,9 @@ def _pyplot():
 def _save(figure, plots: Path, name: str) -> str:
     plots.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(plots / name, dpi=110)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=110)
+    atomic_write_bytes(plots / name, png.getvalue())  # never a torn plot after a kill
     _pyplot().close(figure)
     return name
 

@@ -399,11 +399,11 @@ def _train_and_save(trainer, tokenizer, checkpoints: Path, output_dir: Path) -> 
     """Train (resuming from the last complete checkpoint), save the policy with its log history,
     tidy up; returns the final metrics and the step count.
 
-    The policy folder is renamed into place only when whole, so if it exists the training is
-    done: a run killed while tidying up does not train again.
+    The policy folder is renamed into place only when whole, so if it exists next to the
+    checkpoints, the run was killed while removing them: the training is done, not redone.
     """
     history = output_dir / "log_history.json"
-    if not history.is_file():
+    if not (history.is_file() and checkpoints.is_dir()):
         keep, trainer.args.save_total_limit = trainer.args.save_total_limit, None
         trainer.add_callback(_checkpoint_marker(trainer.accelerator, checkpoints, keep))
         main = trainer.accelerator.is_main_process
@@ -413,8 +413,18 @@ def _train_and_save(trainer, tokenizer, checkpoints: Path, output_dir: Path) -> 
         for checkpoint in _checkpoints(checkpoints) if checkpoints.is_dir() else []:
             _discard(checkpoint)
         shutil.rmtree(checkpoints, ignore_errors=True)
-    final = json.loads(history.read_text())[-1]  # the trainer logs its summary metrics last
-    return {"steps": final.pop("step"), **final}
+    log = json.loads(history.read_text())
+    final = dict(log[-1])  # the trainer logs its summary metrics last
+    steps = final.pop("step")
+    # After a resume that summary covers the last process's steps only: the mean loss over all
+    # steps comes from the per-step log (each logged loss is the mean since the previous one).
+    losses = [(0, 0.0)] + [(e["step"], e["loss"]) for e in log if "loss" in e and "step" in e]
+    if steps and len(losses) > 1:
+        spans = zip(losses, losses[1:])
+        final["train_loss"] = (
+            sum(loss * (step - start) for (start, _), (step, loss) in spans) / steps
+        )
+    return {"steps": steps, **final}
 
 
 def save_policy(trainer, tokenizer, output_dir: str | Path) -> None:

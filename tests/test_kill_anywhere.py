@@ -65,15 +65,18 @@ def test_resume_skips_the_checkpoint_a_kill_left_half_written(
     resumed = train.train_preference(str(tiny_model_path), pairs, tmp_path / "model", config)
     assert "skipping checkpoint" in capsys.readouterr().out
     assert resumed["steps"] == 4 and not checkpoints.exists()
+    assert resumed["train_loss"] == pytest.approx(clean["train_loss"], abs=1e-6)  # all 4 steps
     expected = load_file(tmp_path / "clean" / "model.safetensors")
     actual = load_file(tmp_path / "model" / "model.safetensors")
     assert max((expected[k] - actual[k]).abs().max().item() for k in expected) <= 1e-5
     history = json.loads((tmp_path / "model" / "log_history.json").read_text())
     assert [e["step"] for e in history if "loss" in e] == [1, 2, 3, 4]
-    # killed after the model was saved, before the stage was recorded: nothing is trained again
+    # killed after the model was saved, while the checkpoints were being removed (markers
+    # first): the training is not done again, the removal is finished
+    (checkpoints / "checkpoint-4").mkdir(parents=True)
     saved = (tmp_path / "model" / "model.safetensors").stat().st_mtime_ns
     again = train.train_preference(str(tiny_model_path), pairs, tmp_path / "model", config)
-    assert again == resumed
+    assert again == resumed and not checkpoints.exists()
     assert (tmp_path / "model" / "model.safetensors").stat().st_mtime_ns == saved
 
 
