@@ -96,7 +96,6 @@ class HFBackend:
 
     def _left_pad(self, prompts: list[list[int]]):
         """(input_ids, attention_mask) tensors, padded on the left so rows end together."""
-
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
@@ -237,7 +236,6 @@ class _RowPool:
 
     def _admit(self, free: int) -> None:
         """Prefill queued prompts into `free` slots and join them to the pool."""
-
         admitted: list[list[int]] = []  # rows, grouped by identical prompt, longest first
         while self.queue and free > 0:
             group = self.queue.popleft()
@@ -304,7 +302,6 @@ class _RowPool:
     def _join(self, parts) -> None:
         """One pool from several (layers, mask, logits, rows) parts: caches left-padded to the
         widest part (the padding is masked out), rows concatenated."""
-
         width = max(mask.shape[1] for _, mask, _, _ in parts)
         cache = DynamicCache()
         for layer in range(len(parts[0][0])):
@@ -326,7 +323,6 @@ class _RowPool:
 
     def _step(self) -> None:
         """Pick every row's next token, retire the rows that stopped, run one decoding step."""
-
         if self.sampler is None:
             chosen = self.logits.argmax(dim=-1)
         else:
@@ -350,7 +346,6 @@ class _RowPool:
 
     def _keep(self, slots: list[int]) -> None:
         """Drop every row not in `slots`, and the cache columns that only those rows used."""
-
         index = torch.tensor(slots, dtype=torch.long, device=self.mask.device)
         self.rows = [self.rows[s] for s in slots]
         self.tokens = [self.tokens[s] for s in slots]
@@ -473,7 +468,6 @@ class _RowSampler:
 
     def __call__(self, scores, generators):
         """The sampled token id of each row of `scores` (rows x vocabulary)."""
-
         for warper in self.warpers:
             scores = warper(None, scores)
         noise = torch.empty(scores.shape, dtype=torch.float32, device=scores.device)
