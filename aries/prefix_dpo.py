@@ -92,8 +92,8 @@ def shared_attention(lengths: torch.Tensor, width: int, mask_dtype: torch.dtype 
     """4D attention mask and position ids of prompt + chosen + rejected rows of `width` tokens.
 
     Causal, except that rejected tokens do not see the chosen ones; rejected positions restart at
-    len(prompt). Padding tokens see only themselves (no empty softmax row). `mask_dtype` None:
-    a boolean mask (True = attend, for SDPA); else an additive mask of that dtype (eager).
+    len(prompt). Padding keys are hidden; a padding query also sees itself (no empty row).
+    `mask_dtype` None: a boolean mask (True = attend, for SDPA); else an additive mask (eager).
     """
     index = torch.arange(width, device=lengths.device)
     prompt, chosen, rejected = (lengths[:, i, None] for i in range(3))

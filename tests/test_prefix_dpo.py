@@ -158,7 +158,8 @@ def test_shared_attention_keeps_branches_apart():
     assert positions.tolist() == [[0, 1, 2, 3, 2, 3, 4], [0, 1, 2, 3, 3, 5, 6]]
     first_rejected = mask[0, 0, 4]
     assert first_rejected.tolist() == [True, True, False, False, True, False, False]
-    assert mask[1, 0, 5:].tolist() == [[False] * 5 + [True, False], [False] * 6 + [True]]  # padding
+    # padding keys are hidden; a padding query sees the real tokens and itself (no empty row)
+    assert mask[1, 0, 5:].tolist() == [[True] * 6 + [False], [True] * 5 + [False, True]]
     # chosen rows then rejected rows; rejected token 0 is predicted from the last prompt token
     assert predicting_positions(lengths, 7, 3).tolist() == [
         [1, 2, 3],
