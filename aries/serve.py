@@ -4,7 +4,9 @@ Endpoints: `POST /v1/chat/completions` (non-streaming), `GET /v1/models`, `GET /
 The extension body parameter `refine_rounds` (default 0) makes the server answer and then refine
 its answer that many rounds through `aries.collect.run_chains` — the same chain code as
 collection and evaluation — returning the last answer as the message and every round in the
-extra response field `aries_chain`; `usage` then counts the tokens of all rounds.
+extra response field `aries_chain`; `usage` then counts the tokens of all rounds. With
+`refine_pick: "vote"` the message is the response a vote over the chain's final answers picks
+(`aries.vote`; the round in `aries_picked_round`).
 
 One worker thread owns the backend (a model is not safe to call from several threads). Requests
 queue up; the worker takes everything waiting (up to `max_batch`, after a short `batch_wait`
@@ -18,6 +20,7 @@ import queue
 import random
 import threading
 import time
+import typing
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -32,6 +35,7 @@ from aries import AriesError
 from aries.backends import Backend, Message, Sampling
 from aries.collect import run_chains, split_by_context
 from aries.views import DEFAULT_REFINE_INSTRUCTION
+from aries.vote import Pick, pick_round
 
 
 class ChatMessage(BaseModel):
@@ -54,6 +58,7 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     refine_rounds: int = 0
     refine_instruction: str | None = None
+    refine_pick: str = "last"
 
 
 class RequestError(Exception):
@@ -68,6 +73,7 @@ class Job:
     sampling: Sampling
     rounds: int
     instruction: str
+    pick: Pick = "last"
     future: Future = field(default_factory=Future)
 
     def group(self) -> tuple:
@@ -244,7 +250,7 @@ def create_app(
             return error(400, str(problem))
         except Exception as problem:  # a backend failure: report it, keep serving
             return error(500, f"generation failed: {problem}", "server_error")
-        return _response(chain, model_name, with_chain=job.rounds > 0)
+        return _response(chain, model_name, with_chain=job.rounds > 0, pick=job.pick)
 
     return app
 
@@ -259,6 +265,8 @@ def _job(body: ChatRequest, default_max_tokens: int, max_refine_rounds: int) -> 
         raise RequestError("stop sequences are not supported by aries serve")
     if not 0 <= body.refine_rounds <= max_refine_rounds:
         raise RequestError(f"refine_rounds must be between 0 and {max_refine_rounds}")
+    if body.refine_pick not in typing.get_args(Pick):
+        raise RequestError(f"refine_pick must be one of {', '.join(typing.get_args(Pick))}")
     messages = []
     for message in body.messages:
         if message.role not in ("system", "user", "assistant"):
@@ -284,11 +292,14 @@ def _job(body: ChatRequest, default_max_tokens: int, max_refine_rounds: int) -> 
         seed = 0  # greedy output ignores the seed; a common value lets requests batch together
     sampling = Sampling(max_tokens, body.temperature, body.top_p, seed)
     instruction = body.refine_instruction or DEFAULT_REFINE_INSTRUCTION
-    return Job(messages, sampling, body.refine_rounds, instruction)
+    return Job(messages, sampling, body.refine_rounds, instruction, body.refine_pick)
 
 
-def _response(chain: list[dict[str, Any]], model_name: str, *, with_chain: bool) -> dict[str, Any]:
-    last = chain[-1]
+def _response(
+    chain: list[dict[str, Any]], model_name: str, *, with_chain: bool, pick: Pick = "last"
+) -> dict[str, Any]:
+    picked = pick_round([step["text"] for step in chain], pick)
+    last = chain[picked]
     prompt_tokens = sum(step["prompt_tokens"] for step in chain)
     completion_tokens = sum(step["completion_tokens"] for step in chain)
     response = {
@@ -312,6 +323,7 @@ def _response(chain: list[dict[str, Any]], model_name: str, *, with_chain: bool)
     }
     if with_chain:
         response["aries_chain"] = chain
+        response["aries_picked_round"] = picked
     return response
 
 

@@ -12,6 +12,7 @@ from aries.backends import Sampling
 from aries.backends.hf import HFBackend
 from aries.collect import run_chains
 from aries.serve import create_app, running
+from aries.vote import vote_round
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,17 @@ def test_refine_rounds_return_the_whole_chain(server, client):
         progress=False,
     )[0]["chain"]
     assert chain == reference
+    assert response.model_extra["aries_picked_round"] == 2  # the last round, the paper's rule
+    voted = ask(
+        client,
+        "Name a prime number.",
+        max_tokens=6,
+        temperature=0,
+        extra_body={"refine_rounds": 2, "refine_pick": "vote"},
+    )
+    picked = voted.model_extra["aries_picked_round"]
+    assert picked == vote_round([step["text"] for step in chain])
+    assert voted.choices[0].message.content == chain[picked]["text"]
 
 
 def test_models_health_and_defaults(server, client):
@@ -105,6 +117,7 @@ def test_concurrent_requests_share_backend_calls(server, client):
         ({"stream": True}, "stream"),
         ({"n": 2}, "n=1"),
         ({"extra_body": {"refine_rounds": 99}}, "refine_rounds"),
+        ({"extra_body": {"refine_rounds": 1, "refine_pick": "best"}}, "refine_pick"),
         ({"max_tokens": 5000}, "context"),
     ],
 )
