@@ -39,7 +39,8 @@ def write_prompts(path: Path, prompts: list[str]) -> Path:
 def test_single_question_prints_each_round(chatty_model_path, capsys):  # noqa: F811
     assert main(refine(chatty_model_path, "--rounds", "2", "What is 17 * 23?")) == 0
     out = capsys.readouterr().out
-    assert out.count("── ") == 3
+    assert out.count("── ") == 4
+    assert out.rstrip().endswith("── final answer (last): round 2")
     assert "── answer (4 tokens, length)" in out
     assert "── refinement 1 (4 tokens, length)" in out
     assert "── refinement 2 (4 tokens, length)" in out
@@ -61,6 +62,7 @@ def test_prompt_file_writes_chains_with_progress_and_resumes(
     records = read_jsonl(out)
     assert [r["id"] for r in records] == ["prompts-0", "prompts-1", "prompts-2"]
     assert all([s["round"] for s in r["chain"]] == [0, 1] for r in records)
+    assert all(r["picked_round"] == 1 for r in records)  # --pick last, the paper's rule
     complete = out.read_bytes()
 
     # kill after the first record (half of the second written), then rerun the same command
@@ -219,3 +221,14 @@ def test_bad_models(tmp_path, tiny_model_path, capsys, monkeypatch):
 
     message = run_failing([*base, str(tiny_model_path), "--backend", "nope"], out, capsys)
     assert "unknown generation backend 'nope'" in message
+
+
+def test_pick_vote_records_the_voted_round(chatty_model_path, tmp_path):  # noqa: F811
+    from aries.vote import vote_round
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", ["What is 2 + 2?", "Hi"])
+    out = tmp_path / "chains.jsonl"
+    command = refine(chatty_model_path, "--prompts", str(prompts), "--out", str(out))
+    assert main([*command, "--rounds", "2", "--pick", "vote"]) == 0
+    for record in read_jsonl(out):
+        assert record["picked_round"] == vote_round([s["text"] for s in record["chain"]])

@@ -116,6 +116,13 @@ def register(subparsers) -> None:
         "--samples", type=int, default=0, help="extra independent direct samples per prompt"
     )
     parser.add_argument(
+        "--pick",
+        choices=("last", "vote"),
+        default="last",
+        help="the final answer: 'last' refinement round (default, the paper's) or 'vote' over the "
+        "chain's final answers [design]; written as picked_round into each chain record",
+    )
+    parser.add_argument(
         "--out",
         default="chains.jsonl",
         help="output JSONL for prompt sources (default: chains.jsonl)",
@@ -147,7 +154,9 @@ def parse_field_map(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from aries import AriesError
     from aries.collect import run_chains, split_by_context
+    from aries.jsonl import atomic_write_jsonl
     from aries.sources import PromptSource, load_prompts
+    from aries.vote import pick_round
 
     if bool(args.question) == bool(args.prompts):
         raise AriesError("give either a question or --prompts SOURCE (not both)")
@@ -189,11 +198,15 @@ def run(args: argparse.Namespace) -> int:
         out_path=out,
         progress=not args.question,
     )
+    picks = [pick_round([step["text"] for step in r["chain"]], args.pick) for r in records]
     if args.question:
         for step in records[0]["chain"]:
             title = "answer" if step["round"] == 0 else f"refinement {step['round']}"
             print(f"── {title} ({step['completion_tokens']} tokens, {step['finish_reason']})")
             print(step["text"])
+        print(f"── final answer ({args.pick}): round {picks[0]}")
     else:
+        records = [{**r, "picked_round": k} for r, k in zip(records, picks, strict=True)]
+        atomic_write_jsonl(out, records)
         print(f"wrote {len(records)} chains ({args.rounds} refinement rounds) to {out}")
     return 0
