@@ -98,32 +98,29 @@ def eval_settings(config: RunConfig) -> dict[str, Any]:
 
 
 def sft(run: RunDir, config: RunConfig, t: None, session: Session) -> dict[str, Any]:
+    """Stage 0 (METHOD.md Eq. 4) on the preference data of `sft.dataset`."""
     from aries.pairs import sft_dataset
-    from aries.train import train_sft
 
     count = sft_dataset(config.sft.dataset, run.sft_examples, config.generation.instruction)
-    metrics = train_sft(
-        config.model,
-        run.sft_examples,
-        run.sft_model,
-        config.sft,
-        seed=config.seed,
-        log_dir=run.logs(None),
-        trust_remote_code=config.trust_remote_code,
-    )
-    return {"examples": count, **_numbers(metrics)}
+    return {"examples": count, **_train_sft(run, config)}
 
 
 def warm_start(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
     """Stage 0 from the first collection (`sft.warm_start`): SFT on iteration t's selections."""
     from aries.pairs import save_dataset, sft_examples
-    from aries.train import train_sft
 
     examples = sft_examples(run.read_selections(t), instruction=config.generation.instruction)
     if not examples:
         raise AriesError(f"{run.selections(t)}: no selected pair to warm-start from")
     save_dataset(examples, run.sft_examples)
     session.release()  # hand the memory to the trainer
+    return {"examples": len(examples), **_train_sft(run, config)}
+
+
+def _train_sft(run: RunDir, config: RunConfig) -> dict[str, float]:
+    """The initial model trained on the run's SFT examples, saved as the run's SFT model."""
+    from aries.train import train_sft
+
     metrics = train_sft(
         config.model,
         run.sft_examples,
@@ -133,7 +130,7 @@ def warm_start(run: RunDir, config: RunConfig, t: int, session: Session) -> dict
         log_dir=run.logs(None),
         trust_remote_code=config.trust_remote_code,
     )
-    return {"examples": len(examples), **_numbers(metrics)}
+    return _numbers(metrics)
 
 
 def prompts(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:

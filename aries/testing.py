@@ -1,5 +1,6 @@
-"""Helpers for tests and benchmarks of the machinery (not the model): a tiny random Llama, and
-the summed log-probabilities of preference examples that the training tests read.
+"""Helpers for tests and benchmarks of the machinery (not the model): a tiny random Llama, a run
+config sized for it, and the summed log-probabilities of preference examples that the training
+tests read.
 
 The vocabulary, not the depth, dominates a small model's cost, so a 2-layer, 64-wide Llama with a
 real tokenizer exercises every code path (chat templates, padding, TRL training) in seconds.
@@ -9,6 +10,59 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+TINY_ARITHMETIC = {
+    "name": "reasoning-gym:basic_arithmetic",
+    "max_terms": 2,
+    "max_digits": 1,
+    "allow_parentheses": False,
+    "allow_negation": False,
+}
+"""One-digit, two-term arithmetic: the prompt source of the tiny runs."""
+
+
+def tiny_run_config(
+    model: str | Path,
+    output_dir: str | Path,
+    *,
+    prompts: int = 6,
+    eval_size: int = 2,
+    chunk_size: int = 2,
+) -> dict[str, Any]:
+    """One iteration of a run config small enough for seconds per stage on the tiny model:
+    `prompts` prompts, 1 refinement round + 2 samples, a checkpoint per training step. Regex
+    'match' rewards score the random model's outputs differently, so selection keeps pairs."""
+    return {
+        "name": "tiny",
+        "output_dir": str(output_dir),
+        "model": str(model),
+        "iterations": 1,
+        "seed": 0,
+        "prompts": {"sources": [{**TINY_ARITHMETIC, "seed": 1}], "per_iteration": prompts},
+        "generation": {
+            "batch_size": 8,
+            "rounds": 1,
+            "samples": 2,
+            "max_new_tokens": 8,
+            "temperature": 1.0,
+            "chunk_size": chunk_size,
+        },
+        "reward": {"type": "regex", "pattern": "^[A-Z]", "mode": "match", "case_sensitive": True},
+        "selection": {"strategy": "reward", "candidates": "all"},
+        "train": {
+            "batch_size": 2,
+            "epochs": 1,
+            "learning_rate": 1e-3,
+            "max_length": 128,
+            "save_steps": 1,
+        },
+        "eval": {
+            "sources": [{**TINY_ARITHMETIC, "seed": 99}],
+            "size": eval_size,
+            "rounds": 1,
+            "max_new_tokens": 8,
+        },
+    }
 
 
 def save_tiny_llama(

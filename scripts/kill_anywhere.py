@@ -39,13 +39,6 @@ ITERATION = "0"
 MARKER = (
     "aries-checkpoint-complete.json"  # aries.train.CHECKPOINT_COMPLETE, without importing torch
 )
-ARITHMETIC = {
-    "name": "reasoning-gym:basic_arithmetic",
-    "max_terms": 2,
-    "max_digits": 1,
-    "allow_parentheses": False,
-    "allow_negation": False,
-}
 
 # Phases in the order a run goes through them, with the share of the kills aimed at each.
 RUN_PLAN = {
@@ -89,38 +82,9 @@ SHORTEST = 0.01  # phases shorter than this are killed as soon as they are seen
 
 def tiny_config(output_dir: Path, model: Path, prompts: int) -> dict:
     """One iteration of `prompts` prompts, 1 refinement round + 2 samples, a checkpoint per step."""
-    return {
-        "name": "tiny",
-        "output_dir": str(output_dir),
-        "model": str(model),
-        "iterations": 1,
-        "seed": 0,
-        "prompts": {"sources": [{**ARITHMETIC, "seed": 1}], "per_iteration": prompts},
-        "generation": {
-            "batch_size": 8,
-            "rounds": 1,
-            "samples": 2,
-            "max_new_tokens": 8,
-            "temperature": 1.0,
-            "chunk_size": 4,
-        },
-        # regex rewards score the random model's outputs differently, so selection keeps pairs
-        "reward": {"type": "regex", "pattern": "^[A-Z]", "mode": "match", "case_sensitive": True},
-        "selection": {"strategy": "reward", "candidates": "all"},
-        "train": {
-            "batch_size": 2,
-            "epochs": 1,
-            "learning_rate": 1e-3,
-            "max_length": 128,
-            "save_steps": 1,
-        },
-        "eval": {
-            "sources": [{**ARITHMETIC, "seed": 99}],
-            "size": 8,
-            "rounds": 1,
-            "max_new_tokens": 8,
-        },
-    }
+    from aries.testing import tiny_run_config  # imports nothing heavy at module level
+
+    return tiny_run_config(model, output_dir, prompts=prompts, eval_size=8, chunk_size=4)
 
 
 class Watcher:

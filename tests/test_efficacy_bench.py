@@ -10,28 +10,14 @@ from pathlib import Path
 import yaml
 
 from aries.sources import load_prompts, prompt_key
+from aries.testing import TINY_ARITHMETIC, tiny_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
-ARITHMETIC = {
-    "name": "reasoning-gym:basic_arithmetic",
-    "max_terms": 2,
-    "max_digits": 1,
-    "allow_parentheses": False,
-    "allow_negation": False,
-}
 
 
 def write_spec(tmp_path: Path, model: Path, aries_sets: list[str]) -> Path:
-    config = {
-        "model": str(model),
-        "iterations": 1,
-        "prompts": {"sources": [{**ARITHMETIC, "seed": 1}], "per_iteration": 6},
-        "generation": {"batch_size": 8, "rounds": 1, "samples": 1, "max_new_tokens": 8},
-        "reward": {"type": "regex", "pattern": "^[A-Z]", "mode": "match", "case_sensitive": True},
-        "selection": {"strategy": "reward", "candidates": "all"},
-        "train": {"batch_size": 2, "epochs": 1, "learning_rate": 1e-3, "max_length": 128},
-        "eval": {"sources": [{**ARITHMETIC, "seed": 99}], "rounds": 1, "max_new_tokens": 8},
-    }
+    config = tiny_run_config(model, "unused")  # the bench sets name, output_dir and eval pools
+    config["generation"]["samples"] = 1
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(config))
     spec = {
         "output_dir": str(tmp_path / "runs"),
@@ -82,7 +68,7 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
 
     # training prompts never come from either pool; the pools come from distinct seeds
     pools = {
-        seed: {prompt_key(p) for p in load_prompts({**ARITHMETIC, "seed": seed, "size": 5})}
+        seed: {prompt_key(p) for p in load_prompts({**TINY_ARITHMETIC, "seed": seed, "size": 5})}
         for seed in (11, 12)
     }
     assert pools[11] != pools[12]

@@ -18,50 +18,12 @@ from safetensors.torch import load_file
 from aries.cli import main
 from aries.loop import run
 from aries.runconfig import load_run_config
-
-ARITHMETIC = {
-    "name": "reasoning-gym:basic_arithmetic",
-    "max_terms": 2,
-    "max_digits": 1,
-    "allow_parentheses": False,
-    "allow_negation": False,
-}
+from aries.testing import tiny_run_config
 
 
 def tiny_config(tmp_path: Path, model: Path, **changes) -> Path:
-    """A run config small enough for seconds per stage; regex 'match' rewards give the random
-    model's outputs different scores, so selection keeps pairs."""
-    config = {
-        "name": "tiny",
-        "output_dir": str(tmp_path / "runs"),
-        "model": str(model),
-        "iterations": 1,
-        "seed": 0,
-        "prompts": {"sources": [{**ARITHMETIC, "seed": 1}], "per_iteration": 6},
-        "generation": {
-            "batch_size": 8,
-            "rounds": 1,
-            "max_new_tokens": 8,
-            "temperature": 1.0,
-            "chunk_size": 2,
-            "samples": 2,
-        },
-        "reward": {"type": "regex", "pattern": "^[A-Z]", "mode": "match", "case_sensitive": True},
-        "selection": {"strategy": "reward", "candidates": "all"},
-        "train": {
-            "batch_size": 2,
-            "epochs": 1,
-            "learning_rate": 1e-3,
-            "max_length": 128,
-            "save_steps": 1,
-        },
-        "eval": {
-            "sources": [{**ARITHMETIC, "seed": 99}],
-            "size": 2,
-            "rounds": 1,
-            "max_new_tokens": 8,
-        },
-    }
+    """`aries.testing.tiny_run_config`, with `section__key=value` or `section=value` changes."""
+    config = tiny_run_config(model, tmp_path / "runs")
     for key, value in changes.items():
         section, _, leaf = key.partition("__")
         if leaf:
