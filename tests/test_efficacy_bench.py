@@ -64,7 +64,9 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
     assert idpo["iterations"][0]["gain_vs_baseline"] is None
     assert "baseline_round" in aries["iterations"][0]["gain_vs_baseline"]
     assert "| aries | 1 |" in (tmp_path / "runs" / "validation.md").read_text()
-    assert not (tmp_path / "docs").exists()  # only the held-out pool is published
+    published = (tmp_path / "docs" / "efficacy-validation.json").read_text()
+    assert json.loads(published) == result
+    assert not (tmp_path / "docs" / "efficacy.json").exists()  # the held-out report is apart
 
     # training prompts never come from either pool; the pools come from distinct seeds
     pools = {
