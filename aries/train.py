@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aries import AriesError
+from aries.checkpoints import checkpoint_folders, checkpoint_marker, discard, last_checkpoint
 from aries.jsonl import atomic_write_json, replace_folder
 
 
@@ -188,74 +189,6 @@ def length_grouped_order(dataset, batch_size: int, seed: int) -> list[int]:
     return [i for batch in batches for i in batch]
 
 
-CHECKPOINT_COMPLETE = "aries-checkpoint-complete.json"
-"""Written into `checkpoint-<step>/` once all of it is on disk; resume trusts nothing else."""
-
-
-def _checkpoints(folder: Path) -> list[Path]:
-    """`checkpoint-<step>` folders under `folder`, oldest step first."""
-    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[11:]))
-
-
-def _incomplete(checkpoint: Path) -> str | None:
-    """Why `checkpoint` cannot be resumed from (None: it can)."""
-    if not (checkpoint / CHECKPOINT_COMPLETE).is_file():
-        return f"no {CHECKPOINT_COMPLETE}: the run was killed while writing or deleting it"
-    if not (checkpoint / "trainer_state.json").is_file():
-        return "no trainer_state.json"
-    return None
-
-
-def _discard(checkpoint: Path) -> None:
-    """Delete a checkpoint, its completion marker first, so a kill midway leaves it incomplete."""
-    (checkpoint / CHECKPOINT_COMPLETE).unlink(missing_ok=True)
-    shutil.rmtree(checkpoint, ignore_errors=True)
-
-
-def _last_checkpoint(folder: Path, *, tidy: bool) -> str | None:
-    """The newest complete checkpoint under `folder` (None: train from the start).
-
-    Incomplete ones (a kill while the trainer wrote or rotated them) are skipped with a message
-    and, with `tidy` (the main process), deleted, so the step is trained and saved again.
-    """
-    if not folder.is_dir():
-        return None
-    complete = None
-    for checkpoint in reversed(_checkpoints(folder)):
-        reason = _incomplete(checkpoint)
-        if reason is None:
-            complete = complete or checkpoint
-            continue
-        if tidy:
-            print(f"[aries] skipping checkpoint {checkpoint} ({reason}); deleting it", flush=True)
-            _discard(checkpoint)
-    return None if complete is None else str(complete)
-
-
-def _checkpoint_marker(accelerator, folder: Path, keep: int | None):
-    """A callback that marks each checkpoint complete after the trainer wrote it, then rotates.
-
-    transformers writes `checkpoint-<step>/` in place (weights, optimizer, scheduler, RNG state,
-    trainer state) and calls `on_save` when it is whole. Its own rotation (`save_total_limit`)
-    deletes older checkpoints before that, so a kill in between could leave none complete:
-    rotation happens here instead, after the marker, keeping the `keep` newest.
-    """
-    from transformers import TrainerCallback
-
-    class CheckpointMarker(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            accelerator.wait_for_everyone()  # DeepSpeed and FSDP write a shard per process
-            if args.should_save:
-                newest = folder / f"checkpoint-{state.global_step}"
-                atomic_write_json(newest / CHECKPOINT_COMPLETE, {"step": state.global_step})
-                for old in _checkpoints(folder)[:-keep] if keep and keep > 0 else []:
-                    _discard(old)
-            accelerator.wait_for_everyone()
-
-    return CheckpointMarker()
-
-
 def train_preference(
     policy: str,
     pairs_dir: str | Path,
@@ -405,13 +338,13 @@ def _train_and_save(trainer, tokenizer, checkpoints: Path, output_dir: Path) -> 
     history = output_dir / "log_history.json"
     if not (history.is_file() and checkpoints.is_dir()):
         keep, trainer.args.save_total_limit = trainer.args.save_total_limit, None
-        trainer.add_callback(_checkpoint_marker(trainer.accelerator, checkpoints, keep))
+        trainer.add_callback(checkpoint_marker(trainer.accelerator, checkpoints, keep))
         main = trainer.accelerator.is_main_process
-        trainer.train(resume_from_checkpoint=_last_checkpoint(checkpoints, tidy=main))
+        trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints, tidy=main))
         save_policy(trainer, tokenizer, output_dir)
     if trainer.accelerator.is_main_process:
-        for checkpoint in _checkpoints(checkpoints) if checkpoints.is_dir() else []:
-            _discard(checkpoint)
+        for checkpoint in checkpoint_folders(checkpoints) if checkpoints.is_dir() else []:
+            discard(checkpoint)
         shutil.rmtree(checkpoints, ignore_errors=True)
     log = json.loads(history.read_text())
     final = dict(log[-1])  # the trainer logs its summary metrics last

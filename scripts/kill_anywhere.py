@@ -35,10 +35,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from aries.checkpoints import CHECKPOINT_COMPLETE  # imports nothing heavy
+
 ITERATION = "0"
-MARKER = (
-    "aries-checkpoint-complete.json"  # aries.train.CHECKPOINT_COMPLETE, without importing torch
-)
 
 # Phases in the order a run goes through them, with the share of the kills aimed at each.
 RUN_PLAN = {
@@ -128,7 +127,7 @@ class Watcher:
         return [n for n in self._checkpoint_names() if not self._marked(n)]
 
     def _marked(self, name: str) -> bool:
-        return os.path.exists(self.checkpoints / name / MARKER)
+        return os.path.exists(self.checkpoints / name / CHECKPOINT_COMPLETE)
 
     def _save_identity(self) -> int | None:
         """When `model.tmp/` last changed: a save left by a killed process keeps its time."""

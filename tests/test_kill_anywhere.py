@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from aries import checkpoints as checkpoints_module
 from aries import train
 from aries.jsonl import replace_folder
 
@@ -59,7 +60,7 @@ def test_resume_skips_the_checkpoint_a_kill_left_half_written(
         "checkpoint-2",
         "checkpoint-3",
     ]
-    assert (checkpoints / "checkpoint-2" / train.CHECKPOINT_COMPLETE).is_file()
+    assert (checkpoints / "checkpoint-2" / checkpoints_module.CHECKPOINT_COMPLETE).is_file()
     (checkpoints / "checkpoint-3" / "trainer_state.json").unlink()  # as in issue 15
 
     resumed = train.train_preference(str(tiny_model_path), pairs, tmp_path / "model", config)
@@ -87,19 +88,21 @@ def test_last_checkpoint_trusts_only_marked_checkpoints(tmp_path, capsys):
         if state:
             (folder / "trainer_state.json").write_text("{}")
         if marked:
-            (folder / train.CHECKPOINT_COMPLETE).write_text("{}")
+            (folder / checkpoints_module.CHECKPOINT_COMPLETE).write_text("{}")
 
     checkpoint(1, marked=False)  # a kill while rotation deleted it (the marker goes first)
     checkpoint(2, marked=True)
     checkpoint(3, marked=False)  # a kill while the trainer wrote it
     checkpoint(4, marked=True, state=False)  # a file deleted by hand
-    assert train._last_checkpoint(tmp_path, tidy=False) == str(tmp_path / "checkpoint-2")
+    assert checkpoints_module.last_checkpoint(tmp_path, tidy=False) == str(
+        tmp_path / "checkpoint-2"
+    )
     assert len(list(tmp_path.iterdir())) == 4
-    assert train._last_checkpoint(tmp_path, tidy=True) == str(tmp_path / "checkpoint-2")
+    assert checkpoints_module.last_checkpoint(tmp_path, tidy=True) == str(tmp_path / "checkpoint-2")
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-2"]
     printed = capsys.readouterr().out
     assert "checkpoint-3" in printed and "no trainer_state.json" in printed
-    assert train._last_checkpoint(tmp_path / "absent", tidy=True) is None
+    assert checkpoints_module.last_checkpoint(tmp_path / "absent", tidy=True) is None
 
 
 def test_replace_folder_never_leaves_a_partial_folder(tmp_path):
