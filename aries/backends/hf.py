@@ -21,13 +21,11 @@ from collections import deque
 
 import torch
 from torch.nn.functional import pad
-from transformers import AttentionInterface, DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers import DynamicCache
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from aries.backends.base import Generation, Sampling
+from aries.backends.hf_decode import GrowingLayer, use_grouped_decode_attention
 from aries.views import Message, prompt_token_ids, render_prompt
 
 
@@ -59,7 +57,7 @@ class HFBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.stop_ids = _stop_token_ids(self.model, self.tokenizer)
-        _use_grouped_decode_attention(self.model)
+        use_grouped_decode_attention(self.model)
 
     @property
     def context_length(self) -> int | None:
@@ -308,7 +306,7 @@ class _RowPool:
             keys = [pad(p[0][layer][0], (0, 0, width - p[1].shape[1], 0)) for p in parts]
             values = [pad(p[0][layer][1], (0, 0, width - p[1].shape[1], 0)) for p in parts]
             room = width + self.sampling.max_new_tokens
-            cache.layers.append(_GrowingLayer(torch.cat(keys), torch.cat(values), room))
+            cache.layers.append(GrowingLayer(torch.cat(keys), torch.cat(values), room))
         self.cache = cache
         self.mask = torch.cat([pad(mask, (width - mask.shape[1], 0)) for _, mask, _, _ in parts])
         self.positions = self.mask.sum(dim=1)
@@ -362,7 +360,7 @@ class _RowPool:
         room = self.mask.shape[1] + self.sampling.max_new_tokens
         for position, layer in enumerate(self.cache.layers):
             keys, values = layer.keys[index, :, first:], layer.values[index, :, first:]
-            self.cache.layers[position] = _GrowingLayer(keys, values, room)
+            self.cache.layers[position] = GrowingLayer(keys, values, room)
 
     def _finish(self, slot: int) -> None:
         row, completion = self.rows[slot], self.tokens[slot]
@@ -375,76 +373,8 @@ class _RowPool:
         )
 
 
-class _GrowingLayer(DynamicLayer):
-    """A KV cache layer with room for the tokens still to come: a step writes its keys and values
-    in place, where transformers' DynamicLayer concatenates (copying the whole cache every step,
-    a main cost of decoding many rows of a small model on a CPU)."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
-        super().__init__()
-        rows, heads, length, dim = keys.shape
-        self.key_buffer = keys.new_empty(rows, heads, max(room, length), dim)
-        self.value_buffer = values.new_empty(rows, heads, max(room, length), dim)
-        self.key_buffer[:, :, :length] = keys
-        self.value_buffer[:, :, :length] = values
-        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-        self._view(length)
-
-    def _view(self, length: int) -> None:
-        self.keys = self.key_buffer[:, :, :length]
-        self.values = self.value_buffer[:, :, :length]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        start, end = self.keys.shape[2], self.keys.shape[2] + key_states.shape[2]
-        if end > self.key_buffer.shape[2]:  # more steps than reserved: grow by half
-            extra = max(end, self.key_buffer.shape[2] * 3 // 2) - self.key_buffer.shape[2]
-            self.key_buffer = pad(self.key_buffer, (0, 0, 0, extra))
-            self.value_buffer = pad(self.value_buffer, (0, 0, 0, extra))
-        self.key_buffer[:, :, start:end] = key_states
-        self.value_buffer[:, :, start:end] = value_states
-        self._view(end)
-        return self.keys, self.values
-
-
 MIN_SHARED_PREFIX = 8
 """Tokens a prefill chunk's prompts must share before their prefix is computed once [design]."""
-
-GROUPED_DECODE_ATTENTION = "aries_grouped_decode"
-
-
-def _grouped_decode_attention(module, query, key, value, attention_mask, **kwargs):
-    """Attention for one new token per row without copying the KV cache.
-
-    transformers' sdpa path repeats every key/value head for its query heads when a padding mask
-    is present (a copy of the whole cache per layer and step). Here the query heads that share a
-    key/value head are stacked: (rows, kv heads, group, dim) @ (rows, kv heads, dim, length).
-    Prefill (several query tokens) goes to the sdpa path unchanged.
-    """
-
-    if query.shape[2] != 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    rows, heads, _, dim = query.shape
-    kv_heads = key.shape[1]
-    scaling = kwargs.get("scaling") or dim**-0.5
-    grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * scaling
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, float("-inf"))
-        else:
-            scores = scores + attention_mask
-    probabilities = torch.softmax(scores, dim=-1).to(value.dtype)
-    output = torch.matmul(probabilities, value)  # rows, kv heads, group, dim
-    return output.reshape(rows, heads, 1, dim).transpose(1, 2), None
-
-
-def _use_grouped_decode_attention(model) -> None:
-    """Decode with `_grouped_decode_attention` on CPUs where the model uses sdpa [design]."""
-    if model.device.type != "cpu" or model.config._attn_implementation != "sdpa":
-        return
-    AttentionInterface.register(GROUPED_DECODE_ATTENTION, _grouped_decode_attention)
-    AttentionMaskInterface.register(GROUPED_DECODE_ATTENTION, sdpa_mask)
-    model.set_attn_implementation(GROUPED_DECODE_ATTENTION)
 
 
 def _row_generator(seed: int, device):

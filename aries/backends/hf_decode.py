@@ -1,0 +1,81 @@
+"""CPU decoding pieces of the `hf` backend: an in-place KV cache layer and grouped decode
+attention. Both remove a copy of the whole KV cache per layer and step, the main cost of decoding
+many rows of a small model on a CPU [design]."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.functional import pad
+from transformers import AttentionInterface
+from transformers.cache_utils import DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+
+class GrowingLayer(DynamicLayer):
+    """A KV cache layer with room for the tokens still to come: a step writes its keys and values
+    in place, where transformers' DynamicLayer concatenates (copying the whole cache every step,
+    a main cost of decoding many rows of a small model on a CPU)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+        super().__init__()
+        rows, heads, length, dim = keys.shape
+        self.key_buffer = keys.new_empty(rows, heads, max(room, length), dim)
+        self.value_buffer = values.new_empty(rows, heads, max(room, length), dim)
+        self.key_buffer[:, :, :length] = keys
+        self.value_buffer[:, :, :length] = values
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self._view(length)
+
+    def _view(self, length: int) -> None:
+        self.keys = self.key_buffer[:, :, :length]
+        self.values = self.value_buffer[:, :, :length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        start, end = self.keys.shape[2], self.keys.shape[2] + key_states.shape[2]
+        if end > self.key_buffer.shape[2]:  # more steps than reserved: grow by half
+            extra = max(end, self.key_buffer.shape[2] * 3 // 2) - self.key_buffer.shape[2]
+            self.key_buffer = pad(self.key_buffer, (0, 0, 0, extra))
+            self.value_buffer = pad(self.value_buffer, (0, 0, 0, extra))
+        self.key_buffer[:, :, start:end] = key_states
+        self.value_buffer[:, :, start:end] = value_states
+        self._view(end)
+        return self.keys, self.values
+
+
+GROUPED_DECODE_ATTENTION = "aries_grouped_decode"
+
+
+def grouped_decode_attention(module, query, key, value, attention_mask, **kwargs):
+    """Attention for one new token per row without copying the KV cache.
+
+    transformers' sdpa path repeats every key/value head for its query heads when a padding mask
+    is present (a copy of the whole cache per layer and step). Here the query heads that share a
+    key/value head are stacked: (rows, kv heads, group, dim) @ (rows, kv heads, dim, length).
+    Prefill (several query tokens) goes to the sdpa path unchanged.
+    """
+
+    if query.shape[2] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    scaling = kwargs.get("scaling") or dim**-0.5
+    grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim)
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+        else:
+            scores = scores + attention_mask
+    probabilities = torch.softmax(scores, dim=-1).to(value.dtype)
+    output = torch.matmul(probabilities, value)  # rows, kv heads, group, dim
+    return output.reshape(rows, heads, 1, dim).transpose(1, 2), None
+
+
+def use_grouped_decode_attention(model) -> None:
+    """Decode with `grouped_decode_attention` on CPUs where the model uses sdpa [design]."""
+    if model.device.type != "cpu" or model.config._attn_implementation != "sdpa":
+        return
+    AttentionInterface.register(GROUPED_DECODE_ATTENTION, grouped_decode_attention)
+    AttentionMaskInterface.register(GROUPED_DECODE_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(GROUPED_DECODE_ATTENTION)
