@@ -32,13 +32,18 @@ class PromptsConfig:
         default_factory=lambda: [
             {"name": "reasoning-gym:basic_arithmetic", "seed": 1, "max_terms": 2}
         ],
-        metadata={"help": "Prompt sources (see aries.sources): names or {name, seed, ...} maps."},
+        metadata={
+            "help": "Prompt sources (see aries.sources): names or {name, seed, weight, ...} maps; "
+            "weight (default 1) is a source's share of each iteration's prompts."
+        },
     )
     per_iteration: int = field(
         default=64,
         metadata={
-            "help": "Prompts per iteration, split evenly across sources; iteration t "
-            "takes the t-th slice, so no prompt is used twice."
+            "help": "Prompts per iteration, split across sources in proportion to their weights "
+            "(largest remainders get the leftover prompts, so the counts add up exactly; "
+            "aries.sources.mixture_counts); iteration t takes each source's t-th slice, so no "
+            "prompt is used twice."
         },
     )
     exclude: list[Any] = field(
@@ -153,6 +158,7 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
     if config.iterations < 0 or config.generation.rounds < 0:
         raise AriesError("iterations and generation.rounds must be >= 0")
     check_loss_type(config.train.loss_type)
+    _check_prompt_mixture(config.prompts)
     reward_config(config.reward)
     reward_config(config.eval.verifier)
     if config.sft.enabled and not config.sft.dataset:
@@ -160,6 +166,20 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
     if config.sft.warm_start and (config.sft.enabled or config.method != "aries"):
         raise AriesError("sft.warm_start is for method aries without sft.enabled (one SFT stage)")
     return config
+
+
+def _check_prompt_mixture(prompts: PromptsConfig) -> None:
+    """Bad source weights fail at config load, not at the first prompts stage."""
+    from aries.sources import PromptSource, mixture_counts
+
+    try:
+        weights = [float(PromptSource.parse(spec).weight) for spec in prompts.sources]
+    except (TypeError, ValueError):
+        raise AriesError("prompts.sources: every weight must be a number") from None
+    try:
+        mixture_counts(weights, prompts.per_iteration)
+    except AriesError as error:
+        raise AriesError(f"prompts.sources: {error}") from None
 
 
 def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:

@@ -54,6 +54,8 @@ class PromptSource:
     """Configuration name of a hub dataset (e.g. 'main' for openai/gsm8k)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Task options for reasoning-gym (e.g. max_terms: 2) and the like."""
+    weight: float = 1.0
+    """Share of a mixture of sources (`prompts.sources`): see `mixture_counts`."""
 
     @classmethod
     def parse(cls, spec: str | dict[str, Any] | PromptSource) -> PromptSource:
@@ -76,6 +78,8 @@ class PromptSource:
             value = _parse_value(raw)
             if key in ("size", "seed", "offset", "suffix", "split", "subset"):
                 setattr(source, key, int(value) if key in ("size", "seed", "offset") else raw)
+            elif key == "weight":
+                source.weight = float(value)
             else:
                 source.options[key] = value
         return source
@@ -109,6 +113,26 @@ def load_prompts(spec: str | dict[str, Any] | PromptSource) -> list[dict[str, An
         raise AriesError(f"{source.name}: no prompts")
     _check_unique_ids(records, source.name)
     return records
+
+
+def mixture_counts(weights: list[float], total: int) -> list[int]:
+    """Prompts per source when `total` are drawn from sources with these weights: the largest
+    remainder method [design], so the counts add up to `total` exactly.
+
+    Source i gets floor(total * w_i / sum(w)); the prompts left over go one each to the sources
+    with the largest fractional parts (the earlier source on a tie). Equal weights split evenly,
+    the first `total % len(weights)` sources getting one more.
+    """
+    if not weights:
+        raise AriesError("no prompt sources")
+    if min(weights) <= 0:
+        raise AriesError(f"prompt source weights must be > 0, got {weights}")
+    exact = [total * w / sum(weights) for w in weights]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 def prompt_key(prompt: dict[str, Any]) -> str:

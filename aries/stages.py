@@ -134,15 +134,17 @@ def _train_sft(run: RunDir, config: RunConfig) -> dict[str, float]:
 
 
 def prompts(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
-    """Iteration t's slice of every prompt source, minus anything held out."""
-    from aries.sources import PromptSource, load_prompts, prompt_key
+    """Iteration t's slice of every prompt source (its share of the weighted mixture), minus
+    anything held out."""
+    from aries.sources import PromptSource, load_prompts, mixture_counts, prompt_key
 
-    share = max(1, config.prompts.per_iteration // len(config.prompts.sources))
+    sources = [PromptSource.parse(spec) for spec in config.prompts.sources]
+    counts = mixture_counts([s.weight for s in sources], config.prompts.per_iteration)
     drawn = []
-    for spec in config.prompts.sources:
-        source = PromptSource.parse(spec)
-        source.offset, source.size = source.offset + t * share, share
-        drawn += load_prompts(source)
+    for source, count in zip(sources, counts):
+        if count:
+            source.offset, source.size = source.offset + t * count, count
+            drawn += load_prompts(source)
     heldout = {prompt_key(p) for p in heldout_prompts(run, config)}
     excluded = {prompt_key(p) for spec in config.prompts.exclude for p in load_prompts(spec)}
     kept = [p for p in drawn if prompt_key(p) not in heldout | excluded]
