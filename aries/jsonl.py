@@ -114,12 +114,23 @@ class JsonlAppender:
         self.close()
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back: Python has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a whole file so that readers see the old content or the new one, never a mix."""
+    """Write a whole file so that readers see the old content or the new one, never a mix.
+
+    The file gets the mode any new file of the user gets (0666 less the umask), like `open`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide it from others
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()

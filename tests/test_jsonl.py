@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,17 @@ def test_appender_drops_torn_multibyte_tail(tmp_path):
     with JsonlAppender(path) as appender:
         assert appender.done_ids == {"a"}
     assert path.read_bytes() == b'{"id": "a"}\n'
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_respect_the_umask(tmp_path, umask):
+    """Atomic files get the mode `open` would give them, not mkstemp's private 0600."""
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+        (tmp_path / "b.json").write_text("{}")  # what any other file of the user gets
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
+    assert mode == 0o666 & ~umask
+    assert mode == stat.S_IMODE((tmp_path / "b.json").stat().st_mode)
