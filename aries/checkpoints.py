@@ -1,4 +1,5 @@
-"""Training checkpoints that are trusted only when complete (a run killed anywhere resumes).
+"""Training checkpoints that are trusted only when complete (a run killed anywhere resumes), and
+the trained policy folder, renamed into place only when whole.
 
 transformers writes `checkpoint-<step>/` in place and, on resume, takes the newest folder as the
 last checkpoint, even one a kill left half-written. Here a marker is written into each checkpoint
@@ -11,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from aries.jsonl import atomic_write_json
+from aries.jsonl import atomic_write_json, replace_folder
 
 CHECKPOINT_COMPLETE = "aries-checkpoint-complete.json"
 """Written into `checkpoint-<step>/` once all of it is on disk; resume trusts nothing else."""
@@ -79,3 +80,29 @@ def checkpoint_marker(accelerator, folder: Path, keep: int | None):
             accelerator.wait_for_everyone()
 
     return CheckpointMarker()
+
+
+def save_policy(trainer, tokenizer, output_dir: str | Path) -> None:
+    """Save the trained policy as a normal HF folder (LoRA: merged weights plus `adapter/`) with
+    the trainer's log history, written to `<output_dir>.tmp` and renamed into place whole.
+
+    `trainer.save_model` gathers sharded weights under DeepSpeed ZeRO-3 / FSDP.
+    """
+    output_dir = Path(output_dir)
+    tmp = output_dir.with_name(output_dir.name + ".tmp")
+    main = trainer.accelerator.is_main_process
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)  # what a killed save left
+    trainer.save_model(  # _internal_call: no push of the checkpoint folder (push_policy)
+        str(tmp / "adapter") if hasattr(trainer.model, "merge_and_unload") else str(tmp),
+        _internal_call=True,
+    )
+    trainer.accelerator.wait_for_everyone()
+    if main:
+        if hasattr(trainer.model, "merge_and_unload"):  # a PEFT model: also save merged weights
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "log_history.json", trainer.state.log_history)
+        replace_folder(tmp, output_dir)
+    trainer.accelerator.wait_for_everyone()

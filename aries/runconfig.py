@@ -15,6 +15,7 @@ from typing import Any, Literal
 from aries import AriesError
 from aries.backends import BackendName
 from aries.config import apply_overrides, from_dict, load_yaml
+from aries.integrations import check_hub, report_targets
 from aries.pairs import PairsConfig
 from aries.rewards import reward_config
 from aries.select import SelectionConfig
@@ -158,6 +159,8 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
     if config.iterations < 0 or config.generation.rounds < 0:
         raise AriesError("iterations and generation.rounds must be >= 0")
     check_loss_type(config.train.loss_type)
+    report_targets(config.train.report_to)
+    check_hub(config.train.push_to_hub, config.train.hub_model_id)
     _check_prompt_mixture(config.prompts)
     reward_config(config.reward)
     reward_config(config.eval.verifier)

@@ -142,6 +142,7 @@ def _train_sft(run: RunDir, config: RunConfig) -> dict[str, float]:
         config.sft,
         seed=config.seed,
         log_dir=run.logs(None),
+        report_to=config.train.report_to,
         trust_remote_code=config.trust_remote_code,
     )
     return _numbers(metrics)

@@ -16,8 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aries import AriesError
-from aries.checkpoints import checkpoint_folders, checkpoint_marker, discard, last_checkpoint
-from aries.jsonl import atomic_write_json, replace_folder
+from aries.checkpoints import (
+    checkpoint_folders,
+    checkpoint_marker,
+    discard,
+    last_checkpoint,
+    save_policy,
+)
+from aries.integrations import log_to, push_policy, trainer_arguments
 
 
 @dataclass
@@ -94,6 +100,24 @@ class TrainConfig:
         default=20, metadata={"help": "Checkpoint every N steps so a killed run resumes there."}
     )
     logging_steps: int = field(default=1, metadata={"help": "Log metrics every N steps."})
+    report_to: str = field(
+        default="tensorboard",
+        metadata={
+            "help": "Where TRL reports training metrics (transformers' report_to integrations): "
+            "tensorboard (the run's logs/, read by aries report), wandb, trackio, mlflow, ..., "
+            "comma-separated, or none. The SFT stage reports to the same."
+        },
+    )
+    push_to_hub: bool = field(
+        default=False,
+        metadata={
+            "help": "Upload each iteration's model folder (merged weights, adapter/ for LoRA, "
+            "tokenizer) to the Hub repository hub_model_id, one commit per iteration."
+        },
+    )
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "Hub repository for push_to_hub, e.g. your-name/aries-run."}
+    )
 
 
 def trl_loss_types() -> tuple[str, ...]:
@@ -164,15 +188,6 @@ def _lora_config(config: TrainConfig):
     )
 
 
-def _tensorboard(log_dir: str | Path | None) -> list:
-    if log_dir is None:
-        return []
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers.integrations import TensorBoardCallback
-
-    return [TensorBoardCallback(SummaryWriter(log_dir=str(log_dir)))]
-
-
 def length_grouped_order(dataset, batch_size: int, seed: int) -> list[int]:
     """Row order in which consecutive `batch_size` rows have similar lengths, batches shuffled.
 
@@ -239,7 +254,13 @@ def train_preference(
         save_steps=config.save_steps,
         save_total_limit=1,
         logging_steps=config.logging_steps,
-        report_to="none",
+        **trainer_arguments(
+            config.report_to,
+            output_dir,
+            log_dir,
+            push_to_hub=config.push_to_hub,
+            hub_model_id=config.hub_model_id,
+        ),
         seed=seed,
         data_seed=seed,
         trust_remote_code=trust_remote_code,
@@ -259,8 +280,8 @@ def train_preference(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=_lora_config(config) if config.lora else None,
-        callbacks=_tensorboard(log_dir),
     )
+    log_to(trainer, log_dir)
     return _train_and_save(trainer, tokenizer, checkpoints, output_dir)
 
 
@@ -272,6 +293,7 @@ def train_sft(
     *,
     seed: int = 0,
     log_dir: str | Path | None = None,
+    report_to: str = "tensorboard",
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """METHOD.md stage 0 with TRL's `SFTTrainer` on prompt-completion examples of both views."""
@@ -294,7 +316,7 @@ def train_sft(
         save_steps=20,
         save_total_limit=1,
         logging_steps=1,
-        report_to="none",
+        **trainer_arguments(report_to, output_dir, log_dir),
         seed=seed,
         **_precision_flags("auto"),
     )
@@ -304,8 +326,8 @@ def train_sft(
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=_tensorboard(log_dir),
     )
+    log_to(trainer, log_dir)
     return _train_and_save(trainer, tokenizer, checkpoints, output_dir)
 
 
@@ -342,6 +364,7 @@ def _train_and_save(trainer, tokenizer, checkpoints: Path, output_dir: Path) -> 
         main = trainer.accelerator.is_main_process
         trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints, tidy=main))
         save_policy(trainer, tokenizer, output_dir)
+    push_policy(trainer, output_dir)  # also when a rerun found the policy saved but not pushed
     if trainer.accelerator.is_main_process:
         for checkpoint in checkpoint_folders(checkpoints) if checkpoints.is_dir() else []:
             discard(checkpoint)
@@ -358,28 +381,3 @@ def _train_and_save(trainer, tokenizer, checkpoints: Path, output_dir: Path) -> 
             sum(loss * (step - start) for (start, _), (step, loss) in spans) / steps
         )
     return {"steps": steps, **final}
-
-
-def save_policy(trainer, tokenizer, output_dir: str | Path) -> None:
-    """Save the trained policy as a normal HF folder (LoRA: merged weights plus `adapter/`) with
-    the trainer's log history, written to `<output_dir>.tmp` and renamed into place whole.
-
-    `trainer.save_model` gathers sharded weights under DeepSpeed ZeRO-3 / FSDP.
-    """
-    output_dir = Path(output_dir)
-    tmp = output_dir.with_name(output_dir.name + ".tmp")
-    main = trainer.accelerator.is_main_process
-    if main:
-        shutil.rmtree(tmp, ignore_errors=True)  # what a killed save left
-    trainer.save_model(
-        str(tmp / "adapter") if hasattr(trainer.model, "merge_and_unload") else str(tmp)
-    )
-    trainer.accelerator.wait_for_everyone()
-    if main:
-        if hasattr(trainer.model, "merge_and_unload"):  # a PEFT model: also save merged weights
-            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "log_history.json", trainer.state.log_history)
-        replace_folder(tmp, output_dir)
-    trainer.accelerator.wait_for_everyone()

@@ -46,12 +46,11 @@ def test_resume_skips_the_checkpoint_a_kill_left_half_written(
     clean = train.train_preference(str(tiny_model_path), pairs, tmp_path / "clean", config)
     assert clean["steps"] == 4
 
-    class KillAfterWritingStep3(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == 3:  # before the completion marker is written
-                raise Killed
+    def kill_after_writing_step_3(self, args, state, control, **kwargs):
+        if state.global_step == 3:  # in the trainer's own callbacks, before the marker's
+            raise Killed
 
-    monkeypatch.setattr(train, "_tensorboard", lambda log_dir: [KillAfterWritingStep3()])
+    monkeypatch.setattr(TrainerCallback, "on_save", kill_after_writing_step_3)
     with pytest.raises(Killed):
         train.train_preference(str(tiny_model_path), pairs, tmp_path / "model", config)
     monkeypatch.undo()
