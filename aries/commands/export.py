@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format",
         required=True,
         choices=["alpaca-eval", "arena-hard", "mt-bench"],
-        help="alpaca-eval: model_outputs.json; arena-hard / mt-bench: answer JSONL",
+        help="alpaca-eval: model_outputs.json; arena-hard / mt-bench (FastChat): answer JSONL",
     )
     parser.add_argument(
         "--round",
@@ -38,10 +38,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="output file")
     parser.add_argument(
-        "--first-turn-only",
-        action="store_true",
-        help="mt-bench: write the first turn only instead of answering the follow-up questions "
-        "with --model (FastChat then cannot grade turn 2)",
+        "--arena-hard-layout",
+        choices=["v2", "2024"],
+        default="v2",
+        help="arena-hard: v2 (arena-hard-auto since April 2025: uid, messages, metadata; "
+        "default) or 2024 (question_id, choices, conv_metadata)",
+    )
+    parser.add_argument(
+        "--side-dir",
+        default=None,
+        help="mt-bench: folder for the chains the export generates (default: <out stem>.mt-bench "
+        "beside the input chains; never the answer folder, which FastChat reads whole)",
     )
     parser.add_argument(
         "--instruction",
@@ -51,26 +58,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser, model=None)
     add_sampling_arguments(parser)
     parser.description += (
-        " MT-Bench has a follow-up question per item: --model (the model that wrote the chains) "
-        "answers it after the exported first answer and refines it as many rounds."
+        " MT-Bench has a follow-up question per item and FastChat grades all 80 questions: "
+        "--model (the model that wrote the chains) answers each follow-up after the exported "
+        "first answer, and the questions the chains lack, refining as many rounds."
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from aries import AriesError
     from aries.export import export
 
     backend = None
-    if args.format == "mt-bench" and not args.first_turn_only:
-        if args.model is None:
-            raise AriesError(
-                "mt-bench answers have two turns: give --model (the model that wrote the chains) "
-                "to answer the follow-up questions, or --first-turn-only"
-            )
+    if args.format == "mt-bench" and args.model is not None:
         backend = backend_from_args(args)
     try:
-        count = export(
+        summary = export(
             args.chains,
             args.out,
             fmt=args.format,
@@ -79,10 +81,20 @@ def run(args: argparse.Namespace) -> int:
             backend=backend,
             sampling=sampling_from_args(args),
             instruction=args.instruction,
+            layout=args.arena_hard_layout,
+            side_dir=args.side_dir,
         )
     finally:
         if backend is not None:
             backend.close()
-    turns = " (2 turns)" if backend is not None else ""
-    print(f"wrote {count} answers ({args.format}{turns}, round {args.round}) to {args.out}")
+    kind = args.format + (" 2 turns" if args.format == "mt-bench" else "")
+    kind += f" {args.arena_hard_layout} layout" if args.format == "arena-hard" else ""
+    print(f"wrote {summary['answers']} answers ({kind}, round {args.round}) to {args.out}")
+    if summary["added_questions"]:
+        print(
+            f"answered the {summary['added_questions']} MT-Bench questions the chains lack "
+            "(FastChat grades all 80)"
+        )
+    if summary["side_folder"]:
+        print(f"generated chains in {summary['side_folder']} (keep them out of the answer folder)")
     return 0
