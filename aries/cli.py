@@ -13,6 +13,7 @@ import pkgutil
 import sys
 
 from aries import AriesError, __version__, commands
+from aries.memory import return_large_allocations_promptly
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return_large_allocations_promptly()
     try:
         return args.func(args) or 0
     except AriesError as error:

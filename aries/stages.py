@@ -7,12 +7,15 @@ holds what consecutive stages share: the loaded generation backend and the conso
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 from aries import AriesError
 from aries.backends import Backend, Sampling
 from aries.jsonl import atomic_write_jsonl, replace_folder
+from aries.memory import return_freed_memory
 from aries.runconfig import RunConfig
 from aries.rundir import RunDir
 
@@ -50,19 +53,6 @@ class Session:
     def log(self, message: str) -> None:
         if self.progress:
             print(f"[aries] {message}", flush=True)
-
-
-def return_freed_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc keeps it otherwise: about 0.3-0.5 GB after a
-    generation model is closed, which would sit under the trainer's peak)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass
 
 
 def policy(run: RunDir, config: RunConfig, t: int) -> str:
@@ -202,13 +192,33 @@ def collect(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[st
     }
 
 
+def reward_spec(run: RunDir, config: RunConfig, t: int) -> dict[str, Any]:
+    """Iteration t's reward source: a `judge` without a `model` is the current policy π_t, the
+    model that wrote the responses (Self-Rewarding, Yuan et al. 2024, arXiv 2401.10020)."""
+    if config.reward.get("type") == "judge" and "model" not in config.reward:
+        return {**config.reward, "model": policy(run, config, t)}
+    return config.reward
+
+
 def score(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
+    return score_into(run, config, t, session, run.chains(t), run.scores(t))
+
+
+def score_into(
+    run: RunDir, config: RunConfig, t: int, session: Session, chains: Path, out: Path
+) -> dict[str, Any]:
+    """Score a chains file with iteration t's reward source into `out`; returns the counts."""
     from aries.rewards import make_reward_source
     from aries.score import score_file
 
-    if config.reward.get("type") == "judge" and "model" not in config.reward:
-        session.release()  # a self-judging policy loads itself below
-    stats = score_file(run.chains(t), make_reward_source(config.reward), run.scores(t))
+    spec = reward_spec(run, config, t)
+    if spec.get("type") == "judge":
+        session.release()  # one model in memory at a time
+    source = make_reward_source(spec)
+    try:
+        stats = score_file(chains, source, out)
+    finally:
+        getattr(source, "close", lambda: None)()
     return {**{k: v for k, v in stats.items() if k != "source"}, "source": stats["source"]}
 
 
@@ -251,7 +261,6 @@ def pairs(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str,
 
 def train(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
     from aries.models import resolve_model
-    from aries.train import train_preference
 
     session.release()  # hand the memory to the trainer
     if not run.pairs(t).is_dir():
@@ -262,13 +271,42 @@ def train(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str,
         shutil.copytree(resolve_model(training_start(run, config, t)), tmp)
         replace_folder(tmp, run.model(t))
         return {"steps": 0, "skipped": "no pairs"}
+    alpha = config.train.momentum
+    trained = run.before_momentum(t) if alpha else run.model(t)
+    metrics = train_into(run, config, t, run.pairs(t), trained)
+    if alpha and int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
+        from aries.momentum import write_extrapolated
+
+        write_extrapolated(trained, before_training(run, config, t), run.model(t), alpha)
+    return metrics
+
+
+def before_training(run: RunDir, config: RunConfig, t: int) -> str:
+    """θ̂_t, the end of the previous optimisation step before any momentum extrapolation: the
+    weights iteration 0 starts from, else iteration t-1's trained weights (its policy when it
+    had no pairs)."""
+    from aries.models import resolve_model
+
+    if t == 0:
+        return resolve_model(training_start(run, config, 0))
+    kept = run.before_momentum(t - 1)
+    return str(kept if kept.is_dir() else run.model(t - 1))
+
+
+def train_into(
+    run: RunDir, config: RunConfig, t: int, pairs_dir: Path, out: Path
+) -> dict[str, float]:
+    """Iteration t's preference training on `pairs_dir`, from its training start, into `out`."""
+    from aries.models import resolve_model
+    from aries.train import train_preference
+
     reference = None
     if config.train.reference == "initial" and t > 0:
         reference = resolve_model(policy(run, config, 0))
     metrics = train_preference(
         resolve_model(training_start(run, config, t)),
-        run.pairs(t),
-        run.model(t),
+        pairs_dir,
+        out,
         config.train,
         seed=config.seed + t,
         reference=reference,
