@@ -10,7 +10,7 @@ spelled out once:
     runs/<name>/eval_base.json         the initial model on the held-out prompts
     runs/<name>/sft/examples, sft/model   the optional SFT stage
     runs/<name>/iter_<t>/prompts.jsonl, chains.jsonl, scores.jsonl, selections.jsonl,
-                         pairs/, model/, eval.json
+                         pairs/, model/, eval.json (model_before_momentum/: APO)
     runs/<name>/logs/<iter_t | sft>/   TensorBoard events
     runs/<name>/report.md, report.html, plots/
 """
@@ -76,6 +76,10 @@ class RunDir:
     def model(self, t: int) -> Path:
         """π_{t+1}: the model trained in iteration t."""
         return self.iteration(t) / "model"
+
+    def before_momentum(self, t: int) -> Path:
+        """θ̂_{t+1}: iteration t's trained weights before the `train.momentum` extrapolation."""
+        return self.iteration(t) / "model_before_momentum"
 
     def eval(self, t: int | None) -> Path:
         """The evaluation of the model trained in iteration t (None: the initial model)."""

@@ -45,6 +45,16 @@ class TrainConfig:
         default="previous",
         metadata={"help": "Reference policy: 'previous' = π_t (ARIES default) or 'initial' = π_0."},
     )
+    momentum: float = field(
+        default=0.0,
+        metadata={
+            "help": "Accelerated preference optimisation (APO; He et al. 2024, arXiv 2410.06293, "
+            "Algorithm 1's Nesterov extrapolation π_{t+1} ∝ π̂_{t+1}(π̂_{t+1}/π̂_t)^α, made on the "
+            "weights): the next policy is θ̂_{t+1} + α(θ̂_{t+1} − θ̂_t), θ̂ being the trained "
+            "weights before extrapolation (kept in iter_<t>/model_before_momentum). α >= 0; "
+            "0 = off."
+        },
+    )
     learning_rate: float = field(default=5e-6, metadata={"help": "Peak learning rate (AdamW)."})
     epochs: float = field(default=1.0, metadata={"help": "Passes over each iteration's pairs."})
     max_steps: int = field(
@@ -118,6 +128,10 @@ class TrainConfig:
     hub_model_id: str | None = field(
         default=None, metadata={"help": "Hub repository for push_to_hub, e.g. your-name/aries-run."}
     )
+
+    def __post_init__(self) -> None:
+        if self.momentum < 0:
+            raise AriesError(f"train.momentum must be >= 0, not {self.momentum}")
 
 
 def trl_loss_types() -> tuple[str, ...]:

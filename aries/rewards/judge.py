@@ -83,7 +83,11 @@ class JudgeConfig:
 
     model: str = field(
         default="embedded",
-        metadata={"help": "Judge model (folder, hub id, 'embedded'); the policy for self-reward."},
+        metadata={
+            "help": "Judge model (folder, hub id, 'embedded'). In a run's `reward:`, leave it out "
+            "to judge with the current policy π_t (Self-Rewarding, Yuan et al. 2024, "
+            "arXiv 2401.10020)."
+        },
     )
     mode: Literal["pointwise", "pairwise"] = field(
         default="pointwise",
