@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aries import AriesError, stages
+from aries import AriesError, stages, temporal
 from aries.runconfig import Method, RunConfig
 from aries.rundir import Manifest, RunDir, prepare_run_dir
 from aries.stages import Session
@@ -56,11 +56,26 @@ PREFERENCE_ITERATION = (
     Step("train", stages.train),
     Step("eval", stages.evaluate, when=lambda config, t: config.eval.enabled),
 )
+TEMPORAL_ITERATION = (
+    Step("prompts", stages.prompts),
+    Step("collect", stages.collect),
+    Step("score", stages.score),
+    Step("anchor", temporal.anchor, when=lambda config, t: t > 0),
+    Step("select", temporal.select),
+    Step("future_model", temporal.future_model),
+    Step("future", temporal.future),
+    Step("pairs", stages.pairs),
+    Step("train", stages.train),
+    Step("eval", stages.evaluate, when=lambda config, t: config.eval.enabled),
+)
 PLANS: dict[Method, Plan] = {
     # ARIES (arXiv 2502.05605): refinement chains, pairs in both views.
     "aries": Plan(INITIAL, PREFERENCE_ITERATION),
     # Iterative DPO (arXiv 2312.11456): the same stages; resolve_config sets samples, direct view.
     "iterative-dpo": Plan(INITIAL, PREFERENCE_ITERATION),
+    # Temporal Self-Rewarding (arXiv 2508.06026): rejected from π_0, chosen guided by a
+    # temporary future model (aries/temporal.py); collection as in iterative-dpo.
+    "temporal-self-rewarding": Plan(INITIAL, TEMPORAL_ITERATION),
     # Self-Refine (arXiv 2303.17651): no training, the initial model's evaluation only.
     "self-refine": Plan(INITIAL, ()),
 }

@@ -22,7 +22,7 @@ from aries.select import SelectionConfig
 from aries.train import SFTConfig, TrainConfig, check_loss_type
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
-Method = Literal["aries", "iterative-dpo", "self-refine"]
+Method = Literal["aries", "iterative-dpo", "temporal-self-rewarding", "self-refine"]
 
 
 @dataclass
@@ -117,7 +117,10 @@ class RunConfig:
         metadata={
             "help": "aries (chains, both views; arXiv 2502.05605), iterative-dpo (N "
             "samples, direct view; arXiv 2312.11456) or self-refine (no training; Madaan "
-            "et al. 2023, arXiv 2303.17651)."
+            "et al. 2023, arXiv 2303.17651); temporal-self-rewarding (iterative-dpo's "
+            "collection, rejected responses from π_0, chosen guided by a temporary future model; "
+            "Wang et al. 2025, arXiv 2508.06026; with a judge without a model it is "
+            "self-rewarding)."
         },
     )
     model: str = field(default="embedded", metadata={"help": "Initial policy π_0."})
@@ -146,13 +149,14 @@ class RunConfig:
 def resolve_config(data: dict[str, Any]) -> RunConfig:
     """Validate a config mapping and apply what each method implies.
 
-    iterative-dpo collects no refinement rounds, picks among the direct samples and trains the
-    direct view only; self-refine trains nothing. The resolved config states this explicitly.
+    iterative-dpo (and temporal-self-rewarding) collect no refinement rounds, pick among the
+    direct samples and train the direct view only; self-refine trains nothing. The resolved
+    config states this explicitly.
     """
     config = from_dict(RunConfig, _moved_view_weights(data))
-    if config.method == "iterative-dpo":
+    if config.method in ("iterative-dpo", "temporal-self-rewarding"):
         if config.generation.samples < 1:
-            raise AriesError("method iterative-dpo needs generation.samples >= 1")
+            raise AriesError(f"method {config.method} needs generation.samples >= 1")
         config.generation = replace(config.generation, rounds=0)
         config.selection = replace(config.selection, candidates="samples")
         config.pairs = PairsConfig(w_direct=1.0, w_refine=0.0, w_keep=0.0)

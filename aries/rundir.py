@@ -10,7 +10,9 @@ spelled out once:
     runs/<name>/eval_base.json         the initial model on the held-out prompts
     runs/<name>/sft/examples, sft/model   the optional SFT stage
     runs/<name>/iter_<t>/prompts.jsonl, chains.jsonl, scores.jsonl, selections.jsonl,
-                         pairs/, model/, eval.json (model_before_momentum/: APO)
+                         pairs/, model/, eval.json (model_before_momentum/: APO;
+                         anchors.jsonl, anchor_scores.jsonl, anchored.jsonl, future/:
+                         Temporal Self-Rewarding)
     runs/<name>/logs/<iter_t | sft>/   TensorBoard events
     runs/<name>/report.md, report.html, plots/
 """
@@ -76,6 +78,22 @@ class RunDir:
     def model(self, t: int) -> Path:
         """π_{t+1}: the model trained in iteration t."""
         return self.iteration(t) / "model"
+
+    def anchors(self, t: int) -> Path:
+        """Temporal Self-Rewarding: π_0's responses to iteration t's prompts (t > 0)."""
+        return self.iteration(t) / "anchors.jsonl"
+
+    def anchor_scores(self, t: int) -> Path:
+        return self.iteration(t) / "anchor_scores.jsonl"
+
+    def anchored(self, t: int) -> Path:
+        """Temporal Self-Rewarding: the anchored-rejection pairs, before the future's chosen."""
+        return self.iteration(t) / "anchored.jsonl"
+
+    def future(self, t: int) -> Path:
+        """Temporal Self-Rewarding: the temporary future model's folder (pairs/, model/,
+        chains.jsonl, scores.jsonl)."""
+        return self.iteration(t) / "future"
 
     def before_momentum(self, t: int) -> Path:
         """θ̂_{t+1}: iteration t's trained weights before the `train.momentum` extrapolation."""

@@ -158,11 +158,18 @@ def prompts(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[st
 
 
 def collect(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
+    return collect_into(run, config, t, session, policy(run, config, t), run.chains(t))
+
+
+def collect_into(
+    run: RunDir, config: RunConfig, t: int, session: Session, model: str, out: Path
+) -> dict[str, Any]:
+    """`model`'s chains (answer, refinements, samples) for iteration t's prompts, into `out`."""
     from aries.collect import run_chains, split_by_context
 
     gen = config.generation
     prompts = run.read_prompts(t)
-    backend = session.backend(policy(run, config, t))
+    backend = session.backend(model)
     fitting, too_long = split_by_context(
         backend,
         prompts,
@@ -177,7 +184,7 @@ def collect(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[st
         sampling=Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, config.seed + t),
         instruction=gen.instruction,
         n_samples=gen.samples,
-        out_path=run.chains(t),
+        out_path=out,
         chunk_size=gen.chunk_size,
         progress=session.progress,
     )

@@ -1,10 +1,12 @@
-"""Self-Rewarding (arXiv 2401.10020): a judge without a model is the current policy π_t."""
+"""Self-Rewarding (arXiv 2401.10020): a judge without a model is the current policy π_t; and
+Temporal Self-Rewarding (arXiv 2508.06026) on top of it."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
+from aries.jsonl import read_jsonl
 from aries.loop import run
 from aries.rewards.judge import Judge, JudgeConfig
 from aries.runconfig import load_run_config
@@ -71,3 +73,69 @@ def test_a_named_judge_model_is_kept(tmp_path, tiny_model_path):
     assert reward_spec(run_dir, config, 0)["model"] == str(tiny_model_path)
     assert reward_spec(run_dir, config, 2)["model"] == str(run_dir.model(1))
     assert "model" not in config.reward  # the config itself is not rewritten
+
+
+def _record(key: str, texts: list[str]) -> dict:
+    return {
+        "id": key,
+        "prompt": f"question {key}",
+        "chain": [{"round": 0, "text": texts[0]}],
+        "samples": [{"sample": i, "text": text} for i, text in enumerate(texts[1:], start=1)],
+    }
+
+
+def _scores(key: str, values: list[float | None]) -> dict:
+    return {"id": key, "chain_scores": values[:1], "sample_scores": values[1:]}
+
+
+def test_temporal_pairs_by_hand():
+    from aries.temporal import temporal_pairs
+
+    chains = [_record("a", ["A0", "A1"]), _record("b", ["B0", "B1"]), _record("c", ["C0", "C1"])]
+    scores = [_scores("a", [3, 4]), _scores("b", [2, None]), _scores("c", [1, 5])]
+    anchors = [_record("a", ["Z0", "Z1"]), _record("b", ["Y0", "Y1"])]  # none for c
+    anchor_scores = [_scores("a", [2, 1]), _scores("b", [2, 3])]
+    anchored = temporal_pairs(chains, scores, anchors, anchor_scores)
+    # a: π_t's best A1 (4) against π_0's worst Z1 (1); b: best 2 is not above the anchor's 2
+    assert [(p["chosen"], p["rejected"]) for p in anchored.pairs] == [("A1", "Z1")]
+    assert anchored.pairs[0]["rejected_from"] == "anchor:sample:1"
+    assert anchored.drop_counts == {"not_better": 1, "too_few_scored": 1}
+    future = [_record("a", ["F0", "F1"]), _record("b", ["G0", "G1"])]
+    future_scores = [_scores("a", [4, 3]), _scores("b", [2.5, 1])]
+    guided = temporal_pairs(chains, scores, anchors, anchor_scores, future, future_scores)
+    # a: the future's best only ties π_t's (4): π_t's stays; b: the future's 2.5 beats the anchor
+    assert [(p["chosen"], p["rejected"]) for p in guided.pairs] == [("A1", "Z1"), ("G0", "Y0")]
+    assert guided.pairs[1]["chosen_from"] == "future:round:0"
+    assert guided.drop_counts == {"too_few_scored": 1}
+
+
+def test_temporal_self_rewarding_two_iterations(tmp_path, tiny_model_path):
+    config = self_rewarding_config(tmp_path, tiny_model_path, method="temporal-self-rewarding")
+    assert config.generation.rounds == 0 and config.pairs.w_refine == 0
+    manifest = run(config, progress=False)
+    run_dir = RunDir(config.run_dir)
+    stages = [list(manifest["iterations"][t]["stages"]) for t in ("0", "1")]
+    common = ["prompts", "collect", "score", "select", "future_model", "future", "pairs", "train"]
+    assert stages[0] == common
+    assert stages[1] == common[:3] + ["anchor"] + common[3:]
+    # iteration 1: the rejected responses are π_0's (the anchors), judged by π_1 like the rest
+    anchors = {s["text"] for r in read_jsonl(run_dir.anchors(1)) for s in r["chain"] + r["samples"]}
+    selections = run_dir.read_selections(1)
+    assert selections and all(p["rejected_from"].startswith("anchor:") for p in selections)
+    assert all(p["rejected"] in anchors for p in selections)
+    judge = f"judge:pointwise:logprob:{run_dir.model(0)}"
+    sources = {r["source"] for r in read_jsonl(run_dir.anchor_scores(1))}
+    sources |= {r["source"] for r in read_jsonl(run_dir.future(1) / "scores.jsonl")}
+    assert sources == {judge}
+    # the temporary future model answered too, and chosen responses come from π_1 or from it
+    future_texts = {
+        s["text"]
+        for r in read_jsonl(run_dir.future(1) / "chains.jsonl")
+        for s in r["chain"] + r["samples"]
+    }
+    present = {s["text"] for r in run_dir.read_chains(1) for s in r["chain"] + r["samples"]}
+    for pair in selections:
+        source = future_texts if pair["chosen_from"].startswith("future:") else present
+        assert pair["chosen"] in source
+    assert (run_dir.future(1) / "model" / "model.safetensors").is_file()
+    assert (run_dir.model(1) / "model.safetensors").is_file()
