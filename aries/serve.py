@@ -1,6 +1,7 @@
 """`aries serve`: an OpenAI-compatible server over any backend, with self-refinement built in.
 
-Endpoints: `POST /v1/chat/completions` (non-streaming), `GET /v1/models`, `GET /health`.
+Endpoints: `POST /v1/chat/completions` (streaming too; the wire format is `aries.serve_api`),
+`GET /v1/models`, `GET /health`.
 The extension body parameter `refine_rounds` (default 0) makes the server answer and then refine
 its answer that many rounds through `aries.collect.run_chains` — the same chain code as
 collection and evaluation — returning the last answer as the message and every round in the
@@ -17,69 +18,26 @@ batched backend call: concurrent clients share the batching the backends are bui
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
-import typing
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
-from pydantic import BaseModel
-
 from aries import AriesError
-from aries.backends import Backend, Message, Sampling
+from aries.backends import Backend
 from aries.collect import run_chains, split_by_context
-from aries.views import DEFAULT_REFINE_INSTRUCTION
-from aries.vote import Pick, pick_round
-
-
-class ChatMessage(BaseModel):
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-
-
-class ChatRequest(BaseModel):
-    """The OpenAI chat-completions body (the fields aries serve reads) plus the extensions."""
-
-    model: str | None = None
-    messages: list[ChatMessage]
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    n: int = 1
-    stream: bool = False
-    stop: str | list[str] | None = None
-    refine_rounds: int = 0
-    refine_instruction: str | None = None
-    refine_pick: str = "last"
-
-
-class RequestError(Exception):
-    """A request the server cannot honour (HTTP 400 with an OpenAI-style error body)."""
-
-
-@dataclass
-class Job:
-    """One chat request waiting for the worker."""
-
-    messages: list[Message]
-    sampling: Sampling
-    rounds: int
-    instruction: str
-    pick: Pick = "last"
-    future: Future = field(default_factory=Future)
-
-    def group(self) -> tuple:
-        """Requests with equal keys run in one backend call (a chain shares rounds and z)."""
-        s = self.sampling
-        return (s.max_new_tokens, s.temperature, s.top_p, s.seed, self.rounds, self.instruction)
+from aries.serve_api import (
+    ChatRequest,
+    Job,
+    RequestError,
+    completion,
+    parse_request,
+    stream_events,
+)
 
 
 class Batcher:
@@ -216,9 +174,10 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError):
-        return error(
-            400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        )
+        def field(location: tuple) -> str:  # ('body', 'temperature') -> 'temperature'
+            return ".".join(map(str, location[1:] if location[:1] == ("body",) else location))
+
+        return error(400, "; ".join(f"{field(e['loc'])}: {e['msg']}" for e in exc.errors()))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -243,88 +202,25 @@ def create_app(
     async def chat(body: ChatRequest):
         import asyncio
 
+        from fastapi.responses import StreamingResponse
+
         try:
-            job = _job(body, max_new_tokens, max_refine_rounds)
+            job = parse_request(body, max_new_tokens, max_refine_rounds)
             chain = await asyncio.wrap_future(batcher.submit(job))
         except RequestError as problem:
             return error(400, str(problem))
         except Exception as problem:  # a backend failure: report it, keep serving
             return error(500, f"generation failed: {problem}", "server_error")
-        return _response(chain, model_name, with_chain=job.rounds > 0, pick=job.pick)
+        response = completion(
+            chain, model_name, with_chain=job.rounds > 0, pick=job.pick, stop=job.stop
+        )
+        if not body.stream:
+            return response
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        events = stream_events(response, include_usage=usage)
+        return StreamingResponse(events, media_type="text/event-stream")
 
     return app
-
-
-def _job(body: ChatRequest, default_max_tokens: int, max_refine_rounds: int) -> Job:
-    """Validate an OpenAI chat request and turn it into a Job (RequestError when unsupported)."""
-    if body.stream:
-        raise RequestError("stream=true is not supported by aries serve")
-    if body.n != 1:
-        raise RequestError("only n=1 is supported")
-    if body.stop:
-        raise RequestError("stop sequences are not supported by aries serve")
-    if not 0 <= body.refine_rounds <= max_refine_rounds:
-        raise RequestError(f"refine_rounds must be between 0 and {max_refine_rounds}")
-    if body.refine_pick not in typing.get_args(Pick):
-        raise RequestError(f"refine_pick must be one of {', '.join(typing.get_args(Pick))}")
-    messages = []
-    for message in body.messages:
-        if message.role not in ("system", "user", "assistant"):
-            raise RequestError(f"unsupported message role {message.role!r}")
-        content = message.content
-        if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(
-                part.get("text", "") for part in content if part.get("type") == "text"
-            )
-        messages.append({"role": message.role, "content": content or ""})
-    if not messages or messages[-1]["role"] != "user":
-        raise RequestError("the last message must come from the user")
-    if body.refine_rounds and len(messages) != 1:
-        raise RequestError(
-            "refine_rounds needs a conversation of exactly one user message (the question)"
-        )
-    max_tokens = body.max_completion_tokens or body.max_tokens or default_max_tokens
-    if max_tokens < 1:
-        raise RequestError("max_tokens must be at least 1")
-    # No seed: a fresh one, so repeated sampled requests differ as OpenAI clients expect.
-    seed = body.seed if body.seed is not None else random.randrange(2**31)
-    if body.temperature == 0:
-        seed = 0  # greedy output ignores the seed; a common value lets requests batch together
-    sampling = Sampling(max_tokens, body.temperature, body.top_p, seed)
-    instruction = body.refine_instruction or DEFAULT_REFINE_INSTRUCTION
-    return Job(messages, sampling, body.refine_rounds, instruction, body.refine_pick)
-
-
-def _response(
-    chain: list[dict[str, Any]], model_name: str, *, with_chain: bool, pick: Pick = "last"
-) -> dict[str, Any]:
-    picked = pick_round([step["text"] for step in chain], pick)
-    last = chain[picked]
-    prompt_tokens = sum(step["prompt_tokens"] for step in chain)
-    completion_tokens = sum(step["completion_tokens"] for step in chain)
-    response = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model_name,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": last["text"]},
-                "finish_reason": last["finish_reason"],
-                "logprobs": None,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-    if with_chain:
-        response["aries_chain"] = chain
-        response["aries_picked_round"] = picked
-    return response
 
 
 def is_loopback(host: str) -> bool:

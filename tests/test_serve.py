@@ -1,7 +1,10 @@
-"""`aries serve` on loopback over the tiny model, called with the official `openai` client."""
+"""`aries serve` on loopback over a tiny model, called with the official `openai` client."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 
 import httpx
@@ -16,8 +19,9 @@ from aries.vote import vote_round
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_path):
-    backend = HFBackend(str(tiny_model_path), batch_size=8)
+def server(chatty_model_path):
+    """The tiny model that writes (random) text, so answers, streams and stops are not empty."""
+    backend = HFBackend(str(chatty_model_path), batch_size=8)
     app = create_app(backend, model_name="tiny", batch_wait=0.02, max_new_tokens=12)
     with running(app) as url:
         yield url, backend, app.state.batcher
@@ -114,7 +118,13 @@ def test_concurrent_requests_share_backend_calls(server, client):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"stream": True}, "stream"),
+        ({"temperature": -1}, "temperature: Input should be greater than or equal to 0"),
+        ({"temperature": 2.5}, "temperature: Input should be less than or equal to 2"),
+        ({"top_p": 0}, "top_p: Input should be greater than 0"),
+        ({"top_p": 1.5}, "top_p: Input should be less than or equal to 1"),
+        ({"max_tokens": 0}, "max_tokens: Input should be greater than or equal to 1"),
+        ({"stop": ""}, "non-empty"),
+        ({"stop": "x", "extra_body": {"refine_rounds": 1}}, "stop cannot be combined"),
         ({"n": 2}, "n=1"),
         ({"extra_body": {"refine_rounds": 99}}, "refine_rounds"),
         ({"extra_body": {"refine_rounds": 1, "refine_pick": "best"}}, "refine_pick"),
@@ -143,3 +153,70 @@ def test_cli_binds_loopback_by_default():
 
     args = build_parser().parse_args(["serve", "--model", "m"])
     assert (args.host, args.port) == ("127.0.0.1", 8000)
+
+
+def test_stream_sends_openai_chunks_ending_with_done(server, client):
+    """The official client reads the stream; the raw events end with `data: [DONE]`."""
+    url, _, _ = server
+    plain = ask(client, "What is 2 + 3?", max_tokens=8, temperature=0)
+    chunks = list(
+        ask(
+            client,
+            "What is 2 + 3?",
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and text == plain.choices[0].message.content
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finish == [plain.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    body = {"messages": [{"role": "user", "content": "Hi"}], "stream": True, "max_tokens": 3}
+    with httpx.stream("POST", url + "/chat/completions", json=body, timeout=60) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert events[-1] == "data: [DONE]"
+    assert all(json.loads(e.removeprefix("data: "))["id"] for e in events[:-1])
+
+
+def test_stream_carries_the_refinement_chain(client):
+    chunks = list(
+        ask(client, "Name a prime.", max_tokens=4, temperature=0, stream=True,
+            extra_body={"refine_rounds": 1})
+    )  # fmt: skip
+    last = chunks[-1]
+    assert [step["round"] for step in last.model_extra["aries_chain"]] == [0, 1]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == last.model_extra["aries_chain"][-1]["text"]
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_stop_sequences_cut_the_answer(client, as_list):
+    full = ask(client, "Tell me a story.", max_tokens=12, temperature=0).choices[0]
+    text = full.message.content
+    assert len(text) > 6, "the tiny model wrote too little to test stop sequences"
+    stop = text[3:6]
+    options = {"stop": [stop, "never appears \u2603"] if as_list else stop}
+    cut = ask(client, "Tell me a story.", max_tokens=12, temperature=0, **options).choices[0]
+    assert cut.message.content == text[: text.find(stop)]
+    assert cut.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("package", ["pydantic", "uvicorn", "fastapi"])
+def test_serve_without_its_extra_names_it(package):
+    """Without the serve extra: one line naming it, exit status 2, no traceback."""
+    code = f"import sys; sys.modules[{package!r}] = None; from aries.cli import main; "
+    code += "sys.exit(main(['serve', '--model', 'embedded']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"aries serve: error: aries serve needs the serve extra ({package} is not installed): "
+        "pip install 'aries-llm[serve]'"
+    ]

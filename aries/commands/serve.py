@@ -12,7 +12,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="serve a model over an OpenAI-compatible API, with self-refinement",
-        description="Serve /v1/chat/completions, /v1/models and /health. The request body "
+        description="Serve /v1/chat/completions (stream and stop too), /v1/models and /health. "
+        "The request body "
         "parameter refine_rounds=K makes the server answer, refine K rounds and return the "
         "last answer, with every round in the response field aries_chain. Concurrent "
         "requests are batched into one backend call.",
@@ -58,9 +59,27 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from aries.serve import is_loopback, serve
+def _serve_module():
+    """aries.serve, or one line naming the extra when its packages are missing."""
+    from aries import AriesError
 
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from aries import serve
+    except ImportError as error:
+        missing = error.name or "a package"
+        raise AriesError(
+            f"aries serve needs the serve extra ({missing} is not installed): "
+            "pip install 'aries-llm[serve]'"
+        ) from None
+    return serve
+
+
+def run(args: argparse.Namespace) -> int:
+    module = _serve_module()
+    is_loopback, serve = module.is_loopback, module.serve
     if not is_loopback(args.host):
         print(
             f"aries serve: warning: listening on {args.host}: anyone who can reach it can use "
