@@ -139,3 +139,14 @@ def test_temporal_self_rewarding_two_iterations(tmp_path, tiny_model_path):
         assert pair["chosen"] in source
     assert (run_dir.future(1) / "model" / "model.safetensors").is_file()
     assert (run_dir.model(1) / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["self-rewarding", "temporal-self-rewarding"])
+def test_the_method_configs_judge_with_the_policy(name):
+    from pathlib import Path
+
+    config = load_run_config(Path(__file__).parent.parent / "configs" / "methods" / f"{name}.yaml")
+    assert config.method == ("iterative-dpo" if name == "self-rewarding" else name)
+    assert config.reward["type"] == "judge" and "model" not in config.reward
+    assert config.generation.rounds == 0 and config.generation.samples == 4
+    assert config.selection.strategy == "reward"
