@@ -59,6 +59,21 @@ def load_chains(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def eval_settings(path: str | Path) -> dict[str, Any]:
+    """The `sampling` and `instruction` an eval.json's chains were made with ({} for a chains
+    file): the turns an MT-Bench export generates reuse them unless told otherwise."""
+    path = Path(path)
+    if path.suffix != ".json":
+        return {}
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}  # load_chains reports what is wrong with the file
+    if not isinstance(result, dict):
+        return {}
+    return {key: result[key] for key in ("sampling", "instruction") if key in result}
+
+
 def pick_round(record: dict[str, Any], round_index: int) -> dict[str, Any]:
     """The chain step at `round_index` (negative counts from the end; -1 is the last round)."""
     chain = record["chain"]

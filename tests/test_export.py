@@ -254,10 +254,12 @@ def test_mt_bench_from_aries_eval_answers_the_missing_questions(
     assert len(evaluated) == 30
     del evaluated[0]["metadata"]["turns"]  # chains of an older aries: turn 2 from the package
     atomic_write_jsonl(tmp_path / "eval.chains.jsonl", _chains(evaluated, ("only answer",)))
-    atomic_write_json(tmp_path / "eval.json", {"chains_path": "eval.chains.jsonl"})
+    sampling = {"max_new_tokens": 2, "temperature": 0.0, "top_p": 1.0, "seed": 0}
+    eval_json = {"chains_path": "eval.chains.jsonl", "sampling": sampling, "instruction": "z?"}
+    atomic_write_json(tmp_path / "eval.json", eval_json)
     out = bench / "model_answer" / "m.jsonl"
     args = ["export", str(tmp_path / "eval.json"), "--format", "mt-bench", "--model-id", "m"]
-    args += ["--out", str(out), "--max-new-tokens", "2"]
+    args += ["--out", str(out)]  # generated turns: the eval's sampling (2 tokens)
     assert main(args) == 2
     assert "give --model" in capsys.readouterr().err and not out.exists()
     assert main([*args, "--model", str(tiny_model_path)]) == 0
@@ -265,6 +267,8 @@ def test_mt_bench_from_aries_eval_answers_the_missing_questions(
     assert len(_fastchat_grades(bench, monkeypatch)) == 160
     added = read_jsonl(tmp_path / "m.mt-bench" / "turn1.chains.jsonl")
     assert len(added) == 50 and {len(r["chain"]) for r in added} == {1}
+    follow_ups = read_jsonl(tmp_path / "m.mt-bench" / "turn2.chains.jsonl")
+    assert max(r["chain"][0]["completion_tokens"] for r in added + follow_ups) <= 2
     by_id = {line["question_id"]: line for line in read_jsonl(out)}
     assert by_id[evaluated[0]["metadata"]["question_id"]]["choices"][0]["turns"][0] == "only answer"
     # the side folder may not be the answer folder, which FastChat reads whole

@@ -8,7 +8,6 @@ from aries.commands.refine import (
     add_model_arguments,
     add_sampling_arguments,
     backend_from_args,
-    sampling_from_args,
 )
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
@@ -52,11 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--instruction",
-        default=DEFAULT_REFINE_INSTRUCTION,
-        help="mt-bench: the refinement instruction z for the second turn's rounds",
+        default=None,
+        help="mt-bench: the refinement instruction z for the generated rounds (default: the "
+        "eval.json's, else the standard one)",
     )
     add_model_arguments(parser, model=None)
     add_sampling_arguments(parser)
+    # unset = the sampling the eval.json was made with (else the defaults shown)
+    parser.set_defaults(max_new_tokens=None, temperature=None, top_p=None, seed=None)
     parser.description += (
         " MT-Bench has a follow-up question per item and FastChat grades all 80 questions: "
         "--model (the model that wrote the chains) answers each follow-up after the exported "
@@ -66,10 +68,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aries.export import export
+    from aries.backends import Sampling
+    from aries.export import eval_settings, export, side_folder
 
+    settings = eval_settings(args.chains) if args.format == "mt-bench" else {}
+    given = {key: getattr(args, key) for key in ("max_new_tokens", "temperature", "top_p", "seed")}
+    given = {key: value for key, value in given.items() if value is not None}
     backend = None
     if args.format == "mt-bench" and args.model is not None:
+        side_folder(args.chains, args.out, args.side_dir)  # a bad folder fails before loading
         backend = backend_from_args(args)
     try:
         summary = export(
@@ -79,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
             model_id=args.model_id,
             round_index=args.round,
             backend=backend,
-            sampling=sampling_from_args(args),
-            instruction=args.instruction,
+            sampling=Sampling(**{**settings.get("sampling", {}), **given}),
+            instruction=args.instruction or settings.get("instruction", DEFAULT_REFINE_INSTRUCTION),
             layout=args.arena_hard_layout,
             side_dir=args.side_dir,
         )
