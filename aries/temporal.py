@@ -30,6 +30,16 @@ from aries.rundir import RunDir
 from aries.select import Candidate, Selection, _pair, candidates_of, normalised
 from aries.stages import Session, collect_into, pairs_into, policy, score_into, train_into
 
+STEP_DESCRIPTIONS = {
+    "anchor": "π_0 answers the same prompts (answer + N samples), judged like π_t's responses",
+    "select": "anchored pairs: π_t's best-judged response against π_0's worst (at t = 0 its "
+    "own worst), kept when judged strictly better",
+    "future_model": "a temporary future model: π_t trained on the anchored pairs",
+    "future": "the future model answers the prompts, judged; its best response becomes the "
+    "chosen one where judged above π_t's",
+}
+"""What each temporal step does, for `aries run --check`."""
+
 TEMPORAL_DROPS = ("too_few_scored", "not_better", "identical")
 """Why a prompt gives no pair: no scored response on one side; the best chosen candidate is
 not judged above the worst anchored one; chosen and rejected are the same text."""
