@@ -19,6 +19,7 @@ from aries import AriesError, stages, temporal
 from aries.runconfig import Method, RunConfig
 from aries.rundir import Manifest, RunDir, prepare_run_dir
 from aries.stages import Session
+from aries.teacher import teacher
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ INITIAL = (
 PREFERENCE_ITERATION = (
     Step("prompts", stages.prompts),
     Step("collect", stages.collect),
+    Step("teacher", teacher, when=lambda config, t: config.teacher.model is not None),
     Step("score", stages.score),
     Step("select", stages.select),
     Step("warm_start", stages.warm_start, when=lambda config, t: config.sft.warm_start and t == 0),
@@ -73,6 +75,9 @@ PLANS: dict[Method, Plan] = {
     "aries": Plan(INITIAL, PREFERENCE_ITERATION),
     # Iterative DPO (arXiv 2312.11456): the same stages; resolve_config sets samples, direct view.
     "iterative-dpo": Plan(INITIAL, PREFERENCE_ITERATION),
+    # DNO, practical version (arXiv 2404.03715): the same, with teacher answers among the
+    # candidates and a large-margin filter (resolve_config checks it).
+    "dno": Plan(INITIAL, PREFERENCE_ITERATION),
     # Temporal Self-Rewarding (arXiv 2508.06026): rejected from π_0, chosen guided by a
     # temporary future model (aries/temporal.py); collection as in iterative-dpo.
     "temporal-self-rewarding": Plan(INITIAL, TEMPORAL_ITERATION),

@@ -98,6 +98,12 @@ def preference_example(selection: dict[str, Any], view: str, instruction: str) -
         "prompt": prompt,
         "chosen": [{"role": "assistant", "content": selection["chosen"]}],
         "rejected": [{"role": "assistant", "content": selection["rejected"]}],
+        # SPPO's win-rate estimates (aries/winrates.py), when selection wrote them
+        **{
+            key: selection[key]
+            for key in ("chosen_win_rate", "rejected_win_rate")
+            if key in selection
+        },
     }
 
 

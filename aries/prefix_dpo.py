@@ -11,7 +11,8 @@ Only the log-probabilities are computed differently. The collator also emits TRL
 completion-only layout (one row per completion: chosen rows, then rejected rows), and the model's
 forward, given the shared sequences, returns TRL's `FusedCausalLMOutput` in that layout; TRL's own
 `_compute_loss`, `compute_ref_log_probs` and reference precomputation run unchanged, so every loss
-type, the metrics, LoRA and accelerate behave as in TRL.
+type, the metrics, LoRA and accelerate behave as in TRL (and the aries losses of losses.py, which
+read the same forward).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from trl import DPOTrainer
 from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, FusedCausalLMOutput, pad
 
 from aries import AriesError
+from aries.losses import PreferenceTrainer, pair_values
 
 SHARED_IDS = "prefix_shared_input_ids"
 SHARED_LENGTHS = "prefix_shared_lengths"
@@ -82,10 +83,7 @@ class PrefixSharedCollator(DataCollatorForPreference):
                 padding_side="right",
             ),
         }
-        for key in ("ref_chosen_logps", "ref_rejected_logps"):
-            if key in examples[0]:
-                output[key] = torch.tensor([example[key] for example in examples])
-        return output
+        return {**output, **pair_values(examples)}
 
 
 def shared_attention(lengths: torch.Tensor, width: int, mask_dtype: torch.dtype | None = None):
@@ -195,8 +193,8 @@ def add_prefix_shared_forward(model, outputs: tuple[str, ...]) -> None:
     model._prefix_shared_forward = True
 
 
-class PrefixSharedDPOTrainer(DPOTrainer):
-    """TRL's DPOTrainer with prefix-shared batches (arXiv 2410.20305); the loss is TRL's."""
+class PrefixSharedDPOTrainer(PreferenceTrainer):
+    """TRL's DPOTrainer (with the aries losses) on prefix-shared batches (arXiv 2410.20305)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

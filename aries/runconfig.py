@@ -19,10 +19,11 @@ from aries.integrations import check_hub, report_targets
 from aries.pairs import PairsConfig
 from aries.rewards import reward_config
 from aries.select import SelectionConfig
-from aries.train import SFTConfig, TrainConfig, check_loss_type
+from aries.teacher import TeacherConfig
+from aries.train import SFTConfig, TrainConfig
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 
-Method = Literal["aries", "iterative-dpo", "temporal-self-rewarding", "self-refine"]
+Method = Literal["aries", "iterative-dpo", "dno", "temporal-self-rewarding", "self-refine"]
 
 
 @dataclass
@@ -117,10 +118,11 @@ class RunConfig:
         metadata={
             "help": "aries (chains, both views; arXiv 2502.05605), iterative-dpo (N "
             "samples, direct view; arXiv 2312.11456) or self-refine (no training; Madaan "
-            "et al. 2023, arXiv 2303.17651); temporal-self-rewarding (iterative-dpo's "
-            "collection, rejected responses from π_0, chosen guided by a temporary future model; "
-            "Wang et al. 2025, arXiv 2508.06026; with a judge without a model it is "
-            "self-rewarding)."
+            "et al. 2023, arXiv 2303.17651); dno (iterative-dpo's collection plus teacher "
+            "answers, a large-margin pair filter, reference π_t; practical DNO, Rosset et al. "
+            "2024, arXiv 2404.03715); temporal-self-rewarding (iterative-dpo's collection, "
+            "rejected responses from π_0, chosen guided by a temporary future model; Wang et al. "
+            "2025, arXiv 2508.06026; with a judge without a model it is self-rewarding)."
         },
     )
     model: str = field(default="embedded", metadata={"help": "Initial policy π_0."})
@@ -140,6 +142,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -149,20 +152,24 @@ class RunConfig:
 def resolve_config(data: dict[str, Any]) -> RunConfig:
     """Validate a config mapping and apply what each method implies.
 
-    iterative-dpo (and temporal-self-rewarding) collect no refinement rounds, pick among the
-    direct samples and train the direct view only; self-refine trains nothing. The resolved
+    iterative-dpo (and dno, temporal-self-rewarding) collect no refinement rounds, pick among
+    the direct samples and train the direct view only; self-refine trains nothing. The resolved
     config states this explicitly.
     """
     config = from_dict(RunConfig, _moved_view_weights(data))
-    if config.method in ("iterative-dpo", "temporal-self-rewarding"):
+    if config.method in ("iterative-dpo", "dno", "temporal-self-rewarding"):
         if config.generation.samples < 1:
             raise AriesError(f"method {config.method} needs generation.samples >= 1")
         config.generation = replace(config.generation, rounds=0)
         config.selection = replace(config.selection, candidates="samples")
         config.pairs = PairsConfig(w_direct=1.0, w_refine=0.0, w_keep=0.0)
+    if config.method == "dno":
+        _check_dno(config)
     if config.iterations < 0 or config.generation.rounds < 0:
         raise AriesError("iterations and generation.rounds must be >= 0")
-    check_loss_type(config.train.loss_type)
+    from aries.losses import check_loss_settings
+
+    check_loss_settings(config.train, config.selection.strategy)
     report_targets(config.train.report_to)
     check_hub(config.train.push_to_hub, config.train.hub_model_id)
     _check_prompt_mixture(config.prompts)
@@ -187,6 +194,18 @@ def _check_prompt_mixture(prompts: PromptsConfig) -> None:
         mixture_counts(weights, prompts.per_iteration)
     except AriesError as error:
         raise AriesError(f"prompts.sources: {error}") from None
+
+
+def _check_dno(config: RunConfig) -> None:
+    """Practical DNO (arXiv 2404.03715, Algorithm 2): pairs whose reward margin is large, DPO
+    against the previous policy π_t."""
+    if config.selection.strategy != "reward" or config.selection.margin <= 0:
+        raise AriesError(
+            "method dno keeps large-margin pairs only: selection.strategy reward with "
+            "selection.margin > 0"
+        )
+    if config.train.reference != "previous":
+        raise AriesError("method dno trains against the previous policy: train.reference previous")
 
 
 def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:

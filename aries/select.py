@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple
 from aries import AriesError
 from aries.config import check_choices
 from aries.rewards import is_missing
+from aries.winrates import estimator, win_rates
 
 Strategy = Literal["reward", "rule", "verifier"]
 Candidates = Literal["chain", "samples", "all"]
@@ -174,13 +175,38 @@ def select_pairs(
         if isinstance(outcome, str):
             drops[outcome] = drops.get(outcome, 0) + 1
             continue
+        start = len(pairs)
         for index, (chosen, rejected) in enumerate(outcome):
             pair = _pair(record, chosen, rejected, config.strategy)
             pairs.append({**pair, "id": f"{record['id']}/{index}"} if index else pair)
+        _add_win_rates(pairs[start:], candidates, scores_of, config)
         if config.on_policy_refine:
             every = candidates_of(record, scores_of, ties_of, "all")
-            pairs += refinement_steps(record, every, config)
+            steps = refinement_steps(record, every, config)
+            pairs += _add_win_rates(steps, every, scores_of, config)
     return Selection(pairs, dict(sorted(drops.items())))
+
+
+def _add_win_rates(
+    pairs: list[dict[str, Any]],
+    candidates: list[Candidate],
+    scores: dict[str, Any] | None,
+    config: SelectionConfig,
+) -> list[dict[str, Any]]:
+    """SPPO's P̂(y ≻ π_t) of each pair's chosen and rejected response among the prompt's scored
+    candidates (aries/winrates.py), as `chosen_win_rate` / `rejected_win_rate`."""
+    scored = [c for c in candidates if c.score is not None]
+    kind = estimator((scores or {}).get("source"), config.strategy)
+    rates = dict(
+        zip(
+            (c.label for c in scored),
+            win_rates([c.score for c in scored], kind, config.correct_threshold),
+        )
+    )
+    for pair in pairs:
+        pair["chosen_win_rate"] = rates.get(pair["chosen_from"])
+        pair["rejected_win_rate"] = rates.get(pair["rejected_from"])
+    return pairs
 
 
 def _index(score_records: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:

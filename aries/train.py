@@ -1,6 +1,7 @@
 """Stage 3, train: preference training (and the optional SFT stage) through TRL.
 
-Everything numerical is TRL's: `DPOTrainer` with any of its loss types for the both-view pairs,
+Everything numerical is TRL's: `DPOTrainer` with any of its loss types for the both-view pairs
+(or an aries loss of losses.py on TRL's batches),
 `SFTTrainer` for METHOD.md's Eq. 4. This module only decides the settings that matter for ARIES
 (reference policy, view mixture, LoRA, checkpoints for resume) and writes the next policy as a
 normal model folder, atomically, so a killed run never leaves a half-saved model that the next
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,10 +38,34 @@ class TrainConfig:
             "arXiv 2305.18290), ipo (Azar et al. 2023, arXiv 2310.12036), hinge (SLiC, Zhao et al. "
             "2023, arXiv 2305.10425), robust (Chowdhury et al. 2024, arXiv 2403.00409), "
             "sppo_hard (Wu et al. 2024, arXiv 2405.00675), nca_pair (Chen et al. 2024, arXiv "
-            "2402.05369), apo_zero/apo_down (D'Oosterlinck et al. 2024, arXiv 2408.06266), ..."
+            "2402.05369), apo_zero/apo_down (D'Oosterlinck et al. 2024, arXiv 2408.06266), ...; "
+            "or one of aries' (aries/losses.py): simpo (reference-free, length-normalised; Meng "
+            "et al. 2024, arXiv 2405.14734), inpo (reference π_0 and the previous policy π_t; "
+            "Zhang et al. 2024, arXiv 2407.00617), sppo (soft win rates from selection; Wu et "
+            "al. 2024, arXiv 2405.00675)."
         },
     )
-    beta: float = field(default=0.1, metadata={"help": "KL strength β of the DPO-family loss."})
+    beta: float = field(
+        default=0.1,
+        metadata={
+            "help": "KL strength β of the DPO-family loss; SimPO's reward scale β (arXiv "
+            "2405.14734: 2-10); INPO's η (arXiv 2407.00617); SPPO's 1/η (arXiv 2405.00675)."
+        },
+    )
+    simpo_gamma: float = field(
+        default=0.0,
+        metadata={
+            "help": "SimPO's target reward margin γ (Meng et al. 2024, arXiv 2405.14734; "
+            "published γ/β = 0.3-0.8). loss_type simpo only."
+        },
+    )
+    inpo_tau: float = field(
+        default=0.0,
+        metadata={
+            "help": "INPO's KL strength τ towards π_0, 0 <= τ <= η = beta (Zhang et al. 2024, "
+            "arXiv 2407.00617). loss_type inpo only."
+        },
+    )
     reference: Literal["previous", "initial"] = field(
         default="previous",
         metadata={"help": "Reference policy: 'previous' = π_t (ARIES default) or 'initial' = π_0."},
@@ -134,28 +159,6 @@ class TrainConfig:
             raise AriesError(f"train.momentum must be >= 0, not {self.momentum}")
 
 
-def trl_loss_types() -> tuple[str, ...]:
-    """The DPO loss types of the installed TRL, read from its `DPOConfig.loss_type` help text
-    (TRL keeps no list of them elsewhere); empty if that text changes shape."""
-    import re
-
-    from trl.trainer.dpo_config import DPOConfig
-
-    help_text = next(f.metadata["help"] for f in fields(DPOConfig) if f.name == "loss_type")
-    return tuple(re.findall(r"`'(\w+)'`", help_text))
-
-
-def check_loss_type(loss_type: str) -> None:
-    """Fail at config load, not after collection, on a loss type TRL does not know."""
-    known = trl_loss_types()
-    for name in loss_type.split(","):
-        if known and name.strip() not in known:
-            raise AriesError(
-                f"train.loss_type {name.strip()!r} is not a loss type of the installed TRL; "
-                f"choose from {', '.join(known)} (comma-separate several)"
-            )
-
-
 @dataclass
 class SFTConfig:
     """The optional SFT stage (`sft:` in a run config): METHOD.md Eq. 4 on both views."""
@@ -235,13 +238,15 @@ def train_preference(
     go to `<output_dir>.checkpoints/` and a rerun resumes from the last one.
     """
     import datasets
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
+    from aries.losses import PreferenceTrainer, loss_columns, reference_kind
     from aries.models import load_causal_lm
 
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
     dataset = datasets.load_from_disk(str(pairs_dir)).remove_columns(["id", "view"])
+    dataset = loss_columns(dataset, config.loss_type, pairs_dir)
     dataset = _for_policy(dataset, policy, trust_remote_code)
     if len(dataset) == 0:
         raise AriesError(f"{pairs_dir}: no preference pairs to train on")
@@ -282,9 +287,9 @@ def train_preference(
     )
     model, tokenizer = _load_policy(policy, trust_remote_code)
     ref_model = None
-    if reference is not None:
+    if reference is not None and reference_kind(config.loss_type, config.reference) != "none":
         ref_model = load_causal_lm(reference, dtype="float32", trust_remote_code=trust_remote_code)
-    trainer_class = DPOTrainer
+    trainer_class = PreferenceTrainer
     if config.prefix_sharing:
         from aries.prefix_dpo import PrefixSharedDPOTrainer as trainer_class
     trainer = trainer_class(
@@ -294,6 +299,8 @@ def train_preference(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=_lora_config(config) if config.lora else None,
+        simpo_gamma=config.simpo_gamma,
+        inpo_tau=config.inpo_tau,
     )
     log_to(trainer, log_dir)
     return _train_and_save(trainer, tokenizer, checkpoints, output_dir)

@@ -100,7 +100,7 @@ def test_a_typo_in_an_enumerated_option_fails_at_load_with_the_choices(data, mes
 
 
 def test_loss_types_are_read_from_trl():
-    from aries.train import trl_loss_types
+    from aries.losses import trl_loss_types
 
     assert {"sigmoid", "ipo", "hinge"} <= set(trl_loss_types())
 

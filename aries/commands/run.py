@@ -28,11 +28,17 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--stop-before",
-        choices=("collect", "score", "select", "pairs", "train", "eval"),
+        choices=("collect", "teacher", "score", "select", "pairs", "train", "eval"),
         help="stop when this stage is next (e.g. train: run it with `accelerate launch -m "
         "aries.cli train RUN --iteration t`, then rerun `aries run` to continue)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config completely and print the resolved plan (stages, models, what "
+        "each iteration collects and trains) without running anything",
+    )
     parser.set_defaults(func=run)
 
     status = subparsers.add_parser("status", help="print where a run stands")
@@ -47,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from aries.status import summary_table
 
     config = load_run_config(args.config, args.overrides)
+    if args.check:
+        from aries.plan import check_config, describe_plan
+
+        check_config(config)
+        print(f"{args.config}: valid\n{describe_plan(config)}")
+        return 0
     manifest = run_loop(
         config, overwrite=args.overwrite, progress=not args.quiet, stop_before=args.stop_before
     )
