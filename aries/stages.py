@@ -250,10 +250,17 @@ def select(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str
 
 
 def pairs(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
+    return pairs_into(config, t, run.read_selections(t), run.pairs(t))
+
+
+def pairs_into(
+    config: RunConfig, t: int, selections: list[dict[str, Any]], out: Path
+) -> dict[str, Any]:
+    """Iteration t's pair dataset (the config's views) from `selections`, saved to `out`."""
     from aries.pairs import build_pairs, save_dataset
 
     examples = build_pairs(
-        run.read_selections(t),
+        selections,
         instruction=config.generation.instruction,
         w_direct=config.pairs.w_direct,
         w_refine=config.pairs.w_refine,
@@ -261,7 +268,7 @@ def pairs(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str,
         seed=config.seed + t,
     )
     if examples:
-        save_dataset(examples, run.pairs(t))
+        save_dataset(examples, out)
     views = ("direct", "refine", "keep")
     return {"pairs": len(examples), **{v: sum(e["view"] == v for e in examples) for v in views}}
 

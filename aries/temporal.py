@@ -28,13 +28,17 @@ from aries.jsonl import atomic_write_jsonl, read_jsonl
 from aries.runconfig import RunConfig
 from aries.rundir import RunDir
 from aries.select import Candidate, Selection, _pair, candidates_of, normalised
-from aries.stages import (
-    Session,
-    collect_into,
-    policy,
-    score_into,
-    train_into,
-)
+from aries.stages import Session, collect_into, pairs_into, policy, score_into, train_into
+
+STEP_DESCRIPTIONS = {
+    "anchor": "π_0 answers the same prompts (answer + N samples), judged like π_t's responses",
+    "select": "anchored pairs: π_t's best-judged response against π_0's worst (at t = 0 its "
+    "own worst), kept when judged strictly better",
+    "future_model": "a temporary future model: π_t trained on the anchored pairs",
+    "future": "the future model answers the prompts, judged; its best response becomes the "
+    "chosen one where judged above π_t's",
+}
+"""What each temporal step does, for `aries run --check`."""
 
 TEMPORAL_DROPS = ("too_few_scored", "not_better", "identical")
 """Why a prompt gives no pair: no scored response on one side; the best chosen candidate is
@@ -113,25 +117,15 @@ def select(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str
 
 
 def future_model(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
-    """The temporary future model: π_t trained on the anchored pairs (direct view)."""
-    from aries.pairs import build_pairs, save_dataset
-
+    """The temporary future model: π_t trained on the anchored pairs (the config's views: the
+    direct view, as resolve_config sets for this method)."""
     folder = run.future(t)
-    examples = build_pairs(
-        read_jsonl(run.anchored(t)),
-        instruction=config.generation.instruction,
-        w_direct=1.0,
-        w_refine=0.0,
-        seed=config.seed + t,
-    )
-    if not examples:
+    counts = pairs_into(config, t, read_jsonl(run.anchored(t)), folder / "pairs")
+    if not counts["pairs"]:
         return {"pairs": 0, "skipped": "no anchored pairs: no future model"}
-    save_dataset(examples, folder / "pairs")
     session.release()  # hand the memory to the trainer
-    return {
-        "pairs": len(examples),
-        **train_into(run, config, t, folder / "pairs", folder / "model"),
-    }
+    trained = train_into(run, config, t, folder / "pairs", folder / "model")
+    return {"pairs": counts["pairs"], **trained}
 
 
 def future(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
