@@ -155,7 +155,14 @@ def future(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str
 
 
 def _counts(t: int, session: Session, what: str, selection: Selection) -> dict[str, Any]:
+    """The select stage's counts (one pair per kept prompt), as stages.select records them."""
     kept = len(selection.pairs)
     dropped = sum(selection.drop_counts.values())
     session.log(f"iteration {t}: {kept} {what} pairs, dropped {selection.drop_counts}")
-    return {"selected_pairs": kept, "dropped": dropped, "drop_counts": selection.drop_counts}
+    return {
+        "prompts_in": kept + dropped,
+        "kept": kept,
+        "selected_pairs": kept,
+        "dropped": dropped,
+        "drop_counts": selection.drop_counts,
+    }

@@ -118,6 +118,12 @@ def test_temporal_self_rewarding_two_iterations(tmp_path, tiny_model_path):
     common = ["prompts", "collect", "score", "select", "future_model", "future", "pairs", "train"]
     assert stages[0] == common
     assert stages[1] == common[:3] + ["anchor"] + common[3:]
+    counts = manifest["iterations"]["1"]["stages"]
+    for step in ("select", "future"):  # one pair or one drop reason per prompt
+        assert (
+            counts[step]["counts"]["kept"] + counts[step]["counts"]["dropped"]
+            == (counts["prompts"]["counts"]["prompts"])
+        )
     # iteration 1: the rejected responses are π_0's (the anchors), judged by π_1 like the rest
     anchors = {s["text"] for r in read_jsonl(run_dir.anchors(1)) for s in r["chain"] + r["samples"]}
     selections = run_dir.read_selections(1)
