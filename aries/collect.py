@@ -29,6 +29,7 @@ def split_by_context(
     rounds: int,
     max_new_tokens: int,
     instruction: str = DEFAULT_REFINE_INSTRUCTION,
+    system_prompt: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split prompts into those whose longest chain fits the model's context and those that don't.
 
@@ -42,10 +43,14 @@ def split_by_context(
     kept, skipped = [], []
     for prompt in prompts:
         if rounds > 0:
-            longest = refine_messages(prompt["prompt"], "", instruction, _history(prompt))
+            longest = refine_messages(
+                prompt["prompt"], "", instruction, _history(prompt), system_prompt=system_prompt
+            )
             needed = backend.count_prompt_tokens(longest) + 2 * max_new_tokens
         else:
-            direct = direct_messages(prompt["prompt"], _history(prompt))
+            direct = direct_messages(
+                prompt["prompt"], _history(prompt), system_prompt=system_prompt
+            )
             needed = backend.count_prompt_tokens(direct) + max_new_tokens
         (kept if needed <= limit else skipped).append(prompt)
     return kept, skipped
@@ -58,6 +63,7 @@ def run_chains(
     rounds: int,
     sampling: Sampling,
     instruction: str = DEFAULT_REFINE_INSTRUCTION,
+    system_prompt: str | None = None,
     n_samples: int = 0,
     out_path: str | Path | None = None,
     chunk_size: int = 64,
@@ -67,6 +73,7 @@ def run_chains(
 
     With `out_path`, records already in the file are kept and only missing prompts are generated
     (resume); new records are appended chunk by chunk. Returns the records of `prompts`, in order.
+    `system_prompt` opens every conversation (aries.views.with_system_prompt).
     """
     done: dict[str, dict[str, Any]] = {}
     appender = None
@@ -79,7 +86,7 @@ def run_chains(
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start : start + chunk_size]
             records = _chains_for_chunk(
-                backend, chunk, rounds, sampling, instruction, n_samples, bar
+                backend, chunk, rounds, sampling, instruction, system_prompt, n_samples, bar
             )
             done.update((r["id"], r) for r in records)
             if appender:
@@ -97,26 +104,32 @@ def _chains_for_chunk(
     rounds: int,
     sampling: Sampling,
     instruction: str,
+    system_prompt: str | None,
     n_samples: int,
     bar,
 ) -> list[dict[str, Any]]:
+    def direct(prompt: dict[str, Any]) -> list[dict[str, str]]:
+        return direct_messages(prompt["prompt"], _history(prompt), system_prompt=system_prompt)
+
+    def refine(record: dict[str, Any]) -> list[dict[str, str]]:
+        previous = record["chain"][-1]["text"]
+        history = _history(record)
+        return refine_messages(
+            record["prompt"], previous, instruction, history, system_prompt=system_prompt
+        )
+
     records = [{**prompt, "chain": []} for prompt in chunk]
-    conversations = [direct_messages(p["prompt"], _history(p)) for p in chunk]
+    conversations = [direct(p) for p in chunk]
     for round_index in range(rounds + 1):
         # Each round gets its own seed so a refinement is not a replay of the answer's randomness.
         round_sampling = replace(sampling, seed=sampling.seed + 1000 * round_index)
         for record, generation in zip(records, backend.generate(conversations, round_sampling)):
             record["chain"].append({"round": round_index, **_fields(generation)})
         bar.update(len(chunk))
-        conversations = [
-            refine_messages(r["prompt"], r["chain"][-1]["text"], instruction, _history(r))
-            for r in records
-        ]
+        conversations = [refine(r) for r in records]
     if n_samples:
         sample_sampling = replace(sampling, seed=sampling.seed + 1_000_000)
-        repeated = [
-            direct_messages(p["prompt"], _history(p)) for p in chunk for _ in range(n_samples)
-        ]
+        repeated = [direct(p) for p in chunk for _ in range(n_samples)]
         generations = backend.generate(repeated, sample_sampling)
         for index, record in enumerate(records):
             mine = generations[index * n_samples : (index + 1) * n_samples]

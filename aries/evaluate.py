@@ -18,7 +18,8 @@ response beat the reference).
 
     benchmark, model, metric ("accuracy" | "win_rate"), scorer (verifier or judge name),
     rounds (K), n_prompts (evaluated), skipped {"too_long", "no_reference", "unscored"},
-    sampling {max_new_tokens, temperature, top_p, seed}, instruction, seconds, created,
+    sampling {max_new_tokens, temperature, top_p, seed}, instruction, system_prompt (or null),
+    seconds, created,
     chains_path (relative to eval.json: the chains, one record per prompt),
     judgements_path (LLM judges only: every judge call with its raw output, one per line),
     judge {calls, unparsed, order_checks, order_agreements}  (LLM judges only: pairs judged
@@ -173,6 +174,7 @@ def evaluate(
     judge: PairJudge | None = None,
     baseline: dict[str, str] | None = None,
     instruction: str = DEFAULT_REFINE_INSTRUCTION,
+    system_prompt: str | None = None,
     benchmark: str = "",
     model: str = "",
     n_resamples: int = 1000,
@@ -208,6 +210,7 @@ def evaluate(
         rounds=rounds,
         max_new_tokens=sampling.max_new_tokens,
         instruction=instruction,
+        system_prompt=system_prompt,
     )
     skipped["too_long"] = len(too_long)
     if not kept:
@@ -220,6 +223,7 @@ def evaluate(
         rounds=rounds,
         sampling=sampling,
         instruction=instruction,
+        system_prompt=system_prompt,
         out_path=chains_path,
         progress=progress,
     )
@@ -271,6 +275,7 @@ def evaluate(
         "skipped": skipped,
         "sampling": asdict(sampling),
         "instruction": instruction,
+        "system_prompt": system_prompt,
         "seconds": round(time.time() - started, 1),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "chains_path": chains_path.name,

@@ -128,18 +128,22 @@ def resolve_model(spec: str) -> str:
     return spec
 
 
-def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
-    """The tokenizer of a model spec (an adapter folder carries its own or its base's)."""
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False, chat_template: str | None = None):
+    """The tokenizer of a model spec (an adapter folder carries its own or its base's), with
+    the `chat_template` override if any (aries.views.use_chat_template)."""
     from transformers import AutoTokenizer
+
+    from aries.views import use_chat_template
 
     path = resolve_model(spec)
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         base = _adapter_base(path)
         if base is None:
             raise AriesError(f"{spec}: cannot load tokenizer ({error})") from None
-        return load_tokenizer(base, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
+    return use_chat_template(tokenizer, chat_template)
 
 
 def _adapter_base(path: str) -> str | None:

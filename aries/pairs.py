@@ -60,8 +60,10 @@ def build_pairs(
     w_refine: float = 1.0,
     w_keep: float = 0.0,
     seed: int = 0,
+    system_prompt: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Preference examples (conversational) for both views, mixed by the view weights."""
+    """Preference examples (conversational) for both views, mixed by the view weights; every
+    prompt opens with `system_prompt` when given (as in collection and evaluation)."""
     weights = {"direct": w_direct, "refine": w_refine, "keep": w_keep}
     if min(weights.values()) < 0 or w_direct + w_refine == 0:
         raise AriesError("view weights must be >= 0 and w_direct, w_refine not both 0")
@@ -76,22 +78,26 @@ def build_pairs(
         pool = by_view[view]
         chosen_ids = set(rng.sample(range(len(pool)), round(len(pool) * weight / top)))
         examples += [
-            preference_example(selection, view, instruction)
+            preference_example(selection, view, instruction, system_prompt)
             for index, selection in enumerate(pool)
             if index in chosen_ids
         ]
     return examples
 
 
-def preference_example(selection: dict[str, Any], view: str, instruction: str) -> dict[str, Any]:
+def preference_example(
+    selection: dict[str, Any], view: str, instruction: str, system_prompt: str | None = None
+) -> dict[str, Any]:
     """One conversational preference example of `view` from a selection record."""
     if view == "direct":
-        prompt = direct_messages(selection["prompt"])
+        prompt = direct_messages(selection["prompt"], system_prompt=system_prompt)
     else:
         previous = (
             selection.get("previous") or selection["chosen" if view == "keep" else "rejected"]
         )
-        prompt = refine_messages(selection["prompt"], previous, instruction)
+        prompt = refine_messages(
+            selection["prompt"], previous, instruction, system_prompt=system_prompt
+        )
     return {
         "id": f"{selection['id']}:{view}",
         "view": view,
@@ -107,13 +113,15 @@ def preference_example(selection: dict[str, Any], view: str, instruction: str) -
     }
 
 
-def sft_examples(selections: list[dict[str, Any]], *, instruction: str) -> list[dict[str, Any]]:
+def sft_examples(
+    selections: list[dict[str, Any]], *, instruction: str, system_prompt: str | None = None
+) -> list[dict[str, Any]]:
     """METHOD.md stage 0 (Eq. 4): `x -> y_w` and `(x, y_l, z) -> y_w` per row, in TRL's
     conversational prompt-completion format."""
     examples = []
     for selection in selections:
         for view in [selection["view"]] if "view" in selection else VIEWS:
-            pair = preference_example(selection, view, instruction)
+            pair = preference_example(selection, view, instruction, system_prompt)
             examples.append(
                 {
                     "id": pair["id"],
@@ -125,13 +133,13 @@ def sft_examples(selections: list[dict[str, Any]], *, instruction: str) -> list[
     return examples
 
 
-def sft_dataset(path: str, out_dir, instruction: str) -> int:
+def sft_dataset(path: str, out_dir, instruction: str, system_prompt: str | None = None) -> int:
     """Write METHOD.md Eq. 4's both-view SFT examples from a prompt/chosen/rejected file."""
     from aries.sources import PromptSource, load_prompts
 
     rows = load_prompts(PromptSource(name=path))
     selections = [{"id": r["id"], "prompt": r["prompt"], **_chosen_rejected(r, path)} for r in rows]
-    examples = sft_examples(selections, instruction=instruction)
+    examples = sft_examples(selections, instruction=instruction, system_prompt=system_prompt)
     save_dataset(examples, out_dir)
     return len(examples)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aries import AriesError
-from aries.backends import BackendName
+from aries.backends import BackendName, check_chat_template_backend
 from aries.config import apply_overrides, from_dict, load_yaml
 from aries.integrations import check_hub, report_targets
 from aries.pairs import PairsConfig
@@ -21,7 +21,7 @@ from aries.rewards import reward_config
 from aries.select import SelectionConfig
 from aries.teacher import TeacherConfig
 from aries.train import SFTConfig, TrainConfig
-from aries.views import DEFAULT_REFINE_INSTRUCTION
+from aries.views import DEFAULT_REFINE_INSTRUCTION, chat_template_text
 
 Method = Literal["aries", "iterative-dpo", "dno", "temporal-self-rewarding", "self-refine"]
 
@@ -131,6 +131,23 @@ class RunConfig:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Let model repositories run their own code."}
     )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "System message opening every conversation the policy sees: collection, "
+            "both views' training pairs, SFT examples and evaluation (aries.views). Serve and "
+            "evaluate the trained model with the same: aries serve/eval --system-prompt."
+        },
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Chat template instead of the model's own: a Jinja template, a file holding "
+            "one, or 'plain' (Question: / Answer: text, as for base models). Used for generation "
+            "and training, and saved with each trained model's tokenizer, so aries serve and "
+            "aries eval of that folder use it too. Not with generation.backend openai."
+        },
+    )
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     reward: dict[str, Any] = field(
@@ -171,6 +188,9 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
 
     check_loss_settings(config.train, config.selection.strategy)
     report_targets(config.train.report_to)
+    if config.chat_template is not None:
+        check_chat_template_backend(config.generation.backend)
+        chat_template_text(config.chat_template)  # a missing template file fails here
     check_hub(config.train.push_to_hub, config.train.hub_model_id)
     _check_prompt_mixture(config.prompts)
     reward_config(config.reward)

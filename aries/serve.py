@@ -38,6 +38,7 @@ from aries.serve_api import (
     parse_request,
     stream_events,
 )
+from aries.views import with_system_prompt
 
 
 class Batcher:
@@ -101,8 +102,9 @@ class Batcher:
                 for job, generation in zip(jobs, generations):
                     job.future.set_result([{"round": 0, **asdict(generation)}])
                 return
-            prompts = [
-                {"id": str(i), "prompt": job.messages[0]["content"]} for i, job in enumerate(jobs)
+            prompts = [  # the question, after the system message if any
+                {"id": str(i), "prompt": job.messages[-1]["content"], "history": job.messages[:-1]}
+                for i, job in enumerate(jobs)
             ]
             records = run_chains(
                 self.backend,
@@ -149,8 +151,13 @@ def create_app(
     max_refine_rounds: int = 8,
     max_batch: int = 32,
     batch_wait: float = 0.005,
+    system_prompt: str | None = None,
 ):
-    """The FastAPI application; the backend is closed when the application shuts down."""
+    """The FastAPI application; the backend is closed when the application shuts down.
+
+    `system_prompt` opens every conversation that has no system message of its own, as in the
+    collection and training of a run with that system prompt (aries.views).
+    """
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -206,6 +213,7 @@ def create_app(
 
         try:
             job = parse_request(body, max_new_tokens, max_refine_rounds)
+            job.messages = with_system_prompt(job.messages, system_prompt)
             chain = await asyncio.wrap_future(batcher.submit(job))
         except RequestError as problem:
             return error(400, str(problem))

@@ -39,6 +39,8 @@ class Session:
             if generation.backend == "hf":
                 options.setdefault("batch_size", generation.batch_size)
                 options.setdefault("trust_remote_code", self.config.trust_remote_code)
+            if self.config.chat_template is not None:
+                options.setdefault("chat_template", self.config.chat_template)
             self._backend = make_backend(generation.backend, model, **options)
             self._model = model
         return self._backend
@@ -97,6 +99,7 @@ def eval_settings(config: RunConfig) -> dict[str, Any]:
         "sampling": Sampling(config.eval.max_new_tokens, 0.0, 1.0, config.seed),
         "verifier": make_reward_source(config.eval.verifier),
         "instruction": config.generation.instruction,
+        "system_prompt": config.system_prompt,
         "seed": config.seed,
     }
 
@@ -105,7 +108,9 @@ def sft(run: RunDir, config: RunConfig, t: None, session: Session) -> dict[str, 
     """Stage 0 (METHOD.md Eq. 4) on the preference data of `sft.dataset`."""
     from aries.pairs import sft_dataset
 
-    count = sft_dataset(config.sft.dataset, run.sft_examples, config.generation.instruction)
+    count = sft_dataset(
+        config.sft.dataset, run.sft_examples, config.generation.instruction, config.system_prompt
+    )
     return {"examples": count, **_train_sft(run, config)}
 
 
@@ -113,7 +118,11 @@ def warm_start(run: RunDir, config: RunConfig, t: int, session: Session) -> dict
     """Stage 0 from the first collection (`sft.warm_start`): SFT on iteration t's selections."""
     from aries.pairs import save_dataset, sft_examples
 
-    examples = sft_examples(run.read_selections(t), instruction=config.generation.instruction)
+    examples = sft_examples(
+        run.read_selections(t),
+        instruction=config.generation.instruction,
+        system_prompt=config.system_prompt,
+    )
     if not examples:
         raise AriesError(f"{run.selections(t)}: no selected pair to warm-start from")
     save_dataset(examples, run.sft_examples)
@@ -134,6 +143,7 @@ def _train_sft(run: RunDir, config: RunConfig) -> dict[str, float]:
         log_dir=run.logs(None),
         report_to=config.train.report_to,
         trust_remote_code=config.trust_remote_code,
+        chat_template=config.chat_template,
     )
     return _numbers(metrics)
 
@@ -176,6 +186,7 @@ def collect_into(
         rounds=gen.rounds,
         max_new_tokens=gen.max_new_tokens,
         instruction=gen.instruction,
+        system_prompt=config.system_prompt,
     )
     chains = run_chains(
         backend,
@@ -183,6 +194,7 @@ def collect_into(
         rounds=gen.rounds,
         sampling=Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, config.seed + t),
         instruction=gen.instruction,
+        system_prompt=config.system_prompt,
         n_samples=gen.samples,
         out_path=out,
         chunk_size=gen.chunk_size,
@@ -262,6 +274,7 @@ def pairs_into(
     examples = build_pairs(
         selections,
         instruction=config.generation.instruction,
+        system_prompt=config.system_prompt,
         w_direct=config.pairs.w_direct,
         w_refine=config.pairs.w_refine,
         w_keep=config.pairs.w_keep,
@@ -326,6 +339,7 @@ def train_into(
         reference=reference,
         log_dir=run.logs(t),
         trust_remote_code=config.trust_remote_code,
+        chat_template=config.chat_template,
     )
     return _numbers(metrics)
 

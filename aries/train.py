@@ -231,11 +231,13 @@ def train_preference(
     reference: str | None = None,
     log_dir: str | Path | None = None,
     trust_remote_code: bool = False,
+    chat_template: str | None = None,
 ) -> dict[str, Any]:
     """Train π_{t+1} from π_t (`policy`) on a both-view pair dataset; returns the final metrics.
 
     `reference` is the reference model's path when it is not the policy itself (π_0). Checkpoints
-    go to `<output_dir>.checkpoints/` and a rerun resumes from the last one.
+    go to `<output_dir>.checkpoints/` and a rerun resumes from the last one. A `chat_template`
+    override renders the pairs and is saved with the policy's tokenizer (aries.views).
     """
     import datasets
     from trl import DPOConfig
@@ -247,7 +249,7 @@ def train_preference(
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
     dataset = datasets.load_from_disk(str(pairs_dir)).remove_columns(["id", "view"])
     dataset = loss_columns(dataset, config.loss_type, pairs_dir)
-    dataset = _for_policy(dataset, policy, trust_remote_code)
+    dataset = _for_policy(dataset, policy, trust_remote_code, chat_template)
     if len(dataset) == 0:
         raise AriesError(f"{pairs_dir}: no preference pairs to train on")
     if config.length_grouped_batches:
@@ -285,7 +287,7 @@ def train_preference(
         trust_remote_code=trust_remote_code,
         **_precision_flags(config.precision),
     )
-    model, tokenizer = _load_policy(policy, trust_remote_code)
+    model, tokenizer = _load_policy(policy, trust_remote_code, chat_template)
     ref_model = None
     if reference is not None and reference_kind(config.loss_type, config.reference) != "none":
         ref_model = load_causal_lm(reference, dtype="float32", trust_remote_code=trust_remote_code)
@@ -316,6 +318,7 @@ def train_sft(
     log_dir: str | Path | None = None,
     report_to: str = "tensorboard",
     trust_remote_code: bool = False,
+    chat_template: str | None = None,
 ) -> dict[str, Any]:
     """METHOD.md stage 0 with TRL's `SFTTrainer` on prompt-completion examples of both views."""
     import datasets
@@ -325,7 +328,7 @@ def train_sft(
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
     dataset = datasets.load_from_disk(str(examples_dir)).remove_columns(["id", "view"])
-    dataset = _for_policy(dataset, policy, trust_remote_code)
+    dataset = _for_policy(dataset, policy, trust_remote_code, chat_template)
     args = TRLSFTConfig(
         output_dir=str(checkpoints),
         learning_rate=config.learning_rate,
@@ -341,7 +344,7 @@ def train_sft(
         seed=seed,
         **_precision_flags("auto"),
     )
-    model, tokenizer = _load_policy(policy, trust_remote_code)
+    model, tokenizer = _load_policy(policy, trust_remote_code, chat_template)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -352,20 +355,25 @@ def train_sft(
     return _train_and_save(trainer, tokenizer, checkpoints, output_dir)
 
 
-def _for_policy(dataset, policy: str, trust_remote_code: bool):
+def _for_policy(dataset, policy: str, trust_remote_code: bool, chat_template: str | None):
     """Stored examples are conversational; plain text for a policy without a chat template."""
     from aries.models import load_tokenizer
     from aries.pairs import for_tokenizer
 
-    return for_tokenizer(dataset, load_tokenizer(policy, trust_remote_code=trust_remote_code))
+    tokenizer = load_tokenizer(
+        policy, trust_remote_code=trust_remote_code, chat_template=chat_template
+    )
+    return for_tokenizer(dataset, tokenizer)
 
 
-def _load_policy(policy: str, trust_remote_code: bool):
+def _load_policy(policy: str, trust_remote_code: bool, chat_template: str | None):
     """The policy in fp32 (the trainer's mixed precision casts) and its tokenizer, padded."""
     from aries.models import load_causal_lm, load_tokenizer
 
     model = load_causal_lm(policy, dtype="float32", trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer(policy, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(
+        policy, trust_remote_code=trust_remote_code, chat_template=chat_template
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

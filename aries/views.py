@@ -2,11 +2,16 @@
 
 Every stage that builds a prompt (collection, pair construction, evaluation, serving) goes through
 these functions, so the model is trained on exactly the conversations it is later asked to refine.
+The same holds for the two settings that change those conversations and their text: a system
+prompt (`with_system_prompt`, put first in every conversation) and a chat template
+(`use_chat_template`, set on the policy's tokenizer wherever one is loaded: generation backends,
+TRL's trainers, and so the saved model folder, which carries it to the next iteration).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 Message = dict[str, str]
 """One chat message: {"role": "user" | "assistant" | "system", "content": str}."""
@@ -18,24 +23,68 @@ DEFAULT_REFINE_INSTRUCTION = (
 """The refinement instruction `z`: asks for a complete better answer, not a critique or a diff."""
 
 
-def direct_messages(prompt: str, history: Sequence[Message] = ()) -> list[Message]:
+PLAIN_TEMPLATE = "plain"
+"""`chat_template: plain`: ignore the model's chat template and use `render_plain`."""
+
+
+def with_system_prompt(conversation: list[Message], system_prompt: str | None) -> list[Message]:
+    """`[system s]` first, unless there is no system prompt or the conversation has its own."""
+    if not system_prompt or (conversation and conversation[0]["role"] == "system"):
+        return conversation
+    return [{"role": "system", "content": system_prompt}, *conversation]
+
+
+def direct_messages(
+    prompt: str, history: Sequence[Message] = (), *, system_prompt: str | None = None
+) -> list[Message]:
     """Direct view: `[user x]`, after the earlier turns of a multi-turn prompt if any."""
-    return [*history, {"role": "user", "content": prompt}]
+    return with_system_prompt([*history, {"role": "user", "content": prompt}], system_prompt)
 
 
 def refine_messages(
-    prompt: str, previous: str, instruction: str, history: Sequence[Message] = ()
+    prompt: str,
+    previous: str,
+    instruction: str,
+    history: Sequence[Message] = (),
+    *,
+    system_prompt: str | None = None,
 ) -> list[Message]:
     """Refine view: `[user x] [assistant y] [user z]`, answered by the next assistant turn.
 
     `history` (earlier turns, e.g. MT-Bench's first turn) comes first and is never refined.
     """
-    return [
+    conversation = [
         *history,
         {"role": "user", "content": prompt},
         {"role": "assistant", "content": previous},
         {"role": "user", "content": instruction},
     ]
+    return with_system_prompt(conversation, system_prompt)
+
+
+def chat_template_text(chat_template: str) -> str | None:
+    """The Jinja text of a `chat_template` setting: the template itself (it contains `{%` or
+    `{{`), the path of a file holding one (as vLLM's --chat-template), or `plain` (None: the
+    plain template)."""
+    from aries import AriesError
+
+    if chat_template == PLAIN_TEMPLATE:
+        return None
+    if "{%" in chat_template or "{{" in chat_template:
+        return chat_template
+    path = Path(chat_template).expanduser()
+    if not path.is_file():
+        raise AriesError(
+            f"chat_template {chat_template!r}: no such file, and not a Jinja template or 'plain'"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def use_chat_template(tokenizer, chat_template: str | None):
+    """Set a `chat_template` override on a tokenizer (None: keep the model's own); returns it."""
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template_text(chat_template)
+    return tokenizer
 
 
 def render_plain(conversation: list[Message]) -> str:

@@ -37,6 +37,18 @@ def make_backend(name: str, model: str, **options) -> Backend:
     raise AriesError(f"unknown generation backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 
+def check_chat_template_backend(name: str) -> None:
+    """A server renders prompts with its own chat template, out of aries' reach."""
+    if name == "openai":
+        from aries import AriesError
+
+        raise AriesError(
+            "chat_template cannot be applied by the openai backend: its server renders prompts "
+            "with its own template (start it with that template, e.g. vllm serve --chat-template "
+            "FILE or aries serve --chat-template FILE, and leave chat_template unset here)"
+        )
+
+
 def engine_options(
     name: str,
     *,
@@ -44,10 +56,15 @@ def engine_options(
     device: str | None = None,
     dtype: str = "auto",
     trust_remote_code: bool = False,
+    chat_template: str | None = None,
 ) -> dict[str, typing.Any]:
     """The model-loading options that engine `name` takes: vLLM and OpenAI-compatible servers
-    schedule their own batches and place their own weights; a server has its own dtype."""
+    schedule their own batches and place their own weights; a server has its own dtype and
+    chat template."""
     options: dict[str, typing.Any] = {"trust_remote_code": trust_remote_code}
+    if chat_template is not None:
+        check_chat_template_backend(name)
+        options["chat_template"] = chat_template
     if name in ("hf", "vllm"):
         options["dtype"] = dtype
     if name == "hf":

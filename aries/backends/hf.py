@@ -42,6 +42,7 @@ class HFBackend:
         device: str | None = None,
         dtype: str = "auto",
         trust_remote_code: bool = False,
+        chat_template: str | None = None,
     ):
         from aries.models import load_causal_lm, load_tokenizer
 
@@ -52,7 +53,9 @@ class HFBackend:
         self.model = load_causal_lm(
             model, dtype=dtype, device=device, trust_remote_code=trust_remote_code
         )
-        self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+        self.tokenizer = load_tokenizer(
+            model, trust_remote_code=trust_remote_code, chat_template=chat_template
+        )
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -15,7 +15,7 @@ from typing import Any
 
 from aries import AriesError
 from aries.backends.base import Generation, Sampling, request_seeds
-from aries.views import Message, prompt_token_ids
+from aries.views import Message, prompt_token_ids, use_chat_template
 
 
 class VLLMBackend:
@@ -34,6 +34,7 @@ class VLLMBackend:
         seed: int = 0,
         enable_prefix_caching: bool = True,
         trust_remote_code: bool = False,
+        chat_template: str | None = None,
         engine_options: dict[str, Any] | None = None,
     ):
         try:
@@ -68,7 +69,7 @@ class VLLMBackend:
             trust_remote_code=trust_remote_code,
             **options,
         )
-        self.tokenizer = self.llm.get_tokenizer()
+        self.tokenizer = use_chat_template(self.llm.get_tokenizer(), chat_template)
 
     @property
     def context_length(self) -> int | None:

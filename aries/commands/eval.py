@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         judge=judge,
         baseline=baseline,
         instruction=args.instruction,
+        system_prompt=args.system_prompt,
         benchmark=args.benchmark,
         model=model,
         n_resamples=args.bootstrap,

@@ -35,6 +35,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = "em
         action="store_true",
         help="allow model repositories to run their own Python code (off by default)",
     )
+    parser.add_argument(
+        "--system-prompt",
+        default=None,
+        help="system message put first in every conversation (as a run's system_prompt: give "
+        "the one the model was trained with)",
+    )
+    parser.add_argument(
+        "--chat-template",
+        default=None,
+        help="chat template instead of the model's own: a Jinja template, a file holding one, "
+        "or 'plain' (Question: / Answer: text)",
+    )
 
 
 def engine_options_from_args(args: argparse.Namespace) -> dict:
@@ -47,6 +59,7 @@ def engine_options_from_args(args: argparse.Namespace) -> dict:
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
+        chat_template=args.chat_template,
     )
 
 
@@ -180,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         max_new_tokens=args.max_new_tokens,
         instruction=args.instruction,
+        system_prompt=args.system_prompt,
     )
     if too_long:
         ids = ", ".join(p["id"] for p in too_long[:5])
@@ -194,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         sampling=sampling,
         instruction=args.instruction,
+        system_prompt=args.system_prompt,
         n_samples=args.samples,
         out_path=out,
         progress=not args.question,

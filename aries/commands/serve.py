@@ -98,5 +98,6 @@ def run(args: argparse.Namespace) -> int:
         max_refine_rounds=args.max_refine_rounds,
         max_batch=args.max_batch,
         batch_wait=args.batch_wait_ms / 1000,
+        system_prompt=args.system_prompt,
     )
     return 0

@@ -36,6 +36,15 @@ def register(subparsers) -> None:
     sft.add_argument("--batch-size", type=int, default=8, help="examples per step")
     sft.add_argument("--max-length", type=int, default=512, help="tokens per example")
     sft.add_argument("--seed", type=int, default=0, help="training seed")
+    sft.add_argument(
+        "--system-prompt", default=None, help="system message opening every example (default: none)"
+    )
+    sft.add_argument(
+        "--chat-template",
+        default=None,
+        help="chat template instead of the model's own (Jinja text, a file, or 'plain'); saved "
+        "with the model",
+    )
     sft.set_defaults(func=sft_command)
 
 
@@ -71,7 +80,12 @@ def sft_command(args: argparse.Namespace) -> int:
     )
     model = resolve_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:
-        count = sft_dataset(config.dataset, f"{tmp}/examples", DEFAULT_REFINE_INSTRUCTION)
-        metrics = train_sft(model, f"{tmp}/examples", args.out, config, seed=args.seed)
+        examples = f"{tmp}/examples"
+        count = sft_dataset(
+            config.dataset, examples, DEFAULT_REFINE_INSTRUCTION, args.system_prompt
+        )
+        metrics = train_sft(
+            model, examples, args.out, config, seed=args.seed, chat_template=args.chat_template
+        )
     print(f"trained on {count} examples ({metrics['steps']} steps); model saved to {args.out}")
     return 0
