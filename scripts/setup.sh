@@ -13,13 +13,16 @@ if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
   exit 0
 fi
 python -m pip install -q --upgrade pip
-# torch first: without a GPU take the CPU build (a plain `torch` requirement can pull a
-# multi-GB CUDA build); with a GPU, keep whatever torch the machine provides or get the default.
+# torch first, so that the project's `torch>=2.4` is already met: a plain `torch` from PyPI is the
+# CUDA build (several GB of nvidia-* wheels). With a GPU, keep whatever torch the machine provides
+# or get that default. Without one, take the CPU build: a wheel pip finds locally (find-links,
+# e.g. torch-2.13.0+cpu on the development machines; its small dependencies come from PyPI in the
+# next step), else the CPU index of PyTorch.
 if ! python -c "import torch" 2>/dev/null; then
-  if command -v nvidia-smi >/dev/null 2>&1; then
+  if nvidia-smi -L >/dev/null 2>&1; then
     pip install -q torch
-  else
-    pip install -q torch==2.13.0 || pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+  elif ! pip install -q --no-index --no-deps torch 2>/dev/null; then
+    pip install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 pip install -q -e ".[dev]"
