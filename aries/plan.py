@@ -68,8 +68,11 @@ def _when_note(step, config: RunConfig) -> str:
 
 def _describe(name: str, config: RunConfig) -> str:
     from aries.losses import ARIES_LOSSES, aries_loss, reference_kind
+    from aries.temporal import STEP_DESCRIPTIONS
 
     gen, sel, train = config.generation, config.selection, config.train
+    if config.method == "temporal-self-rewarding" and name in STEP_DESCRIPTIONS:
+        return STEP_DESCRIPTIONS[name]
     if name == "sft":
         return f"SFT (METHOD.md Eq. 4) of {config.model} on {config.sft.dataset}"
     if name == "eval":
@@ -94,7 +97,9 @@ def _describe(name: str, config: RunConfig) -> str:
             f"({teacher.backend} backend) added to the candidates"
         )
     if name == "score":
-        return f"every response scored by {config.reward}"
+        self_judge = config.reward.get("type") == "judge" and "model" not in config.reward
+        judge = "; the judge is π_t itself (Self-Rewarding)" if self_judge else ""
+        return f"every response scored by {config.reward}{judge}"
     if name == "select":
         margin = f", margin >= {sel.margin}" if sel.strategy == "reward" and sel.margin else ""
         return (
@@ -123,6 +128,11 @@ def _describe(name: str, config: RunConfig) -> str:
             f"{reference}; lr {train.learning_rate}, {train.epochs} epoch(s), batch "
             f"{train.batch_size} x {train.gradient_accumulation_steps}, prefix sharing "
             f"{'on' if train.prefix_sharing else 'off'}"
+        ) + (
+            f"; then APO momentum α {train.momentum}: θ_(t+1) = θ̂ + α(θ̂ − θ̂_prev) on the "
+            "trained weights (arXiv 2410.06293)"
+            if train.momentum
+            else ""
         )
     return "(see the stage's docstring)"
 
