@@ -37,16 +37,25 @@ class TeacherConfig:
 
 
 def add_teacher_responses(
-    chains: list[dict[str, Any]], backend, sampling, samples: int, model: str
+    chains: list[dict[str, Any]],
+    backend,
+    sampling,
+    samples: int,
+    model: str,
+    system_prompt: str | None = None,
 ) -> int:
-    """Append `samples` teacher answers to each record's samples; returns how many were added."""
+    """Append `samples` teacher answers to each record's samples; returns how many were added.
+    The teacher sees the conversation π_t saw (with the run's `system_prompt`)."""
     from dataclasses import replace
 
     from aries.collect import _fields
     from aries.views import direct_messages
 
     todo = [c for c in chains if not any("teacher" in s for s in c.get("samples") or [])]
-    conversations = [direct_messages(c["prompt"], c.get("history") or []) for c in todo]
+    conversations = [
+        direct_messages(c["prompt"], c.get("history") or [], system_prompt=system_prompt)
+        for c in todo
+    ]
     repeated = [conversation for conversation in conversations for _ in range(samples)]
     generations = backend.generate(repeated, replace(sampling, seed=sampling.seed + 2_000_000))
     for index, record in enumerate(todo):
@@ -71,7 +80,9 @@ def teacher(run, config, t: int, session) -> dict[str, Any]:
     backend = make_backend(settings.backend, settings.model, **options)
     try:
         sampling = Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, config.seed + t)
-        added = add_teacher_responses(chains, backend, sampling, settings.samples, settings.model)
+        added = add_teacher_responses(
+            chains, backend, sampling, settings.samples, settings.model, config.system_prompt
+        )
     finally:
         backend.close()
     atomic_write_jsonl(run.chains(t), chains)
