@@ -145,7 +145,8 @@ class RunConfig:
             "help": "Chat template instead of the model's own: a Jinja template, a file holding "
             "one, or 'plain' (Question: / Answer: text, as for base models). Used for generation "
             "and training, and saved with each trained model's tokenizer, so aries serve and "
-            "aries eval of that folder use it too. Not with generation.backend openai."
+            "aries eval of that folder use it too. generation.backend openai: only with servers "
+            "it starts, {chat_template} in their serve_command."
         },
     )
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
@@ -189,7 +190,8 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
     check_loss_settings(config.train, config.selection.strategy)
     report_targets(config.train.report_to)
     if config.chat_template is not None:
-        check_chat_template_backend(config.generation.backend)
+        serve_command = config.generation.backend_options.get("serve_command")
+        check_chat_template_backend(config.generation.backend, serve_command)
         chat_template_text(config.chat_template)  # a missing template file fails here
     check_hub(config.train.push_to_hub, config.train.hub_model_id)
     _check_prompt_mixture(config.prompts)

@@ -4,6 +4,7 @@ serving alike: the text the model is trained on and the text it is asked at infe
 from __future__ import annotations
 
 import json
+import pathlib
 
 import httpx
 import pytest
@@ -151,8 +152,37 @@ def test_run_config_fields_are_checked_at_load(tmp_path):
     assert (config.system_prompt, config.chat_template) == (SYSTEM, "plain")
     with pytest.raises(AriesError, match="no such file"):
         resolve_config({"chat_template": str(tmp_path / "missing.jinja")})
-    with pytest.raises(AriesError, match="openai backend"):
+    with pytest.raises(AriesError, match="openai backend needs servers it starts"):
         resolve_config({"chat_template": "plain", "generation": {"backend": "openai"}})
+    managed = {"serve_command": "vllm serve {model} --port {port} --chat-template {chat_template}"}
+    generation = {"backend": "openai", "backend_options": managed}
+    assert resolve_config({"chat_template": "plain", "generation": generation}).chat_template
+
+
+def test_openai_backend_starts_its_server_with_the_template(backend, tiny_model_path):
+    from aries.backends.openai import OpenAIBackend
+
+    command = (
+        "{python} -m aries.cli serve --model {model} --port {port} --chat-template {chat_template}"
+    )
+    remote = OpenAIBackend(
+        str(tiny_model_path),
+        serve_command=command,
+        chat_template=TEMPLATE,
+        tokenizer=str(tiny_model_path),
+        startup_timeout=120,
+    )
+    try:
+        template_file = remote.servers[0].command[-1]
+        assert open(template_file).read() == TEMPLATE
+        conversation = direct_messages("What is 2 + 3?", system_prompt=SYSTEM)
+        answer = remote.generate([conversation], GREEDY)[0]
+        # the server's count of the prompt it rendered, and the local count, both with TEMPLATE
+        assert answer.prompt_tokens == backend.count_prompt_tokens(conversation)
+        assert remote.count_prompt_tokens(conversation) == answer.prompt_tokens
+    finally:
+        remote.close()
+    assert not pathlib.Path(template_file).exists()
 
 
 def test_a_run_uses_both_in_every_stage(backend, tiny_model_path, tmp_path):

@@ -37,15 +37,16 @@ def make_backend(name: str, model: str, **options) -> Backend:
     raise AriesError(f"unknown generation backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 
-def check_chat_template_backend(name: str) -> None:
-    """A server renders prompts with its own chat template, out of aries' reach."""
-    if name == "openai":
+def check_chat_template_backend(name: str, serve_command: str | None = None) -> None:
+    """A server renders prompts with its own chat template: the openai backend can apply one
+    only to servers it starts itself, with {chat_template} in their command."""
+    if name == "openai" and "{chat_template}" not in (serve_command or ""):
         from aries import AriesError
 
         raise AriesError(
-            "chat_template cannot be applied by the openai backend: its server renders prompts "
-            "with its own template (start it with that template, e.g. vllm serve --chat-template "
-            "FILE or aries serve --chat-template FILE, and leave chat_template unset here)"
+            "chat_template with the openai backend needs servers it starts with that template: "
+            "put {chat_template} in serve_command (e.g. 'vllm serve {model} --port {port} "
+            "--chat-template {chat_template}'); a server started elsewhere renders with its own"
         )
 
 
@@ -63,7 +64,7 @@ def engine_options(
     chat template."""
     options: dict[str, typing.Any] = {"trust_remote_code": trust_remote_code}
     if chat_template is not None:
-        check_chat_template_backend(name)
+        check_chat_template_backend(name)  # the command line starts no server
         options["chat_template"] = chat_template
     if name in ("hf", "vllm"):
         options["dtype"] = dtype

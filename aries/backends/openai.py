@@ -61,10 +61,11 @@ def estimate_tokens(text: str) -> int:
 class ManagedServer:
     """Start an OpenAI-compatible server process, wait until it answers, stop it afterwards.
 
-    `command_template` may use {model}, {port}, {host}, {python} (this interpreter) and {index}
+    `command_template` may use {model}, {port}, {host}, {python} (this interpreter), {index}
     (the server's number, e.g. `env CUDA_VISIBLE_DEVICES={index} vllm serve {model} --port
-    {port}`). The process runs in its own process group so that stopping it also stops the
-    workers it spawned. Its output goes to a log file whose tail is shown if it fails to start.
+    {port}`) and {chat_template} (the file of a `chat_template` setting, for --chat-template).
+    The process runs in its own process group so that stopping it also stops the workers it
+    spawned. Its output goes to a log file whose tail is shown if it fails to start.
     """
 
     def __init__(
@@ -77,13 +78,19 @@ class ManagedServer:
         index: int = 0,
         startup_timeout: float = 600.0,
         log_path: str | Path | None = None,
+        chat_template: str = "",
     ):
         self.host = host
         self.port = port or free_port(host)
         self.startup_timeout = startup_timeout
         self.command = shlex.split(
             command_template.format(
-                model=model, port=self.port, host=host, python=sys.executable, index=index
+                model=model,
+                port=self.port,
+                host=host,
+                python=sys.executable,
+                index=index,
+                chat_template=chat_template,
             )
         )
         if log_path is None:
@@ -166,6 +173,19 @@ class ManagedServer:
         self.stop()
 
 
+def _template_file(chat_template: str) -> str | None:
+    """A file holding a Jinja `chat_template` given as text, for the server's command line
+    (None: the setting is already a file, or `plain`, which aries serve takes as it is)."""
+    from aries.views import PLAIN_TEMPLATE, chat_template_text
+
+    if chat_template == PLAIN_TEMPLATE or Path(chat_template).expanduser().is_file():
+        return None
+    handle, path = tempfile.mkstemp(prefix="aries-chat-template-", suffix=".jinja")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(chat_template_text(chat_template))
+    return path
+
+
 class OpenAIBackend:
     """Chat completions against a list of OpenAI-compatible endpoints (or servers it manages)."""
 
@@ -188,19 +208,31 @@ class OpenAIBackend:
         serve_command: str | None = None,
         num_servers: int = 1,
         startup_timeout: float = 600.0,
+        chat_template: str | None = None,
     ):
         """`base_urls`: a list or a comma-separated string (default: $OPENAI_BASE_URL, else
         http://127.0.0.1:8000/v1). `tokenizer`: a model spec whose tokenizer counts prompt tokens
-        exactly (else they are estimated). `serve_command`: managed mode, see `ManagedServer`."""
+        exactly (else they are estimated). `serve_command`: managed mode, see `ManagedServer`.
+        `chat_template`: only for managed servers whose command takes it as {chat_template}."""
         httpx = _httpx()
         self.servers: list[ManagedServer] = []
+        self._template_file = None
+        if chat_template is not None:
+            from aries.backends import check_chat_template_backend
+
+            check_chat_template_backend(self.name, serve_command)
+            self._template_file = _template_file(chat_template)
         if serve_command:
             from aries.models import resolve_model
 
             model = resolve_model(model)
             self.servers = [
                 ManagedServer(
-                    model, command_template=serve_command, index=i, startup_timeout=startup_timeout
+                    model,
+                    command_template=serve_command,
+                    index=i,
+                    startup_timeout=startup_timeout,
+                    chat_template=self._template_file or chat_template or "",
                 )
                 for i in range(num_servers)
             ]
@@ -219,7 +251,9 @@ class OpenAIBackend:
         if tokenizer:
             from aries.models import load_tokenizer
 
-            self._tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
+            self._tokenizer = load_tokenizer(
+                tokenizer, trust_remote_code=trust_remote_code, chat_template=chat_template
+            )
         self._slots = {url: threading.BoundedSemaphore(max_concurrency) for url in self.base_urls}
         self._next = 0
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency * len(self.base_urls))
@@ -322,3 +356,5 @@ class OpenAIBackend:
         self._client.close()
         for server in self.servers:
             server.stop()
+        if self._template_file:
+            Path(self._template_file).unlink(missing_ok=True)
