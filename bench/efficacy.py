@@ -131,8 +131,11 @@ def run_config(spec: Spec, task: Task, pool: str, variant: Variant | None, seed:
 
 
 def responses_per_prompt(data: dict[str, Any]) -> int:
+    """Candidates per training prompt: the answer, its refinements, the samples and (DNO) the
+    teacher's answers."""
     config = resolve_config(data)
-    return 1 + config.generation.rounds + config.generation.samples
+    teacher = config.teacher.samples if config.teacher.model else 0
+    return 1 + config.generation.rounds + config.generation.samples + teacher
 
 
 def check_budgets(spec: Spec, task: Task) -> int:
