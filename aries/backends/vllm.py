@@ -63,7 +63,7 @@ class VLLMBackend:
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
-            dtype=dtype,
+            dtype="auto" if dtype == "fast" else dtype,  # vLLM's auto: half precision on a GPU
             seed=seed,
             enable_prefix_caching=enable_prefix_caching,
             trust_remote_code=trust_remote_code,

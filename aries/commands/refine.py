@@ -28,7 +28,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = "em
     parser.add_argument(
         "--dtype",
         default="auto",
-        help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16",
+        help="auto (bf16 on GPU, fp32 on CPU), fast (also bf16 on a CPU with bf16 "
+        "instructions), float32, bfloat16, float16",
     )
     parser.add_argument(
         "--trust-remote-code",
