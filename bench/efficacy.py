@@ -172,6 +172,11 @@ def main() -> int:
     parser.add_argument("--seeds", help="comma-separated training seeds (default: the spec's)")
     parser.add_argument("--report-only", action="store_true", help="summarize finished runs only")
     parser.add_argument("--quiet", action="store_true", help="no progress output from the runs")
+    parser.add_argument(
+        "--report",
+        help="the report's name under docs/ (default: efficacy for the held-out pool, "
+        "efficacy-validation for the validation pool), e.g. methods-efficacy",
+    )
     args = parser.parse_args()
     try:
         spec = load_spec(args.spec)
@@ -199,7 +204,7 @@ def main() -> int:
         )
         return 1
     command = f"python bench/efficacy.py {args.spec} --pool {args.pool}"
-    for flag in ("tasks", "variants", "seeds"):
+    for flag in ("tasks", "variants", "seeds", "report"):
         if getattr(args, flag):
             command += f" --{flag} {getattr(args, flag)}"
     text = render(spec, args.pool, results, command, seeds)
@@ -210,8 +215,9 @@ def main() -> int:
         "variants": [v for r in results for v in r["variants"]],
     }
     # the held-out report is the project's claim; the validation one shows how recipes were chosen
-    published = "efficacy" if args.pool == "heldout" else "efficacy-validation"
-    targets = [spec.output_dir / args.pool, Path("docs") / published]
+    published = args.report or ("efficacy" if args.pool == "heldout" else "efficacy-validation")
+    copy = spec.output_dir / (f"{args.pool}-{args.report}" if args.report else args.pool)
+    targets = [copy, Path("docs") / published]
     for target in targets:
         atomic_write_text(target.with_suffix(".md"), text)
         atomic_write_json(target.with_suffix(".json"), payload)

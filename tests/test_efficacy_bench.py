@@ -88,6 +88,18 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
     assert again.returncode == 0
     assert json.loads((tmp_path / "runs" / "validation.json").read_text()) == result
 
+    # a named report (e.g. docs/methods-efficacy.md) leaves the main ones as they are
+    flags = "--pool validation --report-only --variants idpo --report some-methods".split()
+    named = bench(tmp_path, str(spec), *flags)
+    assert named.returncode == 0, named.stderr[-3000:]
+    some = json.loads((tmp_path / "docs" / "some-methods.json").read_text())
+    assert [v["name"] for v in some["variants"]] == ["idpo"]
+    assert "--report some-methods" in some["command"]
+    assert (tmp_path / "runs" / "validation-some-methods.md").is_file()
+    assert json.loads(published) == json.loads(
+        (tmp_path / "docs" / "efficacy-validation.json").read_text()
+    )
+
 
 def test_efficacy_bench_refuses_unequal_budgets(tmp_path, tiny_model_path):
     spec = write_spec(tmp_path, tiny_model_path, ["generation.samples=3"])
