@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             f"aries {args.command}: interrupted; rerun the same command to resume", file=sys.stderr
         )
         return 130
+    except BrokenPipeError:  # `aries ... | head`: the reader left; no traceback (Python docs)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

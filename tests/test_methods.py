@@ -225,3 +225,15 @@ def test_a_tiny_dno_iteration_with_teacher_answers(tmp_path, tiny_model_path, ch
     ]
     assert all(s["chosen_score"] - s["rejected_score"] >= 1.0 for s in selections)
     assert stages["train"]["status"] == "done"
+
+
+def test_check_piped_into_head_ends_without_a_traceback():
+    """`aries run --check | head -1`: the reader leaves early; the command exits quietly."""
+    import subprocess
+    import sys
+
+    config = Path(__file__).parent.parent / "configs" / "demo.yaml"
+    command = f'"{sys.executable}" -m aries.cli run --config "{config}" --check | head -1'
+    done = subprocess.run(command, shell=True, capture_output=True, text=True)
+    assert done.stdout.strip() == f"{config}: valid"
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
