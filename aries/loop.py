@@ -39,6 +39,11 @@ class Plan:
     per_iteration: tuple[Step, ...]
 
 
+def evaluated(config: RunConfig, t: int | None) -> bool:
+    """Whether iteration t's model gets a held-out evaluation (eval.final_only: the last only)."""
+    return config.eval.enabled and (not config.eval.final_only or t == config.iterations - 1)
+
+
 INITIAL = (
     Step("sft", stages.sft, when=lambda config, t: config.sft.enabled),
     Step(
@@ -56,7 +61,7 @@ PREFERENCE_ITERATION = (
     Step("warm_start", stages.warm_start, when=lambda config, t: config.sft.warm_start and t == 0),
     Step("pairs", stages.pairs),
     Step("train", stages.train),
-    Step("eval", stages.evaluate, when=lambda config, t: config.eval.enabled),
+    Step("eval", stages.evaluate, when=evaluated),
 )
 TEMPORAL_ITERATION = (
     Step("prompts", stages.prompts),
@@ -68,7 +73,7 @@ TEMPORAL_ITERATION = (
     Step("future", temporal.future),
     Step("pairs", stages.pairs),
     Step("train", stages.train),
-    Step("eval", stages.evaluate, when=lambda config, t: config.eval.enabled),
+    Step("eval", stages.evaluate, when=evaluated),
 )
 PLANS: dict[Method, Plan] = {
     # ARIES (arXiv 2502.05605): refinement chains, pairs in both views.

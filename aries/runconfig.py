@@ -92,6 +92,13 @@ class EvalConfig:
 
     enabled: bool = field(default=True, metadata={"help": "Evaluate each iteration's model."})
     baseline: bool = field(default=True, metadata={"help": "Also evaluate the initial model."})
+    final_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Evaluate only the last iteration's model (and the initial one): one "
+            "held-out pass per run instead of one per iteration, when only the end result counts."
+        },
+    )
     sources: list[Any] = field(
         default_factory=lambda: [
             {"name": "reasoning-gym:basic_arithmetic", "seed": 1000, "max_terms": 2}

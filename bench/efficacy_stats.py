@@ -79,7 +79,7 @@ def summarize_task(
     ids = [p["id"] for p in initial_eval["per_prompt"]]
     initial = correctness(initial_eval, ids)
     initial_vote = vote_correctness(initial_eval, ids)
-    tables: dict[str, list[np.ndarray]] = {}
+    tables: dict[str, dict[int, np.ndarray]] = {}  # variant -> iteration index -> table
     variants = []
     for variant in [v for v in spec.variants if v.name in chosen]:
         runs = [RunDir(root / variant.name / f"seed{s}") for s in seeds]
@@ -88,9 +88,9 @@ def summarize_task(
         for t in range(max((len(r.iterations()) for r in runs), default=0)):
             evals = [r.read_eval(t) for r in runs]
             if any(e is None for e in evals):
-                break  # pooled numbers only when every seed has this iteration
+                continue  # pooled numbers only when every seed has this iteration evaluated
             table = np.stack([correctness(e, ids) for e in evals])  # seeds, problems, rounds
-            tables.setdefault(variant.name, []).append(table)
+            tables.setdefault(variant.name, {})[t] = table
             last = table[:, :, -1]
             votes = [vote_correctness(e, ids) for e in evals]
             iterations.append(
@@ -127,9 +127,10 @@ def summarize_task(
             }
         )
     for entry in variants:  # against the baseline's best round, same iteration and seed index
-        for t, row in enumerate(entry["iterations"]):
-            base = tables.get(spec.baseline, [])
-            if entry["name"] == spec.baseline or t >= len(base):
+        for row in entry["iterations"]:
+            t = row["iteration"] - 1
+            base = tables.get(spec.baseline, {})
+            if entry["name"] == spec.baseline or t not in base:
                 row["gain_vs_baseline"] = None
                 continue
             best = int(np.argmax(base[t].mean(axis=(0, 1))))

@@ -202,3 +202,14 @@ def test_sft_warm_start_trains_iteration_0_from_its_own_pairs(tmp_path, tiny_mod
     assert all(torch.equal(sft[k], trained[k]) for k in sft)
     with pytest.raises(Exception, match="warm_start"):
         load_run_config(path, ["method=iterative-dpo", "generation.samples=2"])
+
+
+def test_eval_final_only_evaluates_the_initial_and_the_last_model(tmp_path, tiny_model_path):
+    from aries.loop import evaluated
+
+    config = load_run_config(
+        tiny_config(tmp_path, tiny_model_path, iterations=3, eval__final_only=True)
+    )
+    assert [evaluated(config, t) for t in range(3)] == [False, False, True]
+    every = load_run_config(tiny_config(tmp_path / "every", tiny_model_path, iterations=3))
+    assert [evaluated(every, t) for t in range(3)] == [True, True, True]
