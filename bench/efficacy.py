@@ -17,11 +17,16 @@ pool of problems from the task's held-out generator (EFFICACY.md's protocol):
 Each (task, pool, variant, seed) is an ordinary run directory under `output_dir`, so an
 interrupted benchmark resumes with the same command. Results: `<output_dir>/<pool>.md|json` and
 `docs/efficacy.md|json` (held-out pool) or `docs/efficacy-validation.md|json` (validation pool).
+What the numbers are computed from (each run's config, manifest and per-problem outcomes, no
+models) is copied to `docs/efficacy-runs/`, so anyone can recompute a report without rerunning:
+`--report-only --runs docs/efficacy-runs`.
 
     python bench/efficacy.py bench/efficacy.yaml --pool validation
     python bench/efficacy.py bench/efficacy.yaml --pool heldout
     python bench/efficacy.py bench/efficacy.yaml --pool validation --variants aries --seeds 0
     python bench/efficacy.py bench/efficacy.yaml --pool heldout --report-only
+    python bench/efficacy.py bench/efficacy.yaml --pool heldout --report-only \
+        --runs docs/efficacy-runs
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ from efficacy_stats import render, summarize_task
 
 from aries import AriesError
 from aries.config import apply_overrides, load_yaml
-from aries.jsonl import atomic_write_json, atomic_write_text
+from aries.jsonl import atomic_write_bytes, atomic_write_json, atomic_write_text
 from aries.runconfig import resolve_config
 
 POOLS = ("validation", "heldout")
+EVIDENCE = Path("docs/efficacy-runs")
 
 
 @dataclass
@@ -163,6 +169,21 @@ def ensure_run(data: dict[str, Any], quiet: bool) -> None:
     print(f"[efficacy] done in {time.time() - started:.0f} s", flush=True)
 
 
+def archive_evidence(runs: Path, target: Path) -> int:
+    """Copy what a report is computed from (config, manifest, eval files: per-problem outcomes)
+    of every run under `runs` to the same place under `target`; returns the runs copied."""
+    copied = 0
+    for manifest in sorted(runs.rglob("manifest.json")):
+        run = manifest.parent
+        sources = [manifest, run / "config.yaml", run / "eval_base.json"]
+        for source in [*sources, *run.glob("iter_*/eval.json")]:
+            if source.is_file():
+                destination = target / source.relative_to(runs)
+                atomic_write_bytes(destination, source.read_bytes())
+        copied += 1
+    return copied
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="benchmark spec YAML (see bench/efficacy.yaml)")
@@ -173,6 +194,12 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true", help="summarize finished runs only")
     parser.add_argument("--quiet", action="store_true", help="no progress output from the runs")
     parser.add_argument(
+        "--runs",
+        type=Path,
+        help=f"where the run directories are (default: the spec's output_dir); "
+        f"{EVIDENCE} recomputes the published reports from their committed evidence",
+    )
+    parser.add_argument(
         "--report",
         help="the report's name under docs/ (default: efficacy for the held-out pool, "
         "efficacy-validation for the validation pool), e.g. methods-efficacy",
@@ -180,6 +207,8 @@ def main() -> int:
     args = parser.parse_args()
     try:
         spec = load_spec(args.spec)
+        if args.runs:
+            spec.output_dir = args.runs
         tasks = [t for t in spec.tasks if not args.tasks or t.name in args.tasks.split(",")]
         chosen = args.variants.split(",") if args.variants else [v.name for v in spec.variants]
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else spec.seeds
@@ -221,6 +250,9 @@ def main() -> int:
     for target in targets:
         atomic_write_text(target.with_suffix(".md"), text)
         atomic_write_json(target.with_suffix(".json"), payload)
+    if spec.output_dir.resolve() != EVIDENCE.resolve():
+        copied = archive_evidence(spec.output_dir, EVIDENCE)
+        print(f"evidence of {copied} runs: {EVIDENCE}/")
     print(text)
     print("written: " + ", ".join(f"{t}.md|json" for t in targets))
     return 0

@@ -85,7 +85,7 @@ def summarize_task(
         runs = [RunDir(root / variant.name / f"seed{s}") for s in seeds]
         manifests = [r.read_manifest() or {"iterations": {}} for r in runs]
         iterations = []
-        for t in range(max((len(r.iterations()) for r in runs), default=0)):
+        for t in sorted({t for r in runs for t in r.iterations()}):
             evals = [r.read_eval(t) for r in runs]
             if any(e is None for e in evals):
                 continue  # pooled numbers only when every seed has this iteration evaluated

@@ -88,6 +88,18 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
     assert again.returncode == 0
     assert json.loads((tmp_path / "runs" / "validation.json").read_text()) == result
 
+    # the evidence copied to docs/ (outcomes, manifests, no models) recomputes the same numbers
+    evidence = tmp_path / "docs" / "efficacy-runs"
+    assert (evidence / "arith" / "validation" / "idpo" / "seed1" / "iter_0" / "eval.json").is_file()
+    assert not list(evidence.rglob("*.safetensors"))
+    flags = "--pool validation --report-only --runs docs/efficacy-runs --report recomputed".split()
+    recomputed = bench(tmp_path, str(spec), *flags)
+    assert recomputed.returncode == 0, recomputed.stderr[-3000:]
+    assert (
+        json.loads((tmp_path / "docs" / "recomputed.json").read_text())["variants"]
+        == (result["variants"])
+    )
+
     # a named report (e.g. docs/methods-efficacy.md) leaves the main ones as they are
     flags = "--pool validation --report-only --variants idpo --report some-methods".split()
     named = bench(tmp_path, str(spec), *flags)
