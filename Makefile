@@ -9,7 +9,7 @@ demo:
 	HF_HUB_OFFLINE=1 .venv/bin/aries run --config configs/demo.yaml
 
 test: setup
-	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q --durations=10
 
 lint: setup
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
