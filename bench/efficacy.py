@@ -136,12 +136,19 @@ def run_config(spec: Spec, task: Task, pool: str, variant: Variant | None, seed:
     return data
 
 
-def responses_per_prompt(data: dict[str, Any]) -> int:
-    """Candidates per training prompt: the answer, its refinements, the samples and (DNO) the
-    teacher's answers."""
+def responses_per_prompt(data: dict[str, Any]) -> float:
+    """Responses generated per training prompt and iteration: the answer, its refinements, the
+    samples and (DNO) the teacher's answers. Temporal Self-Rewarding generates them three times
+    per iteration (π_t, π_0 from t = 1 on, the future model), so its figure is the average over
+    the run's iterations: (3T - 1)/T times one collection's."""
     config = resolve_config(data)
     teacher = config.teacher.samples if config.teacher.model else 0
-    return 1 + config.generation.rounds + config.generation.samples + teacher
+    per_collection = 1 + config.generation.rounds + config.generation.samples + teacher
+    if config.method == "temporal-self-rewarding":
+        iterations = config.iterations
+        average = per_collection * (3 * iterations - 1) / iterations
+        return int(average) if average.is_integer() else average
+    return per_collection
 
 
 def check_budgets(spec: Spec, task: Task) -> int:

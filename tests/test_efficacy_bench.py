@@ -119,3 +119,20 @@ def test_efficacy_bench_refuses_unequal_budgets(tmp_path, tiny_model_path):
     assert done.returncode == 2
     assert "different numbers of responses per prompt" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_temporal_self_rewarding_budget_counts_its_three_collections(tmp_path, tiny_model_path):
+    """π_t's, π_0's (from t = 1 on) and the future model's responses all count: with answer +
+    1 sample and 2 iterations that is 2 + 2 at t = 0 and 2 + 2 + 2 at t = 1: 5 per iteration."""
+    spec = write_spec(tmp_path, tiny_model_path, ["generation.samples=1", "iterations=2"])
+    data = yaml.safe_load(spec.read_text())
+    data["variants"][1]["method"] = "temporal-self-rewarding"
+    data["variants"][0]["set"] = ["generation.samples=4", "iterations=2"]
+    spec.write_text(yaml.safe_dump(data))
+    done = bench(tmp_path, str(spec), "--pool", "validation", "--report-only")
+    assert "not evaluated yet" in done.stderr  # past the budget check: 5 responses a prompt each
+
+    data["variants"][0]["set"] = ["generation.samples=3", "iterations=2"]  # 4 against 5
+    spec.write_text(yaml.safe_dump(data))
+    done = bench(tmp_path, str(spec), "--pool", "validation", "--report-only")
+    assert done.returncode == 2 and "'aries': 5" in done.stderr
