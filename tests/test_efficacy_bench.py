@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from aries import AriesError
 from aries.sources import load_prompts, prompt_key
 from aries.testing import TINY_ARITHMETIC, tiny_run_config
 
@@ -121,18 +123,24 @@ def test_efficacy_bench_refuses_unequal_budgets(tmp_path, tiny_model_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_temporal_self_rewarding_budget_counts_its_three_collections(tmp_path, tiny_model_path):
+def test_temporal_self_rewarding_budget_counts_its_three_collections(
+    tmp_path, tiny_model_path, monkeypatch
+):
     """π_t's, π_0's (from t = 1 on) and the future model's responses all count: with answer +
     1 sample and 2 iterations that is 2 + 2 at t = 0 and 2 + 2 + 2 at t = 1: 5 per iteration."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import efficacy
+
     spec = write_spec(tmp_path, tiny_model_path, ["generation.samples=1", "iterations=2"])
     data = yaml.safe_load(spec.read_text())
     data["variants"][1]["method"] = "temporal-self-rewarding"
     data["variants"][0]["set"] = ["generation.samples=4", "iterations=2"]
     spec.write_text(yaml.safe_dump(data))
-    done = bench(tmp_path, str(spec), "--pool", "validation", "--report-only")
-    assert "not evaluated yet" in done.stderr  # past the budget check: 5 responses a prompt each
+    loaded = efficacy.load_spec(spec)
+    assert efficacy.check_budgets(loaded, loaded.tasks[0]) == 5
 
-    data["variants"][0]["set"] = ["generation.samples=3", "iterations=2"]  # 4 against 5
+    data["variants"][1]["set"] = ["generation.samples=1", "iterations=3"]  # 2 * 8/3 responses
     spec.write_text(yaml.safe_dump(data))
-    done = bench(tmp_path, str(spec), "--pool", "validation", "--report-only")
-    assert done.returncode == 2 and "'aries': 5" in done.stderr
+    loaded = efficacy.load_spec(spec)
+    with pytest.raises(AriesError, match="'aries': 5.33"):
+        efficacy.check_budgets(loaded, loaded.tasks[0])
