@@ -11,13 +11,13 @@ resumes training from its last checkpoint. A new method is one more entry in `PL
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aries import AriesError, stages, temporal
 from aries.runconfig import Method, RunConfig
-from aries.rundir import Manifest, RunDir, prepare_run_dir
+from aries.rundir import Manifest, RunDir, holds, prepare_run_dir
 from aries.stages import Session
 from aries.teacher import teacher
 
@@ -106,22 +106,38 @@ def run(
     run_dir = prepare_run_dir(config, overwrite=overwrite)
     manifest = Manifest(run_dir, config)
     session = Session(config, progress=progress)
-    plan = PLANS[config.method]
     try:
-        for step in plan.once:
-            if step.when(config, None) and not manifest.is_done(None, step.name):
-                _run_step(step, run_dir, config, None, manifest, session)
-        for t in range(config.iterations):
-            for step in plan.per_iteration:
-                if not step.when(config, t) or manifest.is_done(t, step.name):
-                    continue
+        for t, step in pending_steps(config, manifest):
+            if t is not None:
                 if step.name == stop_before:
                     return manifest.data
                 session.log(f"iteration {t}: {step.name}")
-                _run_step(step, run_dir, config, t, manifest, session)
+            _run_step(step, run_dir, config, t, manifest, session)
     finally:
         session.release()
     return manifest.data
+
+
+def pending_steps(config: RunConfig, manifest: Manifest) -> Iterator[tuple[int | None, Step]]:
+    """The steps the config asks for that the manifest does not mark done, in order (iteration
+    None: before the first). Lazy, so each step sees the manifest its predecessors left."""
+    plan = PLANS[config.method]
+    for step in plan.once:
+        if step.when(config, None) and not manifest.is_done(None, step.name):
+            yield None, step
+    for t in range(config.iterations):
+        for step in plan.per_iteration:
+            if step.when(config, t) and not manifest.is_done(t, step.name):
+                yield t, step
+
+
+def finished(config: RunConfig) -> bool:
+    """Whether `config`'s run folder holds this configuration with every stage done, i.e. a
+    resume would do nothing (bench/efficacy.py then starts no process for it)."""
+    run_dir = RunDir(config.run_dir)
+    if not run_dir.manifest.exists() or not holds(run_dir, config):
+        return False
+    return next(pending_steps(config, Manifest(run_dir, config)), None) is None
 
 
 def run_stage(config: RunConfig, t: int, name: str) -> None:

@@ -187,8 +187,7 @@ def prepare_run_dir(config: Any, *, overwrite: bool = False) -> RunDir:
     when it resolves to the same settings; its config.yaml is then rewritten in today's form.
     """
     run = RunDir(config.run_dir)
-    text = yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
-    if run.config.exists() and run.config.read_text() != text and not _same_config(run, config):
+    if run.config.exists() and not holds(run, config):
         if not overwrite:
             raise AriesError(
                 f"{run.root} holds a run with a different configuration; use another name, "
@@ -196,13 +195,22 @@ def prepare_run_dir(config: Any, *, overwrite: bool = False) -> RunDir:
             )
         shutil.rmtree(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, text)
+    atomic_write_text(run.config, _config_text(config))
     return run
 
 
-def _same_config(run: RunDir, config: Any) -> bool:
+def _config_text(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def holds(run: RunDir, config: Any) -> bool:
+    """Whether the run folder's saved config is `config` (or an older spelling of it)."""
     from aries.runconfig import load_run_config
 
+    if not run.config.exists():
+        return False
+    if run.config.read_text() == _config_text(config):
+        return True
     try:
         return to_dict(load_run_config(run.config)) == to_dict(config)
     except AriesError:

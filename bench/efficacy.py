@@ -45,6 +45,7 @@ from efficacy_stats import render, summarize_task
 from aries import AriesError
 from aries.config import apply_overrides, load_yaml
 from aries.jsonl import atomic_write_bytes, atomic_write_json, atomic_write_text
+from aries.loop import finished
 from aries.runconfig import resolve_config
 
 POOLS = ("validation", "heldout")
@@ -165,10 +166,14 @@ def check_budgets(spec: Spec, task: Task) -> int:
 
 
 def ensure_run(data: dict[str, Any], quiet: bool) -> None:
-    """Run (or resume) one run directory through the CLI, as a user would."""
+    """Run (or resume) one run directory through the CLI, as a user would; a finished one is
+    left alone without starting a process."""
     path = Path(data["output_dir"]) / f"{data['name']}.config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    if finished(resolve_config(data)):
+        print(f"[efficacy] finished already: {path}", flush=True)
+        return
     command = [sys.executable, "-m", "aries.cli", "run", "--config", str(path)]
     print(f"[efficacy] {' '.join(command)}", flush=True)
     started = time.time()

@@ -88,6 +88,7 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
     # a rerun resumes: nothing left to run, the same numbers
     again = bench(tmp_path, str(spec), "--pool", "validation", "--quiet")
     assert again.returncode == 0
+    assert again.stdout.count("finished already") == 5  # no process started for a finished run
     assert json.loads((tmp_path / "runs" / "validation.json").read_text()) == result
 
     # the evidence copied to docs/ (outcomes, manifests, no models) recomputes the same numbers

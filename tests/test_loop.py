@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from aries.cli import main
-from aries.loop import run
+from aries.loop import finished, run
 from aries.runconfig import load_run_config
 from aries.testing import tiny_run_config
 
@@ -41,6 +42,7 @@ def test_one_iteration_end_to_end(tmp_path, tiny_model_path):
     # the multi-GPU path: stop before training, train through `aries train`, then continue
     partial = run(config, progress=False, stop_before="train")
     assert "train" not in partial["iterations"]["0"]["stages"]
+    assert not finished(config)
     assert main(["train", str(config.run_dir), "--iteration", "0"]) == 0
     manifest = run(config, progress=False)
     run_dir = config.run_dir
@@ -72,8 +74,10 @@ def test_one_iteration_end_to_end(tmp_path, tiny_model_path):
     evaluation = json.loads((run_dir / "iter_0" / "eval.json").read_text())
     assert len(evaluation["per_round"]) == 2
     # a second run of the same config does nothing more
+    assert finished(config)
     again = run(config, progress=False)
     assert again["iterations"]["0"]["stages"]["train"]["attempts"] == 1
+    assert not finished(replace(config, iterations=2))  # not the configuration it holds
 
 
 def test_dpo_margin_grows_for_both_views(tmp_path, tiny_model_path):
