@@ -152,7 +152,7 @@ def responses_per_prompt(data: dict[str, Any]) -> float:
     return per_collection
 
 
-def check_budgets(spec: Spec, task: Task) -> int:
+def check_budgets(spec: Spec, task: Task) -> float:
     budgets = {
         v.name: responses_per_prompt(run_config(spec, task, "validation", v, 0))
         for v in spec.variants

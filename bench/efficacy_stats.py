@@ -69,7 +69,7 @@ def stage_totals(manifests: list[dict], t: int) -> dict[str, Any]:
 
 
 def summarize_task(
-    spec: Spec, task: Task, pool: str, budget: int, seeds: list[int], chosen: list[str]
+    spec: Spec, task: Task, pool: str, budget: float, seeds: list[int], chosen: list[str]
 ) -> dict[str, Any]:
     """Every number of one task and pool, from the run directories of `seeds` and `chosen`."""
     root = spec.output_dir / task.name / pool
