@@ -139,12 +139,19 @@ def _kill_when(config: Path, ready, timeout: float = 240) -> None:
     process.wait()
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory, tiny_model_path) -> Path:
+    """Iteration 0 of the tiny run, never killed: what every killed-and-resumed run must equal."""
+    root = tmp_path_factory.mktemp("clean")
+    subprocess.run(_run_command(tiny_config(root, tiny_model_path, eval__size=1)), check=True)
+    return root / "runs" / "tiny" / "iter_0"
+
+
 @pytest.mark.parametrize("moment", ["collect", "train"])
-def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_path, moment):
-    clean = tiny_config(tmp_path / "clean", tiny_model_path, eval__size=1)
+def test_kill_and_resume_matches_an_uninterrupted_run(
+    tmp_path, tiny_model_path, uninterrupted_run, moment
+):
     killed = tiny_config(tmp_path / "killed", tiny_model_path, eval__size=1)
-    subprocess.run(_run_command(clean), check=True)
-    clean_dir = tmp_path / "clean" / "runs" / "tiny" / "iter_0"
     run_dir = tmp_path / "killed" / "runs" / "tiny" / "iter_0"
     if moment == "collect":
         chains = run_dir / "chains.jsonl"
@@ -157,8 +164,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_path,
     subprocess.run(_run_command(killed), check=True)
 
     lines = (run_dir / "chains.jsonl").read_text().splitlines()
-    assert sorted(lines) == sorted((clean_dir / "chains.jsonl").read_text().splitlines())
-    expected = load_file(clean_dir / "model" / "model.safetensors")
+    assert sorted(lines) == sorted((uninterrupted_run / "chains.jsonl").read_text().splitlines())
+    expected = load_file(uninterrupted_run / "model" / "model.safetensors")
     resumed = load_file(run_dir / "model" / "model.safetensors")
     assert all(torch.allclose(expected[k], resumed[k], atol=1e-6) for k in expected)
     manifest = json.loads((run_dir.parent / "manifest.json").read_text())
