@@ -10,8 +10,9 @@ answer, and how often the model writes no answer at all.
     python bench/screen_tasks.py [--model embedded] [--size 100] [--seed 5000] [--tasks SPEC ...]
 
 The screening seed is neither pool of bench/efficacy.yaml (3000, 7000) nor a training seed, so
-screening looks at no problem the benchmark reports. Chains go to runs/screen/seed-<seed>/
-(rerunning resumes them).
+screening looks at no problem the benchmark reports. Chains go to
+runs/screen/<model>-<max new tokens>/seed-<seed>/ (rerunning resumes them; another model or
+budget gets its own folder, so no answer is reused across them).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ CANDIDATES = [
 ]
 
 
+def slug(text: str) -> str:
+    """`text` as one file name (task options, model folders)."""
+    return re.sub(r"[^\w=.-]+", "_", text).strip("_")
+
+
 def model_answer(text: str) -> str:
     """What the verifier reads: the text after `Answer:`, else the last number, else ''."""
     from aries.rewards.verifiers import final_answer, last_number, normalise
@@ -60,7 +66,7 @@ def screen(backend, spec: str, args: argparse.Namespace) -> dict:
     source = PromptSource.parse(f"reasoning-gym:{spec}")
     source.size, source.seed = args.size, args.seed
     prompts = load_prompts(source)
-    out = args.out / (re.sub(r"[^\w=.-]+", "_", spec) + ".json")  # one file per spec
+    out = args.out / (slug(spec) + ".json")
     result = evaluate(
         backend,
         prompts,
@@ -102,7 +108,9 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48, help="as the benchmark's eval")
     parser.add_argument("--tasks", nargs="+", default=CANDIDATES, help="<task>?<options> specs")
     args = parser.parse_args()
-    args.out = Path("runs/screen") / f"seed-{args.seed}"
+    args.out = (
+        Path("runs/screen") / f"{slug(args.model)}-{args.max_new_tokens}" / f"seed-{args.seed}"
+    )
 
     from aries.backends import make_backend
 
