@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aries import AriesError, stages, temporal
+from aries.memory import return_freed_memory
 from aries.runconfig import Method, RunConfig
 from aries.rundir import Manifest, RunDir, holds, prepare_run_dir
 from aries.stages import Session
@@ -163,3 +164,6 @@ def _run_step(
 ) -> None:
     with manifest.stage(t, step.name) as counts:
         counts.update(step.stage(run_dir, config, t, session))
+    # A finished trainer dies in reference cycles: collect it now, not while the next stage's
+    # model is loading on top of it.
+    return_freed_memory()

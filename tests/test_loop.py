@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from safetensors.torch import load_file
 from aries.cli import main
 from aries.loop import finished, run
 from aries.runconfig import load_run_config
+from aries.stages import Session
 from aries.testing import tiny_run_config
 
 
@@ -190,7 +192,9 @@ def test_no_pairs_carries_the_policy_over(tmp_path, tiny_model_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_sft_warm_start_trains_iteration_0_from_its_own_pairs(tmp_path, tiny_model_path):
+def test_sft_warm_start_trains_iteration_0_from_its_own_pairs(
+    tmp_path, tiny_model_path, monkeypatch
+):
     # learning rate 0 in the preference stage: iteration 0's model is then exactly where it
     # started, which must be the warm-start SFT model, not the initial one
     path = tiny_config(
@@ -201,7 +205,17 @@ def test_sft_warm_start_trains_iteration_0_from_its_own_pairs(tmp_path, tiny_mod
         iterations=1,
     )
     config = load_run_config(path)
+    # every stage after a training starts with the trainer (its optimizer) collected
+    optimizers_alive = []
+    backend = Session.backend
+
+    def counting_backend(self, model):
+        optimizers_alive.append(sum(isinstance(o, torch.optim.Optimizer) for o in gc.get_objects()))
+        return backend(self, model)
+
+    monkeypatch.setattr(Session, "backend", counting_backend)
     manifest = run(config, progress=False)
+    assert optimizers_alive and not any(optimizers_alive)
     stages = manifest["iterations"]["0"]["stages"]
     assert list(stages)[:5] == ["prompts", "collect", "score", "select", "warm_start"]
     kept = stages["select"]["counts"]["selected_pairs"]
