@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 DETAIL = ["round", "metric", "95% CI", "LC win rate", "W/T/L", "correct"]
-DETAIL += ["tokens", "chars", "trunc", "wrong→right", "right→wrong"]
+DETAIL += ["tokens", "chars", "trunc", "wrong→right", "right→wrong", "rewrote R/W"]
 """The columns of one evaluation (`format_table`)."""
 BY_MODEL = ["model", "round", "n", "metric", "95% CI", "LC win rate", "W/T/L"]
-BY_MODEL += ["tokens", "wrong→right", "right→wrong"]
+BY_MODEL += ["tokens", "wrong→right", "right→wrong", "rewrote R/W"]
 """The columns of a run's evaluations side by side (the report)."""
 _WIN_RATE_ONLY = {"LC win rate", "W/T/L"}
 _ACCURACY_ONLY = {"correct"}
@@ -34,6 +34,7 @@ def round_cells(label: str, row: dict[str, Any]) -> dict[str, str]:
         "trunc": str(row["truncated"]),
         "wrong→right": str(moves.get("wrong_to_right", "-")),
         "right→wrong": str(moves.get("right_to_wrong", "-")),
+        "rewrote R/W": _rewrites(row),
     }
     if "lc_win_rate" in row:
         cells["LC win rate"] = f"{100 * row['lc_win_rate']:.1f}%"
@@ -41,6 +42,14 @@ def round_cells(label: str, row: dict[str, Any]) -> dict[str, str]:
     else:
         cells["correct"] = f"{row['correct']}/{row['n']}"
     return cells
+
+
+def _rewrites(row: dict[str, Any]) -> str:
+    """Right/wrong: how many of the previous round's right and wrong answers this round
+    rewrote (`aries.metrics.rewrites`); "-" for the answer and for evaluations made before the
+    count existed."""
+    counts = row.get("rewrites")
+    return f"{counts['of_right']}/{counts['of_wrong']}" if counts else "-"
 
 
 def eval_table(

@@ -30,6 +30,8 @@ response beat the reference).
         wins, ties, losses, lc_win_rate, lc_ci95  (win_rate only)
         transitions {wrong_to_right, right_to_wrong, right_to_right, wrong_to_wrong}
                                                   (versus the previous round; absent for round 0)
+        rewrites {of_right, of_wrong}             (previous round's right / wrong answers whose
+                                                  text this round changed, `metrics.rewrites`)
     }],
     first_to_last: transitions from round 0 to round K,
     per_prompt: [{id, scores: [one per round], vote_round}]  (verifier scores or 1/0.5/0
@@ -57,6 +59,7 @@ from aries.jsonl import atomic_write_json, atomic_write_jsonl
 from aries.rewards import RewardSource, ScoreItem
 from aries.rewards.judge import Judge
 from aries.rewards.pairwise import Comparison, PairJudge
+from aries.select import normalised
 from aries.sources import prompt_key
 from aries.views import DEFAULT_REFINE_INSTRUCTION
 from aries.vote import vote_round
@@ -155,6 +158,11 @@ def summarize(
             )
         if k > 0:
             row["transitions"] = metrics.transitions(table[:, k - 1] >= 1.0, column >= 1.0)
+            rewritten = [
+                normalised(s["text"]) != normalised(r["chain"][k - 1]["text"])
+                for s, r in zip(steps, records, strict=True)
+            ]
+            row["rewrites"] = metrics.rewrites(table[:, k - 1] >= 1.0, rewritten)
         per_round.append(row)
     return per_round
 

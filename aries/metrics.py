@@ -39,6 +39,24 @@ def transitions(before: Sequence[bool], after: Sequence[bool]) -> dict[str, int]
     return counts
 
 
+def rewrites(before: Sequence[bool], changed: Sequence[bool]) -> dict[str, int]:
+    """How many right and how many wrong answers a refinement round rewrote at all.
+
+    Self-correction is two skills: finding the mistake and fixing it (Tyen et al. 2024, "LLMs
+    cannot find reasoning errors, but can correct them given the error location", arXiv
+    2311.08516). `of_wrong / wrong` is how often the refiner acts on a wrong answer (finding),
+    `of_right / right` how often it touches a right one, and wrong→right / `of_wrong` how often
+    its rewrite fixes (correcting); a net accuracy change mixes all three.
+    """
+    if len(before) != len(changed):
+        raise ValueError(f"rounds differ in length: {len(before)} vs {len(changed)}")
+    counts = {"of_right": 0, "of_wrong": 0}
+    for was, rewritten in zip(before, changed, strict=True):
+        if rewritten:
+            counts["of_right" if was else "of_wrong"] += 1
+    return counts
+
+
 def mean_length(lengths: Sequence[float]) -> float:
     """Mean response length (tokens or characters): refinement that only makes answers longer
     shows up here before any judge notices it."""

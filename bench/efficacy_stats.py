@@ -39,6 +39,32 @@ def vote_correctness(result: dict[str, Any], ids: list[str]) -> np.ndarray | Non
     return np.array([by_id[i]["scores"][by_id[i]["vote_round"]] >= 1.0 for i in ids], dtype=float)
 
 
+def rewrite_rates(evals: list[dict[str, Any]], table: np.ndarray) -> list[dict] | None:
+    """Per refinement round, pooled over seeds: the share of the previous round's right and wrong
+    answers that the round rewrote, and the share of rewritten wrong answers it made right: does
+    the refiner fail to find its mistakes or fail to fix them (`aries.metrics.rewrites`; Tyen et
+    al. 2024, arXiv 2311.08516)? None for evaluations made before eval.json counted rewrites."""
+    rounds = []
+    for k in range(1, table.shape[-1]):
+        counts = [e["per_round"][k].get("rewrites") for e in evals]
+        if any(c is None for c in counts):
+            return None
+        before, after = table[..., k - 1] == 1, table[..., k] == 1
+        right, wrong = int(before.sum()), int((~before).sum())
+        of_right = sum(c["of_right"] for c in counts)
+        of_wrong = sum(c["of_wrong"] for c in counts)
+        fixed = int((~before & after).sum())
+        rounds.append(
+            {
+                "round": k,
+                "rewrote_right": [of_right, right],
+                "rewrote_wrong": [of_wrong, wrong],
+                "fixed_of_rewritten_wrong": [fixed, of_wrong],
+            }
+        )
+    return rounds
+
+
 def interval(values: np.ndarray, seed: int = 0) -> dict[str, Any]:
     """Mean and 95 % interval in percentage points of a (seeds, problems) table."""
     low, high = seeds_problems_ci(values, seed=seed)
@@ -107,6 +133,7 @@ def summarize_task(
                     ],
                     "gain_vs_initial": interval(last - initial[None, :, 0]),
                     "own_refinement_gain": interval(last - table[:, :, 0]),
+                    "rewrites_per_round": rewrite_rates(evals, table),
                     "vote_accuracy": None
                     if any(v is None for v in votes)
                     else interval(np.stack(votes)),
@@ -153,6 +180,7 @@ def summarize_task(
             int(((initial[:, k - 1] == 1) & (initial[:, k] == 0)).sum())
             for k in range(1, initial.shape[1])
         ],
+        "rewrites_per_round": rewrite_rates([initial_eval], initial[None]),
     }
     return {"initial": initial_row, "variants": variants}
 
@@ -208,6 +236,41 @@ def criteria(spec: Spec, results: list[dict[str, Any]]) -> list[str]:
                 f"| {task} | {ours['name']} | {text} | {value} | {'met' if ok else 'missed'} |"
             )
     return lines
+
+
+def share(counts: list[int]) -> str:
+    part, whole = counts
+    return f"{100 * part / whole:.0f} % ({part}/{whole})" if whole else "—"
+
+
+def rewrites_table(result: dict[str, Any]) -> list[str]:
+    """Finding versus fixing, per model and refinement round (`rewrite_rates`); nothing when no
+    evaluation of the task counted rewrites."""
+    rows = [("initial", 0, result["initial"]["rewrites_per_round"])] + [
+        (v["name"], row["iteration"], row["rewrites_per_round"])
+        for v in result["variants"]
+        for row in v["iterations"]
+    ]
+    if all(rounds is None for _, _, rounds in rows):
+        return []
+    out = [
+        "",
+        "How each model refines, per round against the round before, pooled over seeds "
+        "(finding a mistake versus fixing it, after Tyen et al. 2024, arXiv 2311.08516): the "
+        "share of right answers the round rewrote, of wrong answers it rewrote, and of those "
+        "rewritten wrong answers it made right.",
+        "",
+        "| model | iter | round | right answers rewritten | wrong answers rewritten "
+        "| rewritten wrong answers made right |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, iteration, rounds in rows:
+        for r in rounds or []:
+            out.append(
+                f"| {name} | {iteration} | {r['round']} | {share(r['rewrote_right'])} | "
+                f"{share(r['rewrote_wrong'])} | {share(r['fixed_of_rewritten_wrong'])} |"
+            )
+    return out
 
 
 def render(spec: Spec, pool: str, results: list[dict[str, Any]], command: str, seeds) -> str:
@@ -266,6 +329,7 @@ def render(spec: Spec, pool: str, results: list[dict[str, Any]], command: str, s
                     f"{cell(row['own_refinement_gain'], True)} | {row['pairs']:g} | "
                     f"{row['generated_tokens']} | {times} |"
                 )
+        out += rewrites_table(result)
         out += ["", "Variants:", ""]
         out += [
             f"- `{v['name']}`: method {v['method']}, `{' '.join(v['overrides'])}`"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -62,10 +63,14 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
             low, high = row[key]["ci95"]
             assert low <= row[key]["mean"] <= high
         assert row["generated_tokens"] > 0 and row["seconds_per_stage"]["train"] > 0
+        (rewrites,) = row["rewrites_per_round"]  # 2 seeds x 5 problems, split by round 0
+        assert rewrites["rewrote_right"][1] + rewrites["rewrote_wrong"][1] == 10
+        assert rewrites["fixed_of_rewritten_wrong"][1] == rewrites["rewrote_wrong"][0]
     idpo, aries = result["variants"]
     assert idpo["iterations"][0]["gain_vs_baseline"] is None
     assert "baseline_round" in aries["iterations"][0]["gain_vs_baseline"]
     assert "| aries | 1 |" in (tmp_path / "runs" / "validation.md").read_text()
+    assert "| aries | 1 | 1 |" in (tmp_path / "runs" / "validation.md").read_text()  # rewrites
     published = (tmp_path / "docs" / "efficacy-validation.json").read_text()
     assert json.loads(published) == result
     assert not (tmp_path / "docs" / "efficacy.json").exists()  # the held-out report is apart
@@ -145,3 +150,26 @@ def test_temporal_self_rewarding_budget_counts_its_three_collections(
     loaded = efficacy.load_spec(spec)
     with pytest.raises(AriesError, match="'aries': 5.33"):
         efficacy.check_budgets(loaded, loaded.tasks[0])
+
+
+def test_rewrite_rates_split_finding_from_fixing(monkeypatch):
+    """Two seeds, three problems, one refinement round: the counts of eval.json's rewrites over
+    the previous round's right and wrong answers, and the wrong->right among rewritten wrong."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from efficacy_stats import rewrite_rates, share
+
+    table = np.array([[[1, 1], [0, 1], [0, 0]], [[1, 0], [1, 1], [0, 0]]], dtype=float)
+    evals = [
+        {"per_round": [{}, {"rewrites": {"of_right": 0, "of_wrong": 2}}]},
+        {"per_round": [{}, {"rewrites": {"of_right": 1, "of_wrong": 0}}]},
+    ]
+    (row,) = rewrite_rates(evals, table)
+    assert row == {
+        "round": 1,
+        "rewrote_right": [1, 3],
+        "rewrote_wrong": [2, 3],
+        "fixed_of_rewritten_wrong": [1, 2],
+    }
+    assert share(row["rewrote_wrong"]) == "67 % (2/3)" and share([0, 0]) == "—"
+    evals[1]["per_round"][1] = {}  # an evaluation from before rewrites were counted
+    assert rewrite_rates(evals, table) is None

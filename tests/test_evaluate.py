@@ -99,6 +99,10 @@ def test_accuracy_per_round_and_transitions(tmp_path):
     assert "transitions" not in result["per_round"][0]
     assert result["per_round"][1]["transitions"]["wrong_to_right"] == 2
     assert result["per_round"][2]["transitions"]["right_to_wrong"] == 1
+    # round 1 rewrote the right answer (72 -> "So Answer: 72") and both wrong ones; round 2
+    # rewrote two right answers and left "Answer: 10" as it was
+    assert result["per_round"][1]["rewrites"] == {"of_right": 1, "of_wrong": 2}
+    assert result["per_round"][2]["rewrites"] == {"of_right": 2, "of_wrong": 0}
     assert result["first_to_last"] == {
         "wrong_to_right": 2,
         "right_to_wrong": 1,
@@ -114,6 +118,9 @@ def test_accuracy_per_round_and_transitions(tmp_path):
     chains = read_jsonl(tmp_path / result["chains_path"])
     assert [len(c["chain"]) for c in chains] == [3, 3, 3]
     table = format_table(result)
+    header, *rows = table.splitlines()[1:]
+    assert header.split()[-2:] == ["rewrote", "R/W"]
+    assert [row.split()[-1] for row in rows] == ["-", "1/2", "2/0", "-"]  # the vote's row last
     with pytest.raises(AriesError, match="another length"):
         evaluate(
             ScriptedBackend(script),

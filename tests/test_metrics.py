@@ -27,6 +27,14 @@ def test_transitions_count_each_direction():
         metrics.transitions([True], [True, False])
 
 
+def test_rewrites_split_by_previous_correctness():
+    before = [True, True, False, False, False]
+    changed = [False, True, True, True, False]
+    assert metrics.rewrites(before, changed) == {"of_right": 1, "of_wrong": 2}
+    with pytest.raises(ValueError):
+        metrics.rewrites([True], [True, False])
+
+
 def test_win_rate_counts_ties_as_half():
     result = metrics.win_rate([1, 1, 0.5, 0, 0.5])
     # (1 + 1 + 0.5 + 0 + 0.5) / 5
