@@ -181,16 +181,30 @@ def ensure_run(data: dict[str, Any], quiet: bool) -> None:
     print(f"[efficacy] done in {time.time() - started:.0f} s", flush=True)
 
 
-def archive_evidence(runs: Path, target: Path) -> int:
+def reported_runs(
+    spec: Spec, tasks: list[Task], pool: str, chosen: list[str], seeds: list[int]
+) -> list[Path]:
+    """The run directories a report reads: each task's initial model and its (variant, seed)s."""
+    runs = []
+    for task in tasks:
+        root = spec.output_dir / task.name / pool
+        runs.append(root / "initial")
+        runs += [root / variant / f"seed{seed}" for variant in chosen for seed in seeds]
+    return runs
+
+
+def archive_evidence(runs: list[Path], root: Path, target: Path) -> int:
     """Copy what a report is computed from (config, manifest, eval files: per-problem outcomes)
-    of every run under `runs` to the same place under `target`; returns the runs copied."""
+    of `runs` to the same place under `target` as under `root`; returns the runs copied. Only
+    the reported runs: a run still in progress beside them is not evidence yet."""
     copied = 0
-    for manifest in sorted(runs.rglob("manifest.json")):
-        run = manifest.parent
-        sources = [manifest, run / "config.yaml", run / "eval_base.json"]
+    for run in runs:
+        if not (run / "manifest.json").is_file():
+            continue
+        sources = [run / "manifest.json", run / "config.yaml", run / "eval_base.json"]
         for source in [*sources, *run.glob("iter_*/eval.json")]:
             if source.is_file():
-                destination = target / source.relative_to(runs)
+                destination = target / source.relative_to(root)
                 atomic_write_bytes(destination, source.read_bytes())
         copied += 1
     return copied
@@ -263,7 +277,8 @@ def main() -> int:
         atomic_write_text(target.with_suffix(".md"), text)
         atomic_write_json(target.with_suffix(".json"), payload)
     if spec.output_dir.resolve() != EVIDENCE.resolve():
-        copied = archive_evidence(spec.output_dir, EVIDENCE)
+        runs = reported_runs(spec, tasks, args.pool, chosen, seeds)
+        copied = archive_evidence(runs, spec.output_dir, EVIDENCE)
         print(f"evidence of {copied} runs: {EVIDENCE}/")
     print(text)
     print("written: " + ", ".join(f"{t}.md|json" for t in targets))

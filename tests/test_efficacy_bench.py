@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,10 +109,16 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
         == (result["variants"])
     )
 
-    # a named report (e.g. docs/methods-efficacy.md) leaves the main ones as they are
+    # a named report (e.g. docs/methods-efficacy.md) leaves the main ones as they are and
+    # archives the evidence of its own runs only
+    shutil.rmtree(evidence)
     flags = "--pool validation --report-only --variants idpo --report some-methods".split()
     named = bench(tmp_path, str(spec), *flags)
     assert named.returncode == 0, named.stderr[-3000:]
+    assert sorted(p.name for p in (evidence / "arith" / "validation").iterdir()) == [
+        "idpo",
+        "initial",
+    ]
     some = json.loads((tmp_path / "docs" / "some-methods.json").read_text())
     assert [v["name"] for v in some["variants"]] == ["idpo"]
     assert "--report some-methods" in some["command"]
