@@ -63,12 +63,14 @@ class Variant:
 
 @dataclass
 class Task:
-    """A run config (training prompts, generation, training) and the seeds of its two pools."""
+    """A run config (training prompts, generation, training) and the seeds of its two pools;
+    `overrides` scale the task for every variant alike (e.g. more prompts per iteration)."""
 
     name: str
     config: str
     pools: dict[str, int]
     size: int
+    overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -84,7 +86,8 @@ def load_spec(path: Path) -> Spec:
     data = load_yaml(path)
     try:
         tasks = [
-            Task(t["name"], t["config"], dict(t["pools"]), int(t["size"])) for t in data["tasks"]
+            Task(t["name"], t["config"], dict(t["pools"]), int(t["size"]), list(t.get("set", [])))
+            for t in data["tasks"]
         ]
         variants = [
             Variant(v["name"], v["method"], list(v.get("set", []))) for v in data["variants"]
@@ -121,7 +124,7 @@ def run_config(spec: Spec, task: Task, pool: str, variant: Variant | None, seed:
     """The run config of one (task, pool, variant, seed); variant None = the initial model only."""
     base = load_yaml(task.config)
     other = next(p for p in POOLS if p != pool)
-    data = apply_overrides(base, variant.overrides if variant else [])
+    data = apply_overrides(base, task.overrides + (variant.overrides if variant else []))
     data.update(
         name="initial" if variant is None else f"{variant.name}/seed{seed}",
         output_dir=str(spec.output_dir / task.name / pool),

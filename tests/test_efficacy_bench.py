@@ -159,6 +159,24 @@ def test_temporal_self_rewarding_budget_counts_its_three_collections(
         efficacy.check_budgets(loaded, loaded.tasks[0])
 
 
+def test_task_overrides_scale_every_variant_alike(tmp_path, tiny_model_path, monkeypatch):
+    """A task's `set` (e.g. more prompts per iteration) reaches the initial model's run and every
+    variant's, under the variant's own overrides."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import efficacy
+
+    spec = write_spec(tmp_path, tiny_model_path, ["prompts.per_iteration=5"])
+    data = yaml.safe_load(spec.read_text())
+    data["tasks"][0]["set"] = ["prompts.per_iteration=7", "generation.max_new_tokens=9"]
+    spec.write_text(yaml.safe_dump(data))
+    loaded = efficacy.load_spec(spec)
+    task = loaded.tasks[0]
+    idpo, aries = loaded.variants
+    configs = [efficacy.run_config(loaded, task, "validation", v, 0) for v in (None, idpo, aries)]
+    assert [c["prompts"]["per_iteration"] for c in configs] == [7, 7, 5]
+    assert {c["generation"]["max_new_tokens"] for c in configs} == {9}
+
+
 def test_rewrite_rates_split_finding_from_fixing(monkeypatch):
     """Two seeds, three problems, one refinement round: the counts of eval.json's rewrites over
     the previous round's right and wrong answers, and the wrong->right among rewritten wrong."""
