@@ -45,11 +45,31 @@ def write_spec(tmp_path: Path, model: Path, aries_sets: list[str]) -> Path:
 
 
 def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """The bench as a user runs it: its own process, from the folder the reports go under."""
     command = [sys.executable, str(ROOT / "bench" / "efficacy.py"), *args]
     return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
 
 
-def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_model_path):
+@pytest.fixture
+def bench_here(tmp_path, monkeypatch, capsys):
+    """The bench's main() in this process (no start-up cost) for the calls that train nothing;
+    returns (exit code, stdout, stderr)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    monkeypatch.chdir(tmp_path)
+    import efficacy
+
+    def call(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["efficacy.py", *args])
+        code = efficacy.main()
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return call
+
+
+def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(
+    tmp_path, tiny_model_path, bench_here
+):
     spec = write_spec(tmp_path, tiny_model_path, [])
     done = bench(tmp_path, str(spec), "--pool", "validation", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -92,9 +112,9 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
         assert trained and not trained & (pools[11] | pools[12])
 
     # a rerun resumes: nothing left to run, the same numbers
-    again = bench(tmp_path, str(spec), "--pool", "validation", "--quiet")
-    assert again.returncode == 0
-    assert again.stdout.count("finished already") == 5  # no process started for a finished run
+    code, out, _ = bench_here(str(spec), "--pool", "validation", "--quiet")
+    assert code == 0
+    assert out.count("finished already") == 5  # no process started for a finished run
     assert json.loads((tmp_path / "runs" / "validation.json").read_text()) == result
 
     # the evidence copied to docs/ (outcomes, manifests, no models) recomputes the same numbers
@@ -102,8 +122,8 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
     assert (evidence / "arith" / "validation" / "idpo" / "seed1" / "iter_0" / "eval.json").is_file()
     assert not list(evidence.rglob("*.safetensors"))
     flags = "--pool validation --report-only --runs docs/efficacy-runs --report recomputed".split()
-    recomputed = bench(tmp_path, str(spec), *flags)
-    assert recomputed.returncode == 0, recomputed.stderr[-3000:]
+    code, _, err = bench_here(str(spec), *flags)
+    assert code == 0, err[-3000:]
     assert (
         json.loads((tmp_path / "docs" / "recomputed.json").read_text())["variants"]
         == (result["variants"])
@@ -113,8 +133,8 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
     # archives the evidence of its own runs only
     shutil.rmtree(evidence)
     flags = "--pool validation --report-only --variants idpo --report some-methods".split()
-    named = bench(tmp_path, str(spec), *flags)
-    assert named.returncode == 0, named.stderr[-3000:]
+    code, _, err = bench_here(str(spec), *flags)
+    assert code == 0, err[-3000:]
     assert sorted(p.name for p in (evidence / "arith" / "validation").iterdir()) == [
         "idpo",
         "initial",
@@ -128,11 +148,11 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(tmp_path, tiny_mod
     )
 
 
-def test_efficacy_bench_refuses_unequal_budgets(tmp_path, tiny_model_path):
+def test_efficacy_bench_refuses_unequal_budgets(tmp_path, tiny_model_path, bench_here):
     spec = write_spec(tmp_path, tiny_model_path, ["generation.samples=3"])
-    done = bench(tmp_path, str(spec), "--pool", "validation", "--report-only")
-    assert done.returncode == 2
-    assert "different numbers of responses per prompt" in done.stderr
+    code, _, err = bench_here(str(spec), "--pool", "validation", "--report-only")
+    assert code == 2
+    assert "different numbers of responses per prompt" in err
     assert not (tmp_path / "runs").exists()
 
 
