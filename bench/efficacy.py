@@ -46,7 +46,7 @@ from aries import AriesError
 from aries.config import apply_overrides, load_yaml
 from aries.jsonl import atomic_write_bytes, atomic_write_json, atomic_write_text
 from aries.loop import finished
-from aries.runconfig import resolve_config
+from aries.runconfig import load_run_config, resolve_config
 
 POOLS = ("validation", "heldout")
 EVIDENCE = Path("docs/efficacy-runs")
@@ -199,10 +199,11 @@ def reported_runs(
 def archive_evidence(runs: list[Path], root: Path, target: Path) -> int:
     """Copy what a report is computed from (config, manifest, eval files: per-problem outcomes)
     of `runs` to the same place under `target` as under `root`; returns the runs copied. Only
-    the reported runs: a run still in progress beside them is not evidence yet."""
+    finished runs: one still in progress is not evidence yet (the report skips it too)."""
     copied = 0
     for run in runs:
-        if not (run / "manifest.json").is_file():
+        config = run / "config.yaml"
+        if not config.is_file() or not finished(load_run_config(config)):
             continue
         sources = [run / "manifest.json", run / "config.yaml", run / "eval_base.json"]
         for source in [*sources, *run.glob("iter_*/eval.json")]:

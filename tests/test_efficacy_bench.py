@@ -147,6 +147,19 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(
         (tmp_path / "docs" / "efficacy-validation.json").read_text()
     )
 
+    # a run in progress (its eval not done yet) is neither reported nor archived as evidence
+    shutil.rmtree(evidence)
+    seed1 = tmp_path / "runs" / "arith" / "validation" / "idpo" / "seed1"
+    data = json.loads((seed1 / "manifest.json").read_text())
+    data["iterations"]["0"]["stages"]["eval"]["status"] = "running"
+    (seed1 / "manifest.json").write_text(json.dumps(data))
+    (seed1 / "iter_0" / "eval.json").unlink()
+    code, _, err = bench_here(str(spec), *flags)
+    assert code == 0, err[-3000:]
+    assert json.loads((tmp_path / "docs" / "some-methods.json").read_text())["variants"] == []
+    assert (evidence / "arith" / "validation" / "idpo" / "seed0").is_dir()
+    assert not (evidence / "arith" / "validation" / "idpo" / "seed1").exists()
+
 
 def test_efficacy_bench_refuses_unequal_budgets(tmp_path, tiny_model_path, bench_here):
     spec = write_spec(tmp_path, tiny_model_path, ["generation.samples=3"])
