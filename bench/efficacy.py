@@ -276,11 +276,13 @@ def main() -> int:
     # the held-out report is the project's claim; the validation one shows how recipes were chosen
     published = args.report or ("efficacy" if args.pool == "heldout" else "efficacy-validation")
     copy = spec.output_dir / (f"{args.pool}-{args.report}" if args.report else args.pool)
-    targets = [copy, Path("docs") / published]
+    # recomputing from the committed evidence writes docs/ only: that folder holds run files
+    from_evidence = spec.output_dir.resolve() == EVIDENCE.resolve()
+    targets = [Path("docs") / published] + ([] if from_evidence else [copy])
     for target in targets:
         atomic_write_text(target.with_suffix(".md"), text)
         atomic_write_json(target.with_suffix(".json"), payload)
-    if spec.output_dir.resolve() != EVIDENCE.resolve():
+    if not from_evidence:
         runs = reported_runs(spec, tasks, args.pool, chosen, seeds)
         copied = archive_evidence(runs, spec.output_dir, EVIDENCE)
         print(f"evidence of {copied} runs: {EVIDENCE}/")

@@ -128,6 +128,7 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(
         json.loads((tmp_path / "docs" / "recomputed.json").read_text())["variants"]
         == (result["variants"])
     )
+    assert not list(evidence.glob("validation*")), "the evidence folder holds run files only"
 
     # a named report (e.g. docs/methods-efficacy.md) leaves the main ones as they are and
     # archives the evidence of its own runs only
