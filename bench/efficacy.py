@@ -234,11 +234,20 @@ def main() -> int:
         help="the report's name under docs/ (default: efficacy for the held-out pool, "
         "efficacy-validation for the validation pool), e.g. methods-efficacy",
     )
+    parser.add_argument(
+        "--baseline",
+        help="the variant the others are compared against (default: the spec's), e.g. "
+        "iterative-sft to ask whether a recipe wins through its refine view or through its loss",
+    )
     args = parser.parse_args()
     try:
         spec = load_spec(args.spec)
         if args.runs:
             spec.output_dir = args.runs
+        if args.baseline:
+            if args.baseline not in {v.name for v in spec.variants}:
+                raise AriesError(f"--baseline {args.baseline!r} is not a variant of {args.spec}")
+            spec.baseline = args.baseline
         tasks = [t for t in spec.tasks if not args.tasks or t.name in args.tasks.split(",")]
         chosen = args.variants.split(",") if args.variants else [v.name for v in spec.variants]
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else spec.seeds
@@ -263,7 +272,7 @@ def main() -> int:
         )
         return 1
     command = f"python bench/efficacy.py {args.spec} --pool {args.pool}"
-    for flag in ("tasks", "variants", "seeds", "report"):
+    for flag in ("tasks", "variants", "seeds", "baseline", "report"):
         if getattr(args, flag):
             command += f" --{flag} {getattr(args, flag)}"
     text = render(spec, args.pool, results, command, seeds)

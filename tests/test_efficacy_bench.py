@@ -130,6 +130,17 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(
     )
     assert not list(evidence.glob("validation*")), "the evidence folder holds run files only"
 
+    # another baseline: the pairs turn round (aries is compared with nothing, idpo with aries)
+    code, _, err = bench_here(str(spec), *flags, "--baseline", "aries")
+    assert code == 0, err[-3000:]
+    swapped = json.loads((tmp_path / "docs" / "recomputed.json").read_text())
+    assert swapped["baseline"] == "aries" and "--baseline aries" in swapped["command"]
+    idpo, aries = swapped["variants"]
+    assert aries["iterations"][0]["gain_vs_baseline"] is None
+    assert "baseline_round" in idpo["iterations"][0]["gain_vs_baseline"]
+    code, _, err = bench_here(str(spec), *flags, "--baseline", "nope")
+    assert code == 2 and "--baseline 'nope' is not a variant" in err
+
     # a named report (e.g. docs/methods-efficacy.md) leaves the main ones as they are and
     # archives the evidence of its own runs only
     shutil.rmtree(evidence)
