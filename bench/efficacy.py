@@ -82,7 +82,8 @@ class Spec:
     output_dir: Path
 
 
-def load_spec(path: Path) -> Spec:
+def load_spec(path: Path, baseline: str | None = None) -> Spec:
+    """The spec at `path`; `baseline` replaces its baseline variant (`--baseline`)."""
     data = load_yaml(path)
     try:
         tasks = [
@@ -93,7 +94,11 @@ def load_spec(path: Path) -> Spec:
             Variant(v["name"], v["method"], list(v.get("set", []))) for v in data["variants"]
         ]
         spec = Spec(
-            tasks, variants, list(data["seeds"]), data["baseline"], Path(data["output_dir"])
+            tasks,
+            variants,
+            list(data["seeds"]),
+            baseline or data["baseline"],
+            Path(data["output_dir"]),
         )
     except (KeyError, TypeError) as error:
         raise AriesError(f"{path}: missing or malformed field {error}") from None
@@ -241,13 +246,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     try:
-        spec = load_spec(args.spec)
+        spec = load_spec(args.spec, args.baseline)
         if args.runs:
             spec.output_dir = args.runs
-        if args.baseline:
-            if args.baseline not in {v.name for v in spec.variants}:
-                raise AriesError(f"--baseline {args.baseline!r} is not a variant of {args.spec}")
-            spec.baseline = args.baseline
         tasks = [t for t in spec.tasks if not args.tasks or t.name in args.tasks.split(",")]
         chosen = args.variants.split(",") if args.variants else [v.name for v in spec.variants]
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else spec.seeds

@@ -139,7 +139,7 @@ def test_efficacy_bench_runs_every_seed_and_pairs_the_numbers(
     assert aries["iterations"][0]["gain_vs_baseline"] is None
     assert "baseline_round" in idpo["iterations"][0]["gain_vs_baseline"]
     code, _, err = bench_here(str(spec), *flags, "--baseline", "nope")
-    assert code == 2 and "--baseline 'nope' is not a variant" in err
+    assert code == 2 and "baseline 'nope' is not a variant name" in err
 
     # a named report (e.g. docs/methods-efficacy.md) leaves the main ones as they are and
     # archives the evidence of its own runs only
