@@ -65,6 +65,7 @@ def run_chains(
     instruction: str = DEFAULT_REFINE_INSTRUCTION,
     system_prompt: str | None = None,
     n_samples: int = 0,
+    answer_temperature: float | None = None,
     out_path: str | Path | None = None,
     chunk_size: int = 64,
     progress: bool = True,
@@ -74,6 +75,7 @@ def run_chains(
     With `out_path`, records already in the file are kept and only missing prompts are generated
     (resume); new records are appended chunk by chunk. Returns the records of `prompts`, in order.
     `system_prompt` opens every conversation (aries.views.with_system_prompt).
+    `answer_temperature` overrides the temperature of the first answer y^0 only.
     """
     done: dict[str, dict[str, Any]] = {}
     appender = None
@@ -86,7 +88,15 @@ def run_chains(
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start : start + chunk_size]
             records = _chains_for_chunk(
-                backend, chunk, rounds, sampling, instruction, system_prompt, n_samples, bar
+                backend,
+                chunk,
+                rounds,
+                sampling,
+                instruction,
+                system_prompt,
+                n_samples,
+                answer_temperature,
+                bar,
             )
             done.update((r["id"], r) for r in records)
             if appender:
@@ -106,6 +116,7 @@ def _chains_for_chunk(
     instruction: str,
     system_prompt: str | None,
     n_samples: int,
+    answer_temperature: float | None,
     bar,
 ) -> list[dict[str, Any]]:
     def direct(prompt: dict[str, Any]) -> list[dict[str, str]]:
@@ -123,6 +134,8 @@ def _chains_for_chunk(
     for round_index in range(rounds + 1):
         # Each round gets its own seed so a refinement is not a replay of the answer's randomness.
         round_sampling = replace(sampling, seed=sampling.seed + 1000 * round_index)
+        if round_index == 0 and answer_temperature is not None:
+            round_sampling = replace(round_sampling, temperature=answer_temperature)
         for record, generation in zip(records, backend.generate(conversations, round_sampling)):
             record["chain"].append({"round": round_index, **_fields(generation)})
         bar.update(len(chunk))

@@ -77,6 +77,16 @@ class GenerationConfig:
     )
     max_new_tokens: int = field(default=256, metadata={"help": "Tokens per response."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    answer_temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "Temperature of each chain's first answer y^0 only (None: `temperature`). "
+            "0 = greedy, the answer the model gives at inference (evaluation decodes greedily), "
+            "so refine pairs hold the mistakes the refiner will be shown rather than sampling "
+            "noise [design; on-policy first attempts as in SCoRe, arXiv 2409.12917]. "
+            "Refinements and extra samples keep `temperature`."
+        },
+    )
     top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
     instruction: str = field(
         default=DEFAULT_REFINE_INSTRUCTION, metadata={"help": "The refinement instruction z."}

@@ -196,6 +196,7 @@ def collect_into(
         instruction=gen.instruction,
         system_prompt=config.system_prompt,
         n_samples=gen.samples,
+        answer_temperature=gen.answer_temperature,
         out_path=out,
         chunk_size=gen.chunk_size,
         progress=session.progress,

@@ -126,6 +126,22 @@ def test_n_samples(backend):
     assert len(backend.calls[-1][0]) == 9
 
 
+def test_answer_temperature_applies_to_the_first_answer_only(backend):
+    sampling = Sampling(max_new_tokens=6, temperature=1.0, seed=3)
+    greedy = run_chains(backend, PROMPTS[:2], rounds=0, sampling=Sampling(6), progress=False)
+    records = run_chains(
+        backend,
+        PROMPTS[:2],
+        rounds=1,
+        sampling=sampling,
+        n_samples=1,
+        answer_temperature=0.0,
+        progress=False,
+    )
+    assert [c.temperature for _, c in backend.calls[-3:]] == [0.0, 1.0, 1.0]
+    assert [r["chain"][0]["text"] for r in records] == [r["chain"][0]["text"] for r in greedy]
+
+
 def test_chunks_give_the_same_records_as_one_chunk(backend):
     sampling = Sampling(max_new_tokens=5, temperature=0.9, seed=11)
     whole = run_chains(backend, PROMPTS, rounds=1, sampling=sampling, progress=False)
