@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up .venv on first use (scripts/setup.sh).
-.PHONY: demo test lint setup
+.PHONY: demo test test-floor lint setup
 
 setup:
 	./scripts/setup.sh dev
@@ -10,6 +10,18 @@ demo:
 
 test: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q --durations=10
+
+# The floor environment (.venv-floor: every direct dependency at its declared floor,
+# constraints/floor.txt): the tests that touch transformers, TRL, datasets, accelerate and PEFT,
+# with a tiny end-to-end `aries run` among them. Run by .ci/run after `make test`.
+FLOOR_TESTS = tests/test_compat.py tests/test_dependencies.py tests/test_prefix_dpo.py \
+	tests/test_losses.py tests/test_lora.py tests/test_sft.py tests/test_models.py \
+	tests/test_pairs.py tests/test_integrations.py tests/test_kill_anywhere.py \
+	tests/test_hf_backend.py "tests/test_loop.py::test_one_iteration_end_to_end"
+
+test-floor:
+	./scripts/setup.sh floor
+	HF_HUB_OFFLINE=1 .venv-floor/bin/python -m pytest -q --durations=5 $(FLOOR_TESTS)
 
 lint: setup
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -21,10 +21,14 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from trl import DPOTrainer
-from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from aries import AriesError
+from aries.compat import check_private_api
+
+check_private_api("trl")  # before the names below are imported: one line instead of an ImportError
+
+from trl import DPOTrainer  # noqa: E402
+from trl.trainer.dpo_trainer import DataCollatorForPreference  # noqa: E402
 
 
 @dataclass(frozen=True)

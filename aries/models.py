@@ -136,14 +136,20 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False, chat_template:
     from aries.views import use_chat_template
 
     path = resolve_model(spec)
+    base = _adapter_base(path)
     try:
+        if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+            # Some transformers releases build an empty tokenizer from config.json alone.
+            raise OSError(f"no tokenizer file ({', '.join(TOKENIZER_FILES)}) in {path}")
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        base = _adapter_base(path)
         if base is None:
             raise AriesError(f"{spec}: cannot load tokenizer ({error})") from None
         tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
     return use_chat_template(tokenizer, chat_template)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
 def _adapter_base(path: str) -> str | None:
@@ -192,7 +198,9 @@ def load_causal_lm(
         raise
     except (OSError, ValueError, SafetensorError) as error:  # corrupt weights: SafetensorError
         raise AriesError(f"{spec}: cannot load model ({str(error).splitlines()[0]})") from None
-    return model.to(device).eval()
+    # "cpu": left where from_pretrained put it, the CPU or, for the ranks that receive weights
+    # from rank 0 under FSDP's RAM-efficient loading, the meta device (a copy would fail).
+    return (model if device == "cpu" else model.to(device)).eval()
 
 
 def default_device() -> str:

@@ -22,12 +22,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from trl.kernels import ChunkedLogProbFunction
-from trl.trainer.dpo_trainer import DataCollatorForPreference
-from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, FusedCausalLMOutput, pad
 
 from aries import AriesError
-from aries.losses import PreferenceTrainer, pair_values
+from aries.compat import check_private_api
+
+check_private_api("trl")  # before the names below are imported
+
+from trl.kernels import ChunkedLogProbFunction  # noqa: E402
+from trl.trainer.dpo_trainer import DataCollatorForPreference  # noqa: E402
+from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, FusedCausalLMOutput, pad  # noqa: E402
+
+from aries.losses import PreferenceTrainer, pair_values  # noqa: E402
 
 SHARED_IDS = "prefix_shared_input_ids"
 SHARED_LENGTHS = "prefix_shared_lengths"

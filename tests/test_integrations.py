@@ -41,6 +41,11 @@ def hub(monkeypatch):
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    import transformers.trainer
+
+    if hasattr(transformers.trainer, "create_repo"):  # older releases bind the function at import
+        recorded = lambda repo_id, **kwargs: create_repo(None, repo_id, **kwargs)  # noqa: E731
+        monkeypatch.setattr(transformers.trainer, "create_repo", recorded)
     return calls
 
 

@@ -59,6 +59,7 @@ def test_each_iteration_saves_merged_weights_and_its_adapter_on_the_previous_pol
 
 
 def test_serve_and_eval_load_the_lora_iterations(lora_run, tmp_path):
+    pytest.importorskip("fastapi", reason="the serve extra (not in the floor environment)")
     run_dir, _ = lora_run
     model = run_dir / "iter_1" / "model"
     messages = [{"role": "user", "content": "What is 2 + 3?"}]

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import torch
 from torch.nn.functional import pad
-from transformers import AttentionInterface
-from transformers.cache_utils import DynamicLayer
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from aries.compat import check_private_api
+
+check_private_api("transformers")  # before the names below are imported
+
+from transformers import AttentionInterface  # noqa: E402
+from transformers.cache_utils import DynamicLayer  # noqa: E402
+from transformers.integrations.sdpa_attention import sdpa_attention_forward  # noqa: E402
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask  # noqa: E402
 
 
 class GrowingLayer(DynamicLayer):
