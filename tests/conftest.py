@@ -6,29 +6,45 @@ special tokens and padding behave exactly as with the embedded model.
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+VENDORED_TOKENIZER = Path(__file__).parent / "data" / "smollm2-tokenizer"
 
 
 @pytest.fixture(scope="session")
 def embedded_path() -> Path:
-    """The converted embedded model folder (converted once per cache, ~30 s)."""
+    """The converted embedded model folder (converted once per cache, ~30 s): slow tests only."""
     from aries.models import embedded_model_path
 
     return embedded_model_path()
 
 
 @pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory, embedded_path) -> Path:
+def tokenizer_path(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct's tokenizer, vendored in tests/data (as the GGUF conversion writes
+    it), so fast tests need neither the 135M model nor its conversion."""
+    folder = tmp_path_factory.mktemp("smollm2-tokenizer")
+    for file in VENDORED_TOKENIZER.iterdir():
+        if file.suffix == ".gz":
+            (folder / file.stem).write_bytes(gzip.decompress(file.read_bytes()))
+        else:
+            shutil.copy(file, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, tokenizer_path) -> Path:
     """A 2-layer, 64-wide Llama saved as a normal HF folder, with SmolLM2's tokenizer."""
     from aries.testing import save_tiny_llama
 
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), embedded_path)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer_path)
 
 
 @pytest.fixture(scope="session")
