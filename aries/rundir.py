@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import resource
 import shutil
 import time
@@ -33,6 +32,7 @@ import yaml
 
 from aries import AriesError
 from aries.config import config_hash, to_dict
+from aries.distributed import is_main_process
 from aries.jsonl import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 
 
@@ -256,6 +256,6 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        # Under `accelerate launch` every rank runs the stage; only rank 0 records it.
-        if int(os.environ.get("RANK", "0")) == 0:
+        # Under `accelerate launch` every rank runs the stage; only the main process records it.
+        if is_main_process():
             atomic_write_json(self.path, self.data)

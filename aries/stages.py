@@ -7,13 +7,13 @@ holds what consecutive stages share: the loaded generation backend and the conso
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from aries import AriesError
 from aries.backends import Backend, Sampling
+from aries.distributed import on_main_process
 from aries.jsonl import atomic_write_jsonl, replace_folder
 from aries.memory import return_freed_memory
 from aries.runconfig import RunConfig
@@ -293,19 +293,23 @@ def train(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str,
     session.release()  # hand the memory to the trainer
     if not run.pairs(t).is_dir():
         # No pair survived selection: the policy carries over unchanged (copied, then renamed
-        # into place whole, like a trained model).
-        tmp = run.model(t).with_name(run.model(t).name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(resolve_model(training_start(run, config, t)), tmp)
-        replace_folder(tmp, run.model(t))
+        # into place whole, like a trained model), by one process under a launcher.
+        def carry_over() -> None:
+            tmp = run.model(t).with_name(run.model(t).name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(resolve_model(training_start(run, config, t)), tmp)
+            replace_folder(tmp, run.model(t))
+
+        on_main_process(carry_over)
         return {"steps": 0, "skipped": "no pairs"}
     alpha = config.train.momentum
     trained = run.before_momentum(t) if alpha else run.model(t)
     metrics = train_into(run, config, t, run.pairs(t), trained)
-    if alpha and int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
+    if alpha:
         from aries.momentum import write_extrapolated
 
-        write_extrapolated(trained, before_training(run, config, t), run.model(t), alpha)
+        previous = before_training(run, config, t)
+        on_main_process(lambda: write_extrapolated(trained, previous, run.model(t), alpha))
     return metrics
 
 

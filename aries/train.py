@@ -11,6 +11,7 @@ iteration would trust.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from aries.checkpoints import (
     last_checkpoint,
     save_policy,
 )
+from aries.compat import training_arguments
 from aries.integrations import log_to, push_policy, trainer_arguments
 
 
@@ -205,6 +207,24 @@ def _lora_config(config: TrainConfig):
     )
 
 
+def sharded_head_engine(env: dict[str, str]) -> str | None:
+    """The engine that shards the LM head weight across ranks under this launch, or None.
+
+    Prefix sharing hands `lm_head.weight` to TRL's chunked log-prob kernel directly; under
+    DeepSpeed ZeRO-3 that weight is an empty placeholder outside the engine's own forward, and
+    under FSDP a shard (a DTensor). `env` holds what `accelerate launch` sets from its config.
+    """
+    if env.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes"):
+        return f"FSDP{env.get('FSDP_VERSION', '1')}"
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() not in ("1", "true", "yes"):
+        return None
+    stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    config_file = env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if stage is None and config_file and Path(config_file).is_file():
+        stage = json.loads(Path(config_file).read_text()).get("zero_optimization", {}).get("stage")
+    return "DeepSpeed ZeRO-3" if str(stage) == "3" else None
+
+
 def length_grouped_order(dataset, batch_size: int, seed: int) -> list[int]:
     """Row order in which consecutive `batch_size` rows have similar lengths, batches shuffled.
 
@@ -252,9 +272,6 @@ def train_preference(
     dataset = _for_policy(dataset, policy, trust_remote_code, chat_template)
     if len(dataset) == 0:
         raise AriesError(f"{pairs_dir}: no preference pairs to train on")
-    if config.length_grouped_batches:
-        batch = config.batch_size * config.gradient_accumulation_steps
-        dataset = dataset.select(length_grouped_order(dataset, batch, seed))
     args = DPOConfig(
         output_dir=str(checkpoints),
         loss_type=config.loss_type.split(","),
@@ -270,7 +287,7 @@ def train_preference(
         max_length=config.max_length,
         precompute_ref_log_probs=config.precompute_ref_log_probs,
         train_sampling_strategy="sequential" if config.length_grouped_batches else "random",
-        activation_checkpointing=config.gradient_checkpointing,
+        **training_arguments(activation_checkpointing=config.gradient_checkpointing),
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=1,
@@ -287,12 +304,28 @@ def train_preference(
         trust_remote_code=trust_remote_code,
         **_precision_flags(config.precision),
     )
+    update = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    if args.world_size > 1 and args.process_index == 0:
+        print(f"[aries] train: {args.world_size} processes, {update} pairs per update", flush=True)
+    if config.length_grouped_batches:
+        # Grouped by the rows of one optimizer update across all ranks, so that every process
+        # count trains on the same updates at the same global batch (docs/scaling.md).
+        dataset = dataset.select(length_grouped_order(dataset, update, seed))
     model, tokenizer = _load_policy(policy, trust_remote_code, chat_template)
     ref_model = None
     if reference is not None and reference_kind(config.loss_type, config.reference) != "none":
-        ref_model = load_causal_lm(reference, dtype="float32", trust_remote_code=trust_remote_code)
+        ref_model = load_causal_lm(
+            reference, dtype="float32", device="cpu", trust_remote_code=trust_remote_code
+        )
     trainer_class = PreferenceTrainer
-    if config.prefix_sharing:
+    engine = sharded_head_engine(os.environ) if config.prefix_sharing else None
+    if engine is not None and args.process_index == 0:
+        print(
+            f"[aries] train.prefix_sharing is off under {engine}: the LM head weight is sharded "
+            "across ranks; TRL's own pair layout trains instead (same loss)",
+            flush=True,
+        )
+    if config.prefix_sharing and engine is None:
         from aries.prefix_dpo import PrefixSharedDPOTrainer as trainer_class
     trainer = trainer_class(
         model=model,
@@ -335,7 +368,8 @@ def train_sft(
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
         max_length=config.max_length,
-        activation_checkpointing=False,  # TRL's SFT default is on; small models don't need it
+        # TRL's SFT default is on; small models don't need it
+        **training_arguments(activation_checkpointing=False),
         save_strategy="steps",
         save_steps=20,
         save_total_limit=1,
@@ -367,10 +401,16 @@ def _for_policy(dataset, policy: str, trust_remote_code: bool, chat_template: st
 
 
 def _load_policy(policy: str, trust_remote_code: bool, chat_template: str | None):
-    """The policy in fp32 (the trainer's mixed precision casts) and its tokenizer, padded."""
+    """The policy in fp32 (the trainer's mixed precision casts) and its tokenizer, padded.
+
+    Loaded on the CPU: the trainer places it (each rank's device, or shards it under DeepSpeed
+    and FSDP), instead of every rank first moving a whole copy to the first GPU.
+    """
     from aries.models import load_causal_lm, load_tokenizer
 
-    model = load_causal_lm(policy, dtype="float32", trust_remote_code=trust_remote_code)
+    model = load_causal_lm(
+        policy, dtype="float32", device="cpu", trust_remote_code=trust_remote_code
+    )
     tokenizer = load_tokenizer(
         policy, trust_remote_code=trust_remote_code, chat_template=chat_template
     )
