@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from aries.jsonl import atomic_write_json, replace_folder
+from aries.jsonl import atomic_write_json, fsync_tree, replace_folder
 
 CHECKPOINT_COMPLETE = "aries-checkpoint-complete.json"
 """Written into `checkpoint-<step>/` once all of it is on disk; resume trusts nothing else."""
@@ -74,6 +74,7 @@ def checkpoint_marker(accelerator, folder: Path, keep: int | None):
             accelerator.wait_for_everyone()  # DeepSpeed and FSDP write a shard per process
             if args.should_save:
                 newest = folder / f"checkpoint-{state.global_step}"
+                fsync_tree(newest)  # on disk before the marker vouches for it
                 atomic_write_json(newest / CHECKPOINT_COMPLETE, {"step": state.global_step})
                 for old in checkpoint_folders(folder)[:-keep] if keep and keep > 0 else []:
                     discard(old)

@@ -139,6 +139,30 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)  # the rename itself survives a power loss
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """Flush a folder's entries (names created, renamed or deleted in it) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """Flush every file under `folder`, and the folders themselves, to disk: what a writer that
+    does not fsync (safetensors, torch.save, the trainer) left in the page cache is on disk
+    before a completion marker or a rename vouches for it."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_folder(root)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -161,12 +185,15 @@ def replace_folder(tmp: str | Path, folder: str | Path) -> None:
 
     Folders cannot be swapped in one step, so the old one is first renamed to `<folder>.old`:
     a kill at any moment leaves `folder` whole (old or new) or absent, never half-deleted or
-    half-written, and the next call clears what a killed one left.
+    half-written, and the next call clears what a killed one left. The files are flushed to
+    disk before the rename and the rename after it, so a power loss cannot either.
     """
     tmp, folder = Path(tmp), Path(folder)
+    fsync_tree(tmp)
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)
+    fsync_folder(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
