@@ -17,6 +17,7 @@ from aries.jsonl import (
     atomic_write_text,
     iter_jsonl,
     read_jsonl,
+    replace_folder,
 )
 
 
@@ -166,3 +167,32 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask):
     mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
     assert mode == 0o666 & ~umask
     assert mode == stat.S_IMODE((tmp_path / "b.json").stat().st_mode)
+
+
+def test_replace_folder_flushes_every_file_before_the_rename_and_the_rename_after(
+    tmp_path, monkeypatch
+):
+    """A power loss after `replace_folder` returns cannot leave a model folder whose name is on
+    disk but whose files are not (what a completion marker or rename vouches for)."""
+    tmp = tmp_path / "model.tmp"
+    (tmp / "adapter").mkdir(parents=True)
+    files = [tmp / "model.safetensors", tmp / "config.json", tmp / "adapter" / "weights.bin"]
+    for file in files:
+        file.write_bytes(b"x")
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b))
+    )
+    replace_folder(tmp, tmp_path / "model")
+    rename = events.index(("replace", str(tmp_path / "model")))
+    synced = {path for kind, path in events[:rename] if kind == "fsync"}
+    assert {str(f) for f in files} | {str(tmp), str(tmp / "adapter")} <= synced
+    assert ("fsync", str(tmp_path)) in events[rename:]
+    assert (tmp_path / "model" / "adapter" / "weights.bin").read_bytes() == b"x"

@@ -182,3 +182,22 @@ def test_shared_attention_keeps_branches_apart():
         [1, 4, 5],
         [9, 11, 12],
     ]
+
+
+def test_sharded_head_engines_are_recognised_from_the_launchers_environment(tmp_path):
+    """Prefix sharing reads lm_head.weight whole: off under FSDP and ZeRO-3 (env as
+    `accelerate launch` sets it from accelerate/fsdp2.yaml and deepspeed_zero*.yaml)."""
+    from aries.train import sharded_head_engine
+
+    assert sharded_head_engine({}) is None
+    assert sharded_head_engine({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == "FSDP2"
+    zero = {"ACCELERATE_USE_DEEPSPEED": "true"}
+    assert sharded_head_engine({**zero, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}) == (
+        "DeepSpeed ZeRO-3"
+    )
+    assert sharded_head_engine({**zero, "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}) is None
+    config = tmp_path / "ds.json"
+    config.write_text('{"zero_optimization": {"stage": 3}}')
+    assert sharded_head_engine({**zero, "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(config)}) == (
+        "DeepSpeed ZeRO-3"
+    )
