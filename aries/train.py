@@ -108,7 +108,9 @@ class TrainConfig:
         default=True,
         metadata={
             "help": "Batch pairs of similar length (the long refine-view prompts together) in a "
-            "seeded random batch order: far less padding than random batches."
+            "seeded random batch order: far less padding than random batches. Grouped by the "
+            "global update (batch x accumulation x processes), so any process count trains the "
+            "same updates."
         },
     )
     prefix_sharing: bool = field(
@@ -117,7 +119,8 @@ class TrainConfig:
             "help": "One sequence per pair: the prompt once, chosen and rejected as two branches "
             "under one attention mask, only completion tokens through the LM head (Wang et al. "
             "2024, arXiv 2410.20305). Same log-probs and loss as TRL's layout; needs sdpa or "
-            "eager attention and keep_start truncation."
+            "eager attention and keep_start truncation. Switched off, with a notice, under FSDP "
+            "and DeepSpeed ZeRO-3 (the LM head weight is sharded there)."
         },
     )
     gradient_checkpointing: bool = field(

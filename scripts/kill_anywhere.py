@@ -14,6 +14,9 @@ equal the uninterrupted run's, and no temporary folder may be left.
     python scripts/kill_anywhere.py --kills 24                 # `aries run`, every stage
     python scripts/kill_anywhere.py --mode accelerate --kills 12
         # `accelerate launch --num_processes 1 --cpu -m aries.cli train RUN --iteration 0`
+    python scripts/kill_anywhere.py --mode accelerate --processes 2 --kills 12
+        # `torchrun --standalone --nproc_per_node 2 -m aries.cli train RUN --iteration 0`:
+        # two gloo ranks (accelerate's launcher starts one process with --cpu)
 
 Exit status 0 when everything matches. Run it under the shared CPU lock: it is a torch job.
 """
@@ -331,6 +334,12 @@ def _eval_numbers(path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=("run", "accelerate"), default="run")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="accelerate mode: train with this many CPU ranks (torchrun, gloo) when above 1",
+    )
     parser.add_argument("--kills", type=int, default=24, help="planned SIGKILLs (at least)")
     parser.add_argument("--prompts", type=int, default=24, help="training prompts")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
@@ -350,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
 
         save_tiny_llama(model, embedded_model_path())
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if args.processes > 1:
+        env["OMP_NUM_THREADS"] = "1"  # one thread per rank on a small machine
     runs = {}
     for name in ("clean", "killed"):
         shutil.rmtree(workdir / name, ignore_errors=True)
@@ -367,9 +378,14 @@ def main(argv: list[str] | None = None) -> int:
         run = aries("run", "--config", str(config))
         if args.mode == "run":
             return [], run, []
-        launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
-        launch += ["--num_machines", "1", "--cpu", "--mixed_precision", "no"]
-        launch += ["--dynamo_backend", "no", "-m", "aries.cli", "train", str(run_dir)]
+        if args.processes > 1:  # `accelerate launch --cpu` would start one process
+            launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+            launch += [f"--nproc_per_node={args.processes}"]
+        else:
+            launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
+            launch += ["--num_machines", "1", "--cpu", "--mixed_precision", "no"]
+            launch += ["--dynamo_backend", "no"]
+        launch += ["-m", "aries.cli", "train", str(run_dir)]
         return [run + ["--stop-before", "train"]], launch + ["--iteration", ITERATION], [run]
 
     logs = workdir / "logs"
@@ -419,10 +435,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. the summary
     results = compare(runs["clean"][1], runs["killed"][1])
+    if args.processes > 1:  # a world of N ranks, not N independent one-process worlds
+        world = f"[aries] train: {args.processes} processes"
+        ranks = [world in p.read_text(errors="replace") for p in sorted(logs.glob("clean-*"))]
+        results.append(("world size", any(ranks), f"{world!r} in the trainer's output"))
     ok = all(same for _, same, _ in results)
     shown = " ".join(main_command[1:]).replace(str(workdir), "<workdir>")
     print(
-        f"\nkill-anywhere ({args.mode}): {sum(landed.values())} SIGKILLs of `{shown}`, "
+        f"\nkill-anywhere ({args.mode}, {args.processes} process(es)): "
+        f"{sum(landed.values())} SIGKILLs of `{shown}`, "
         f"restarted after each; {time.monotonic() - started:.0f} s in all"
     )
     order = list(ORDER) + [p for p in landed if p not in ORDER]
