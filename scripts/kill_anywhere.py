@@ -202,7 +202,21 @@ class Attempt:
         return self.process.poll() is None
 
     def kill(self) -> None:
+        """SIGKILL the command and everything it started: torchrun starts each rank in a
+        session of its own, which a kill of the launcher's process group would leave running."""
+        import psutil  # accelerate's dependency
+
+        try:
+            ranks = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            ranks = []
         os.killpg(self.process.pid, signal.SIGKILL)
+        for rank in ranks:
+            try:
+                rank.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(ranks, timeout=30)
         self.wait()
 
     def wait(self) -> int:
