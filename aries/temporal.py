@@ -40,10 +40,6 @@ STEP_DESCRIPTIONS = {
 }
 """What each temporal step does, for `aries run --check`."""
 
-TEMPORAL_DROPS = ("too_few_scored", "not_better", "identical")
-"""Why a prompt gives no pair: no scored response on one side; the best chosen candidate is
-not judged above the worst anchored one; chosen and rejected are the same text."""
-
 
 def temporal_pairs(
     chains: list[dict[str, Any]],

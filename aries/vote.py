@@ -14,11 +14,6 @@ from typing import Literal
 from aries.rewards.verifiers import final_answer, last_number
 
 Pick = Literal["last", "vote"]
-PICK_HELP = (
-    "which response of the chain to return: 'last' (the last refinement round, ARIES, arXiv "
-    "2502.05605) or 'vote' (the latest response holding the final answer most rounds agree on "
-    "[design, after self-consistency, arXiv 2203.11171])"
-)
 
 
 def answer_key(text: str) -> str | None:
