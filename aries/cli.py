@@ -14,7 +14,7 @@ import pkgutil
 import sys
 
 from aries import AriesError, __version__, commands
-from aries.memory import return_large_allocations_promptly
+from aries.core.memory import return_large_allocations_promptly
 
 
 def build_parser() -> argparse.ArgumentParser:

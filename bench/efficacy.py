@@ -12,7 +12,8 @@ pool of problems from the task's held-out generator (EFFICACY.md's protocol):
 - accuracy per refinement round pooled over seeds, wrong→right / right→wrong per round, and
   paired differences (same problems, same seed index) against the initial model's direct answer,
   against the baseline variant's best round, and against the model's own direct answer, each with
-  a two-way bootstrap interval over seeds and problems (`aries.metrics.seeds_problems_ci`).
+  a two-way bootstrap interval over seeds and problems
+  (`aries.evaluation.metrics.seeds_problems_ci`).
 
 Each (task, pool, variant, seed) is an ordinary run directory under `output_dir`, so an
 interrupted benchmark resumes with the same command. Results: `<output_dir>/<pool>.md|json` and
@@ -43,10 +44,10 @@ import yaml
 from efficacy_stats import render, summarize_task
 
 from aries import AriesError
-from aries.config import apply_overrides, load_yaml
-from aries.jsonl import atomic_write_bytes, atomic_write_json, atomic_write_text
-from aries.loop import finished
-from aries.runconfig import load_run_config, resolve_config
+from aries.core.config import apply_overrides, load_yaml
+from aries.core.jsonl import atomic_write_bytes, atomic_write_json, atomic_write_text
+from aries.pipeline.loop import finished
+from aries.pipeline.runconfig import load_run_config, resolve_config
 
 POOLS = ("validation", "heldout")
 EVIDENCE = Path("docs/efficacy-runs")

@@ -2,7 +2,7 @@
 
 Every accuracy is a (training seeds × problems) table of 0/1 outcomes on one shared problem pool,
 so differences between models are paired by problem and seed index; intervals come from the
-two-way bootstrap of `aries.metrics.seeds_problems_ci`. `summarize_task` returns the
+two-way bootstrap of `aries.evaluation.metrics.seeds_problems_ci`. `summarize_task` returns the
 `docs/efficacy.json` entries, `render` the Markdown tables and the issue's criteria.
 """
 
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aries import AriesError
-from aries.metrics import seeds_problems_ci
-from aries.rundir import RunDir
+from aries.evaluation.metrics import seeds_problems_ci
+from aries.pipeline.rundir import RunDir
 
 if TYPE_CHECKING:
     from efficacy import Spec, Task
@@ -32,7 +32,8 @@ def correctness(result: dict[str, Any], ids: list[str]) -> np.ndarray:
 
 
 def vote_correctness(result: dict[str, Any], ids: list[str]) -> np.ndarray | None:
-    """(problems,) correctness of the response the chain's vote picks (`aries.vote`), if known."""
+    """(problems,) correctness of the response the chain's vote picks (`aries.method.vote`),
+    if known."""
     by_id = {p["id"]: p for p in result["per_prompt"]}
     if any("vote_round" not in by_id[i] for i in ids):
         return None
@@ -42,7 +43,8 @@ def vote_correctness(result: dict[str, Any], ids: list[str]) -> np.ndarray | Non
 def rewrite_rates(evals: list[dict[str, Any]], table: np.ndarray) -> list[dict] | None:
     """Per refinement round, pooled over seeds: the share of the previous round's right and wrong
     answers that the round rewrote, and the share of rewritten wrong answers it made right: does
-    the refiner fail to find its mistakes or fail to fix them (`aries.metrics.rewrites`; Tyen et
+    the refiner fail to find its mistakes or fail to fix them
+    (`aries.evaluation.metrics.rewrites`; Tyen et
     al. 2024, arXiv 2311.08516)? None for evaluations made before eval.json counted rewrites."""
     rounds = []
     for k in range(1, table.shape[-1]):
@@ -289,7 +291,8 @@ def render(spec: Spec, pool: str, results: list[dict[str, Any]], command: str, s
         f"over training seeds ({', '.join(map(str, seeds))}) and problems. Gains are paired: "
         "same problems, same seed index. w→r / r→w: answers fixed / broken by each refinement "
         "round, summed over seeds. vote: the inference-time vote over each chain's final answers "
-        "(`aries.vote`, a design option), never in place of the last round. Seconds: mean per "
+        "(`aries.method.vote`, a design option), never in place of the last round. "
+        "Seconds: mean per "
         "seed.",
     ]
     for result in results:

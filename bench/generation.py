@@ -53,7 +53,7 @@ def ctranslate2_speeds(
         return {}
     import torch
 
-    from aries.models import EMBEDDED, cache_dir, embedded_model_path
+    from aries.core.models import EMBEDDED, cache_dir, embedded_model_path
 
     source = embedded_model_path() if model == EMBEDDED else Path(model)
     if not source.is_dir():
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from aries.backends import Sampling
     from aries.backends.hf import HFBackend
-    from aries.sources import load_prompts
+    from aries.method.sources import load_prompts
 
     command = "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     print(f"command: {command}")

@@ -26,7 +26,7 @@ def model_folder(requested: str | None) -> Path:
     if requested:
         return Path(requested)
     from aries import AriesError
-    from aries.models import resolve_model
+    from aries.core.models import resolve_model
 
     try:
         return Path(resolve_model("embedded"))
@@ -53,7 +53,7 @@ def prepare(_args) -> None:
     """Write the embedded model's config, generation config and tokenizer (no weights, ~4 MB)."""
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from aries.models import resolve_model
+    from aries.core.models import resolve_model
 
     source = resolve_model("embedded")
     AutoConfig.from_pretrained(source).save_pretrained(SHAPE)
@@ -67,7 +67,7 @@ def generate(args) -> None:
 
     from aries.backends.base import Sampling
     from aries.backends.hf import HFBackend
-    from aries.sources import load_prompts
+    from aries.method.sources import load_prompts
 
     prompts, new, batch = (8, 16, 4) if args.cpu else (256, 256, 64)
     backend = HFBackend(
@@ -107,9 +107,9 @@ def dpo(args) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from train_dpo import arithmetic_selections
 
-    from aries.models import load_causal_lm, load_tokenizer
-    from aries.pairs import build_pairs
-    from aries.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.core.models import load_causal_lm, load_tokenizer
+    from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.method.pairs import build_pairs
 
     batch = 2 if args.cpu else 16
     folder = model_folder(args.model)

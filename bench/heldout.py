@@ -25,7 +25,7 @@ import numpy as np
 
 def fresh_prompts(config, runs: list, size: int, seed: int) -> tuple[list[dict], int]:
     """`size` prompts per held-out source at `seed`, minus duplicates and anything trained on."""
-    from aries.sources import PromptSource, load_prompts, prompt_key
+    from aries.method.sources import PromptSource, load_prompts, prompt_key
 
     trained = {prompt_key(p) for run in runs for p in run.trained_prompts()}
     prompts, seen, dropped = [], set(), 0
@@ -48,11 +48,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2000, help="seed of the fresh problems")
     args = parser.parse_args()
 
-    from aries import metrics
-    from aries.evaluate import evaluate_model
-    from aries.runconfig import load_run_config
-    from aries.rundir import RunDir
-    from aries.stages import eval_settings
+    from aries.evaluation import metrics
+    from aries.evaluation.evaluate import evaluate_model
+    from aries.pipeline.runconfig import load_run_config
+    from aries.pipeline.rundir import RunDir
+    from aries.pipeline.stages import eval_settings
 
     runs = [RunDir(run) for run in args.runs]
     config = load_run_config(runs[0].config)

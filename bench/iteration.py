@@ -24,7 +24,7 @@ ISSUE_BEFORE = {"collect": 152.0, "train": 251.0, "eval": 78.0}
 
 def load_stages(run_dir: Path, iteration: str) -> tuple[dict, dict]:
     """(stages of `iteration`, baseline stages) of one run; exits with a clear error if absent."""
-    from aries.rundir import RunDir
+    from aries.pipeline.rundir import RunDir
 
     path = RunDir(run_dir).manifest
     try:

@@ -23,15 +23,15 @@ from urllib.parse import urlparse
 import httpx
 
 from aries.backends.openai import ManagedServer
-from aries.serve import is_loopback
+from aries.serving.serve import is_loopback
 
 
 def tiny_model() -> str:
     """A 2-layer, 64-wide random Llama with the embedded tokenizer (the shape of the tests' tiny
     model), saved once under $ARIES_CACHE: it measures the server's own overhead, not the model's.
     """
-    from aries.models import cache_dir, embedded_model_path
-    from aries.testing import save_tiny_llama
+    from aries.core.models import cache_dir, embedded_model_path
+    from aries.core.testing import save_tiny_llama
 
     folder = cache_dir() / "tiny-llama"
     if not (folder / "config.json").is_file():

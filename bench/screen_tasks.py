@@ -56,12 +56,12 @@ def model_answer(text: str) -> str:
 
 def screen(backend, spec: str, args: argparse.Namespace) -> dict:
     """Greedy direct answers to `args.size` problems of one task, verified and summarised."""
-    from aries import metrics
     from aries.backends import Sampling
-    from aries.evaluate import evaluate
-    from aries.jsonl import read_jsonl
+    from aries.core.jsonl import read_jsonl
+    from aries.evaluation import metrics
+    from aries.evaluation.evaluate import evaluate
+    from aries.method.sources import PromptSource, load_prompts
     from aries.rewards import make_reward_source
-    from aries.sources import PromptSource, load_prompts
 
     source = PromptSource.parse(f"reasoning-gym:{spec}")
     source.size, source.seed = args.size, args.seed

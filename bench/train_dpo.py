@@ -6,7 +6,8 @@ chat template) per second of wall time, reference log-probabilities included. Bo
 same policy and reference, so their first-step loss must be ln 2 = 0.6931 (checked).
 
     (a) TRL defaults: reference forward every step, random batches padded to the longest;
-    (b) aries: `aries.train.train_preference` (precomputed reference log-probs, length-grouped
+    (b) aries: `aries.training.train.train_preference` (precomputed reference log-probs,
+    length-grouped
         batches in a seeded random batch order, prefix-shared pairs: the prompt once per pair,
         chosen and rejected as two branches, Wang et al. 2024, arXiv 2410.20305).
 
@@ -81,7 +82,7 @@ def run_trl_defaults(model_path: str, pairs: str, batch_size: int, learning_rate
     import torch
     from trl import DPOConfig, DPOTrainer
 
-    from aries.models import load_causal_lm, load_tokenizer
+    from aries.core.models import load_causal_lm, load_tokenizer
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,8 +112,9 @@ def run_trl_defaults(model_path: str, pairs: str, batch_size: int, learning_rate
 
 
 def run_aries(model_path: str, pairs: str, settings: dict) -> dict:
-    """(b): `aries.train.train_preference`, the train stage of `aries run`."""
-    from aries.train import TrainConfig, train_preference
+    """(b): `aries.training.train.train_preference`, the train stage of `aries run`."""
+    from aries.training.config import TrainConfig
+    from aries.training.train import train_preference
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import yaml
 
-    from aries.models import load_tokenizer, resolve_model
-    from aries.pairs import build_pairs, save_dataset
-    from aries.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.core.models import load_tokenizer, resolve_model
+    from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.method.pairs import build_pairs, save_dataset
 
     command = "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     load = os.getloadavg()

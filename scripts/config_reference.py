@@ -5,7 +5,7 @@ python scripts/config_reference.py > /tmp/reference.md   # pasted into README.md
 
 import dataclasses
 
-from aries.runconfig import RunConfig
+from aries.pipeline.runconfig import RunConfig
 
 
 def rows(cls, prefix: str = ""):

@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from aries.checkpoints import CHECKPOINT_COMPLETE  # imports nothing heavy
+from aries.training.checkpoints import CHECKPOINT_COMPLETE  # imports nothing heavy
 
 ITERATION = "0"
 
@@ -84,7 +84,7 @@ SHORTEST = 0.01  # phases shorter than this are killed as soon as they are seen
 
 def tiny_config(output_dir: Path, model: Path, prompts: int) -> dict:
     """One iteration of `prompts` prompts, 1 refinement round + 2 samples, a checkpoint per step."""
-    from aries.testing import tiny_run_config  # imports nothing heavy at module level
+    from aries.core.testing import tiny_run_config  # imports nothing heavy at module level
 
     return tiny_run_config(model, output_dir, prompts=prompts, eval_size=8, chunk_size=4)
 
@@ -368,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else workdir / "tiny-llama"
     if not args.model and not (model / "config.json").exists():
-        from aries.models import embedded_model_path
-        from aries.testing import save_tiny_llama
+        from aries.core.models import embedded_model_path
+        from aries.core.testing import save_tiny_llama
 
         save_tiny_llama(model, embedded_model_path())
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}

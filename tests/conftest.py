@@ -20,7 +20,7 @@ VENDORED_TOKENIZER = Path(__file__).parent / "data" / "smollm2-tokenizer"
 
 def pytest_sessionstart(session):
     """Import the heavy libraries once and move their objects out of the garbage collector's
-    view: aries collects garbage after every stage (aries.memory), and in one long test process
+    view: aries collects garbage after every stage (aries.core.memory), and in one long test process
     each collection would otherwise walk every object torch, transformers and TRL made at import
     (about 0.25 s a call, minutes over the suite)."""
     import gc
@@ -39,7 +39,7 @@ def pytest_sessionstart(session):
 @pytest.fixture(scope="session")
 def embedded_path() -> Path:
     """The converted embedded model folder (converted once per cache, ~30 s): slow tests only."""
-    from aries.models import embedded_model_path
+    from aries.core.models import embedded_model_path
 
     return embedded_model_path()
 
@@ -60,7 +60,7 @@ def tokenizer_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory, tokenizer_path) -> Path:
     """A 2-layer, 64-wide Llama saved as a normal HF folder, with SmolLM2's tokenizer."""
-    from aries.testing import save_tiny_llama
+    from aries.core.testing import save_tiny_llama
 
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer_path)
 
@@ -68,7 +68,7 @@ def tiny_model_path(tmp_path_factory, tokenizer_path) -> Path:
 @pytest.fixture(scope="session")
 def chatty_model_path(tmp_path_factory, tiny_model_path) -> Path:
     """The tiny model untied and with a larger init: it writes varied (random) text."""
-    from aries.testing import save_tiny_llama
+    from aries.core.testing import save_tiny_llama
 
     return save_tiny_llama(
         tmp_path_factory.mktemp("chatty"), tiny_model_path, tied=False, initializer_range=0.2

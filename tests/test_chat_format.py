@@ -1,4 +1,5 @@
-"""`system_prompt` and `chat_template` (aries/views.py) reach collection, training, evaluation and
+"""`system_prompt` and `chat_template` (aries/core/views.py) reach collection, training,
+evaluation and
 serving alike: the text the model is trained on and the text it is asked at inference agree."""
 
 from __future__ import annotations
@@ -13,21 +14,22 @@ from transformers import TrainerCallback
 from aries import AriesError
 from aries.backends import Sampling
 from aries.backends.hf import HFBackend
-from aries.collect import run_chains
-from aries.evaluate import evaluate
-from aries.models import load_tokenizer
-from aries.pairs import build_pairs, save_dataset
-from aries.rewards import make_reward_source
-from aries.runconfig import resolve_config
-from aries.serve import create_app, running
-from aries.train import TrainConfig, train_preference
-from aries.views import (
+from aries.core.models import load_tokenizer
+from aries.core.views import (
     DEFAULT_REFINE_INSTRUCTION,
     chat_template_text,
     direct_messages,
     refine_messages,
     with_system_prompt,
 )
+from aries.evaluation.evaluate import evaluate
+from aries.method.collect import run_chains
+from aries.method.pairs import build_pairs, save_dataset
+from aries.pipeline.runconfig import resolve_config
+from aries.rewards import make_reward_source
+from aries.serving.serve import create_app, running
+from aries.training.config import TrainConfig
+from aries.training.train import train_preference
 
 SYSTEM = "You are a careful calculator."
 TEMPLATE = (
@@ -188,8 +190,8 @@ def test_openai_backend_starts_its_server_with_the_template(backend, tiny_model_
 def test_a_run_uses_both_in_every_stage(backend, tiny_model_path, tmp_path):
     import datasets
 
-    from aries.loop import run
-    from aries.testing import tiny_run_config
+    from aries.core.testing import tiny_run_config
+    from aries.pipeline.loop import run
 
     settings = tiny_run_config(tiny_model_path, tmp_path / "runs", prompts=2, eval_size=1)
     settings.update(system_prompt=SYSTEM, chat_template=TEMPLATE)

@@ -1,4 +1,4 @@
-"""Refinement chains (aries/collect.py) on a tiny random Llama with the real tokenizer."""
+"""Refinement chains (aries/method/collect.py) on a tiny random Llama with the real tokenizer."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 
 from aries.backends import Generation, Message, Sampling
 from aries.backends.hf import HFBackend
-from aries.collect import run_chains, split_by_context
-from aries.jsonl import read_jsonl
-from aries.views import DEFAULT_REFINE_INSTRUCTION, direct_messages, refine_messages
+from aries.core.jsonl import read_jsonl
+from aries.core.views import DEFAULT_REFINE_INSTRUCTION, direct_messages, refine_messages
+from aries.method.collect import run_chains, split_by_context
 
 PROMPTS = [
     {"id": f"p{i}", "prompt": question, "answer": str(i)}

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from aries import AriesError
-from aries.compat import check_private_api, missing_private_names, training_arguments
+from aries.core.compat import check_private_api, missing_private_names, training_arguments
 
 
 @pytest.fixture(autouse=True)

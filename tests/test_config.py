@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 from aries import AriesError
-from aries.config import apply_overrides, to_dict
-from aries.runconfig import RunConfig, load_run_config, resolve_config
-from aries.rundir import prepare_run_dir
+from aries.core.config import apply_overrides, to_dict
+from aries.pipeline.runconfig import RunConfig, load_run_config, resolve_config
+from aries.pipeline.rundir import prepare_run_dir
 
 
 def test_resolved_config_round_trips(tmp_path):
@@ -100,7 +100,7 @@ def test_a_typo_in_an_enumerated_option_fails_at_load_with_the_choices(data, mes
 
 
 def test_loss_types_are_read_from_trl():
-    from aries.losses import trl_loss_types
+    from aries.training.losses import trl_loss_types
 
     assert {"sigmoid", "ipo", "hinge"} <= set(trl_loss_types())
 
@@ -108,8 +108,8 @@ def test_loss_types_are_read_from_trl():
 def test_every_method_has_a_plan_of_stages():
     import typing
 
-    from aries.loop import PLANS
-    from aries.runconfig import Method
+    from aries.pipeline.loop import PLANS
+    from aries.pipeline.runconfig import Method
 
     assert set(PLANS) == set(typing.get_args(Method))
     assert [s.name for s in PLANS["aries"].per_iteration][-2:] == ["train", "eval"]

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from aries.loop import run
-from aries.runconfig import resolve_config
-from aries.testing import tiny_run_config
+from aries.core.testing import tiny_run_config
+from aries.pipeline.loop import run
+from aries.pipeline.runconfig import resolve_config
 
 
 def _train(run_dir, processes: int) -> subprocess.CompletedProcess:

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from aries import AriesError
-from aries.sources import load_prompts, prompt_key
-from aries.testing import TINY_ARITHMETIC, tiny_run_config
+from aries.core.testing import TINY_ARITHMETIC, tiny_run_config
+from aries.method.sources import load_prompts, prompt_key
 
 ROOT = Path(__file__).resolve().parents[1]
 

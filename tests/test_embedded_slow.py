@@ -37,7 +37,7 @@ def test_embedded_model_stops_at_eos_and_batches_like_single(embedded_path):
 
 
 def test_convert_real_gguf_into_aries_cache(tmp_path, monkeypatch):
-    from aries.models import EMBEDDED_FOLDER, embedded_model_path
+    from aries.core.models import EMBEDDED_FOLDER, embedded_model_path
 
     monkeypatch.setenv("ARIES_CACHE", str(tmp_path))
     folder = embedded_model_path()

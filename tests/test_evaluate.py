@@ -9,11 +9,11 @@ import pytest
 
 from aries import AriesError
 from aries.backends import Generation, Sampling
-from aries.benchmarks import last_boxed, load_benchmark
 from aries.cli import main
-from aries.evaltable import format_table
-from aries.evaluate import check_held_out, evaluate, evaluate_model
-from aries.jsonl import read_jsonl
+from aries.core.jsonl import read_jsonl
+from aries.evaluation.benchmarks import last_boxed, load_benchmark
+from aries.evaluation.evaltable import format_table
+from aries.evaluation.evaluate import check_held_out, evaluate, evaluate_model
 from aries.rewards.pairwise import Comparison, PairwiseJudge, RewardJudge
 from aries.rewards.verifiers import Verifier
 

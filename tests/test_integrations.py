@@ -1,4 +1,5 @@
-"""Training integrations (aries/integrations.py): train.report_to and train.push_to_hub reach TRL.
+"""Training integrations (aries/core/integrations.py): train.report_to and train.push_to_hub
+reach TRL.
 
 No network: the Hub's two calls (the trainer's create_repo at start, aries' upload_folder of the
 finished model) are replaced by recorders on `huggingface_hub.HfApi`.
@@ -10,11 +11,12 @@ import pytest
 from huggingface_hub import HfApi, RepoUrl
 
 from aries import AriesError
-from aries.integrations import report_targets, trainer_arguments
-from aries.pairs import build_pairs, save_dataset
-from aries.runconfig import resolve_config
-from aries.train import TrainConfig, train_preference
-from aries.views import DEFAULT_REFINE_INSTRUCTION
+from aries.core.integrations import report_targets, trainer_arguments
+from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+from aries.method.pairs import build_pairs, save_dataset
+from aries.pipeline.runconfig import resolve_config
+from aries.training.config import TrainConfig
+from aries.training.train import train_preference
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Crash-safe JSONL and atomic writes (aries/jsonl.py)."""
+"""Crash-safe JSONL and atomic writes (aries/core/jsonl.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aries import AriesError
-from aries.jsonl import (
+from aries.core.jsonl import (
     JsonlAppender,
     atomic_write_json,
     atomic_write_jsonl,
@@ -131,7 +131,7 @@ def test_atomic_write_failure_during_write_removes_temp_file(tmp_path, monkeypat
     def failing_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("aries.jsonl.os.fsync", failing_fsync)
+    monkeypatch.setattr("aries.core.jsonl.os.fsync", failing_fsync)
     with pytest.raises(OSError):
         atomic_write_text(path, "new content")
     assert path.read_text() == "old"

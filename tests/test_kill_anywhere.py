@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from aries import checkpoints as checkpoints_module
-from aries import train
-from aries.jsonl import replace_folder
+from aries.core.jsonl import replace_folder
+from aries.training import checkpoints as checkpoints_module
+from aries.training import train
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "kill_anywhere.py"
 
@@ -23,8 +23,8 @@ class Killed(Exception):
 
 
 def _pairs(folder: Path) -> Path:
-    from aries.pairs import build_pairs, save_dataset
-    from aries.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.method.pairs import build_pairs, save_dataset
 
     selections = [
         {"id": str(i), "prompt": f"What is {i} + 1?", "chosen": f"{i + 1}", "rejected": "no idea"}

@@ -18,14 +18,15 @@ import yaml
 from safetensors.torch import load_file
 
 from aries.cli import main
-from aries.loop import finished, run
-from aries.runconfig import load_run_config
-from aries.stages import Session
-from aries.testing import tiny_run_config
+from aries.core.testing import tiny_run_config
+from aries.pipeline.loop import finished, run
+from aries.pipeline.runconfig import load_run_config
+from aries.pipeline.stages import Session
 
 
 def tiny_config(tmp_path: Path, model: Path, **changes) -> Path:
-    """`aries.testing.tiny_run_config`, with `section__key=value` or `section=value` changes."""
+    """`aries.core.testing.tiny_run_config`, with `section__key=value` or `section=value`
+    changes."""
     config = tiny_run_config(model, tmp_path / "runs")
     for key, value in changes.items():
         section, _, leaf = key.partition("__")
@@ -85,10 +86,11 @@ def test_one_iteration_end_to_end(tmp_path, tiny_model_path):
 def test_dpo_margin_grows_for_both_views(tmp_path, tiny_model_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from aries.pairs import build_pairs, save_dataset
-    from aries.testing import completion_logps
-    from aries.train import TrainConfig, train_preference
-    from aries.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.core.testing import completion_logps
+    from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.method.pairs import build_pairs, save_dataset
+    from aries.training.config import TrainConfig
+    from aries.training.train import train_preference
 
     selections = [
         {
@@ -230,7 +232,7 @@ def test_sft_warm_start_trains_iteration_0_from_its_own_pairs(
 
 
 def test_eval_final_only_evaluates_the_initial_and_the_last_model(tmp_path, tiny_model_path):
-    from aries.loop import evaluated
+    from aries.pipeline.loop import evaluated
 
     config = load_run_config(
         tiny_config(tmp_path, tiny_model_path, iterations=3, eval__final_only=True)

@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 from aries.backends import Sampling
 from aries.backends.hf import HFBackend
 from aries.cli import main
-from aries.loop import run
-from aries.models import load_causal_lm
-from aries.runconfig import resolve_config
-from aries.serve import create_app, running
-from aries.testing import TINY_ARITHMETIC, tiny_run_config
+from aries.core.models import load_causal_lm
+from aries.core.testing import TINY_ARITHMETIC, tiny_run_config
+from aries.pipeline.loop import run
+from aries.pipeline.runconfig import resolve_config
+from aries.serving.serve import create_app, running
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from aries import AriesError
-from aries.losses import check_loss_type, inpo_loss, simpo_loss, sppo_loss
-from aries.winrates import estimator, win_rates
+from aries.method.winrates import estimator, win_rates
+from aries.training.losses import check_loss_type, inpo_loss, simpo_loss, sppo_loss
 
 
 def t(*values: float) -> torch.Tensor:
@@ -58,7 +58,7 @@ def test_win_rates_by_hand():
 
 
 def test_selection_writes_win_rates_into_pairs():
-    from aries.select import SelectionConfig, select_pairs
+    from aries.method.select import SelectionConfig, select_pairs
 
     chain = {
         "id": "p",

@@ -12,9 +12,9 @@ import yaml
 from safetensors.torch import load_file
 
 from aries.cli import main
-from aries.loop import run
-from aries.runconfig import load_run_config
-from aries.testing import tiny_run_config
+from aries.core.testing import tiny_run_config
+from aries.pipeline.loop import run
+from aries.pipeline.runconfig import load_run_config
 
 METHOD_CONFIGS = sorted(Path(__file__).parent.parent.glob("configs/methods/*.yaml"))
 
@@ -50,8 +50,8 @@ def test_check_prints_the_plan_and_rejects_a_bad_config(tmp_path, tiny_model_pat
 
 
 def _pairs(tmp_path: Path) -> Path:
-    from aries.pairs import build_pairs, save_dataset
-    from aries.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.method.pairs import build_pairs, save_dataset
 
     selections = [
         {
@@ -72,9 +72,9 @@ def _trainer(model_path, pairs, loss_type, *, prefix_sharing, ref_model=None, **
     import datasets
     from trl import DPOConfig
 
-    from aries.losses import PreferenceTrainer, loss_columns
-    from aries.models import load_causal_lm, load_tokenizer
-    from aries.prefix_dpo import PrefixSharedDPOTrainer
+    from aries.core.models import load_causal_lm, load_tokenizer
+    from aries.training.losses import PreferenceTrainer, loss_columns
+    from aries.training.prefix_dpo import PrefixSharedDPOTrainer
 
     dataset = datasets.load_from_disk(str(pairs)).remove_columns(["id", "view"])
     args = DPOConfig(
@@ -133,7 +133,7 @@ def test_aries_losses_on_both_trainer_layouts(tmp_path, tiny_model_path, loss_ty
 
 
 def test_inpo_precomputes_the_initial_and_the_previous_policy(tmp_path, tiny_model_path):
-    from aries.models import load_causal_lm
+    from aries.core.models import load_causal_lm
 
     # a different π_0 (the reference) than π_t (the policy): two different sets of log-probs
     initial = load_causal_lm(str(tiny_model_path), dtype="float32")

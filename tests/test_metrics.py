@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aries import metrics
+from aries.evaluation import metrics
 
 
 def test_accuracy_and_mean_length():

@@ -1,4 +1,4 @@
-"""Model resolution and loading (aries/models.py)."""
+"""Model resolution and loading (aries/core/models.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from aries import AriesError, models
-from aries.models import (
+from aries import AriesError
+from aries.core import models
+from aries.core.models import (
     EMBEDDED_FOLDER,
     cache_dir,
     embedded_model_path,

@@ -11,10 +11,10 @@ import yaml
 from safetensors.torch import load_file
 
 from aries import AriesError
-from aries.loop import run
-from aries.momentum import MOMENTUM_RECORD, extrapolate
-from aries.runconfig import load_run_config
-from aries.testing import tiny_run_config
+from aries.core.testing import tiny_run_config
+from aries.pipeline.loop import run
+from aries.pipeline.runconfig import load_run_config
+from aries.training.momentum import MOMENTUM_RECORD, extrapolate
 
 
 def test_extrapolated_weights_by_hand():

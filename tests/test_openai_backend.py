@@ -19,7 +19,7 @@ from aries import AriesError
 from aries.backends import Sampling, make_backend
 from aries.backends.hf import HFBackend
 from aries.backends.openai import OpenAIBackend, free_port
-from aries.serve import create_app, running
+from aries.serving.serve import create_app, running
 
 QUESTION = [{"role": "user", "content": "What is 2 + 3?"}]
 GREEDY = Sampling(max_new_tokens=6, temperature=0.0)

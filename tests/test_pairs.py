@@ -4,8 +4,8 @@ import datasets
 import pytest
 
 from aries import AriesError
-from aries.pairs import build_pairs, save_dataset, sft_examples, to_plain_text
-from aries.views import DEFAULT_REFINE_INSTRUCTION as Z
+from aries.core.views import DEFAULT_REFINE_INSTRUCTION as Z
+from aries.method.pairs import build_pairs, save_dataset, sft_examples, to_plain_text
 
 SELECTIONS = [
     {

@@ -18,8 +18,8 @@ RTOL_FP64 = 1e-6
 def _pairs():
     import datasets
 
-    from aries.pairs import build_pairs
-    from aries.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+    from aries.method.pairs import build_pairs
 
     selections = [
         {
@@ -112,7 +112,7 @@ SAME_INPUTS_AS_SIGMOID = pytest.mark.slow
 def test_matches_trl(tmp_path, tiny_model_path, chatty_model_path, loss_type):
     from trl import DPOTrainer
 
-    from aries.prefix_dpo import PrefixSharedDPOTrainer
+    from aries.training.prefix_dpo import PrefixSharedDPOTrainer
 
     kwargs = {
         "loss_type": loss_type.split(","),
@@ -135,7 +135,7 @@ def test_matches_trl_with_lora_and_precomputed_reference(tmp_path, tiny_model_pa
     from peft import LoraConfig
     from trl import DPOTrainer
 
-    from aries.prefix_dpo import PrefixSharedDPOTrainer
+    from aries.training.prefix_dpo import PrefixSharedDPOTrainer
 
     def trainer(cls):
         lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -166,7 +166,7 @@ def test_matches_trl_with_lora_and_precomputed_reference(tmp_path, tiny_model_pa
 def test_shared_attention_keeps_branches_apart():
     import torch
 
-    from aries.prefix_dpo import predicting_positions, shared_attention
+    from aries.training.prefix_dpo import predicting_positions, shared_attention
 
     lengths = torch.tensor([[2, 2, 3], [3, 1, 1]])  # prompt, chosen, rejected
     mask, positions = shared_attention(lengths, width=7)
@@ -187,7 +187,7 @@ def test_shared_attention_keeps_branches_apart():
 def test_sharded_head_engines_are_recognised_from_the_launchers_environment(tmp_path):
     """Prefix sharing reads lm_head.weight whole: off under FSDP and ZeRO-3 (env as
     `accelerate launch` sets it from accelerate/fsdp2.yaml and deepspeed_zero*.yaml)."""
-    from aries.train import sharded_head_engine
+    from aries.training.train import sharded_head_engine
 
     assert sharded_head_engine({}) is None
     assert sharded_head_engine({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == "FSDP2"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from aries import AriesError
-from aries.runconfig import resolve_config
-from aries.rundir import RunDir
-from aries.sources import PromptSource, mixture_counts
-from aries.stages import Session, prompts
-from aries.testing import TINY_ARITHMETIC
+from aries.core.testing import TINY_ARITHMETIC
+from aries.method.sources import PromptSource, mixture_counts
+from aries.pipeline.runconfig import resolve_config
+from aries.pipeline.rundir import RunDir
+from aries.pipeline.stages import Session, prompts
 
 
 def test_mixture_counts_are_exact_largest_remainder_shares():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from aries.cli import main
-from aries.jsonl import read_jsonl
-from aries.testing import save_tiny_llama
+from aries.core.jsonl import read_jsonl
+from aries.core.testing import save_tiny_llama
 
 EXISTING = b'{"id": "old", "prompt": "kept", "chain": []}\n'
 
@@ -224,7 +224,7 @@ def test_bad_models(tmp_path, tiny_model_path, capsys, monkeypatch):
 
 
 def test_pick_vote_records_the_voted_round(chatty_model_path, tmp_path):  # noqa: F811
-    from aries.vote import vote_round
+    from aries.method.vote import vote_round
 
     prompts = write_prompts(tmp_path / "prompts.jsonl", ["What is 2 + 2?", "Hi"])
     out = tmp_path / "chains.jsonl"

@@ -8,7 +8,7 @@ import matplotlib.image
 import pytest
 
 from aries.cli import main
-from aries.jsonl import atomic_write_json, atomic_write_jsonl
+from aries.core.jsonl import atomic_write_json, atomic_write_jsonl
 
 
 def _eval(metrics: list[float]) -> dict:
@@ -117,8 +117,8 @@ def test_report_of_missing_dir(tmp_path, capsys):
 def test_training_curves_from_tensorboard_events(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from aries.report import load_training
-    from aries.rundir import RunDir
+    from aries.pipeline.report import load_training
+    from aries.pipeline.rundir import RunDir
 
     writer = SummaryWriter(log_dir=str(tmp_path / "logs" / "iter_0"))
     for step in (1, 2):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import reasoning_gym
 
-from aries.jsonl import read_jsonl
+from aries.core.jsonl import read_jsonl
+from aries.method.score import score_chains, score_file, score_stats
 from aries.rewards import make_reward_source
-from aries.score import score_chains, score_file, score_stats
 
 
 def _records():
@@ -67,7 +67,7 @@ def test_scores_align_with_chain_then_samples_and_batch_across_prompts():
 
 
 def test_score_file_writes_jsonl(tmp_path):
-    from aries.jsonl import atomic_write_jsonl
+    from aries.core.jsonl import atomic_write_jsonl
 
     atomic_write_jsonl(tmp_path / "chains.jsonl", _records())
     stats = score_file(tmp_path / "chains.jsonl", make_reward_source("verifier"), tmp_path / "s")

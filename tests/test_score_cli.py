@@ -5,7 +5,7 @@ from __future__ import annotations
 import reasoning_gym
 
 from aries.cli import main
-from aries.jsonl import atomic_write_jsonl, read_jsonl
+from aries.core.jsonl import atomic_write_jsonl, read_jsonl
 
 
 def _chains(path):

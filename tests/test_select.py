@@ -7,7 +7,8 @@ import math
 import pytest
 
 from aries import AriesError
-from aries.select import DROP_REASONS, SelectionConfig, repetition, select_pairs
+from aries.method.select import DROP_REASONS, SelectionConfig, select_pairs
+from aries.method.strategies import repetition
 
 
 def _chain(pid, texts, samples=(), finish=None, answer="4"):

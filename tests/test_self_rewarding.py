@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from aries.jsonl import read_jsonl
-from aries.loop import run
+from aries.core.jsonl import read_jsonl
+from aries.core.testing import tiny_run_config
+from aries.method.score import score_chains
+from aries.pipeline.loop import run
+from aries.pipeline.runconfig import load_run_config
+from aries.pipeline.rundir import RunDir
 from aries.rewards.judge import Judge, JudgeConfig
-from aries.runconfig import load_run_config
-from aries.rundir import RunDir
-from aries.score import score_chains
-from aries.testing import tiny_run_config
 
 SELF_JUDGE = {"type": "judge", "verdict": "logprob", "use_reference": False, "batch_size": 8}
 """The policy judges its own responses, the verdict read from its probabilities (a random model
@@ -63,7 +63,7 @@ def test_the_judge_of_iteration_1_is_the_model_trained_in_iteration_0(tmp_path, 
 
 
 def test_a_named_judge_model_is_kept(tmp_path, tiny_model_path):
-    from aries.stages import reward_spec
+    from aries.pipeline.stages import reward_spec
 
     named = {**SELF_JUDGE, "model": "embedded"}
     config = self_rewarding_config(tmp_path / "named", tiny_model_path, reward=named)
@@ -89,7 +89,7 @@ def _scores(key: str, values: list[float | None]) -> dict:
 
 
 def test_temporal_pairs_by_hand():
-    from aries.temporal import temporal_pairs
+    from aries.pipeline.temporal import temporal_pairs
 
     chains = [_record("a", ["A0", "A1"]), _record("b", ["B0", "B1"]), _record("c", ["C0", "C1"])]
     scores = [_scores("a", [3, 4]), _scores("b", [2, None]), _scores("c", [1, 5])]

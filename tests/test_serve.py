@@ -13,9 +13,9 @@ from openai import BadRequestError, OpenAI
 
 from aries.backends import Sampling
 from aries.backends.hf import HFBackend
-from aries.collect import run_chains
-from aries.serve import create_app, running
-from aries.vote import vote_round
+from aries.method.collect import run_chains
+from aries.method.vote import vote_round
+from aries.serving.serve import create_app, running
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import json
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from aries.cli import main
-from aries.pairs import sft_examples
-from aries.testing import completion_logps
-from aries.views import DEFAULT_REFINE_INSTRUCTION
+from aries.core.testing import completion_logps
+from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+from aries.method.pairs import sft_examples
 
 
 def sft_args(model, data, out, *options: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""Prompt sources (aries/sources.py): files with field mapping, generated and built-in sources."""
+"""Prompt sources (aries/method/sources.py): files with field mapping, generated and built-in
+sources."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aries import AriesError
-from aries.sources import REASONING_GYM_SUFFIX, PromptSource, load_prompts, parse_sharegpt
+from aries.method.sources import REASONING_GYM_SUFFIX, PromptSource, load_prompts, parse_sharegpt
 
 DATA = Path(__file__).parent / "data"
 MAPPING = {"prompt": "question", "id": "qid", "answer": "gold"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aries.vote import answer_key, pick_round, vote_round
+from aries.method.vote import answer_key, pick_round, vote_round
 
 
 def test_answer_key_reads_the_marker_then_the_last_number():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import typing
 
 from aries.backends.base import Backend, BackendName, Generation, Sampling, request_seeds
-from aries.views import Message
+from aries.core.views import Message
 
 __all__ = ["Backend", "BackendName", "Generation", "Message", "Sampling", "request_seeds"]
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from aries.views import Message
+from aries.core.views import Message
 
 BackendName = Literal["hf", "vllm", "openai"]
 

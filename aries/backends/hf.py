@@ -26,7 +26,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 
 from aries.backends.base import Generation, Sampling
 from aries.backends.hf_decode import GrowingLayer, use_grouped_decode_attention
-from aries.views import Message, prompt_token_ids, render_prompt
+from aries.core.views import Message, prompt_token_ids, render_prompt
 
 
 class HFBackend:
@@ -44,7 +44,7 @@ class HFBackend:
         trust_remote_code: bool = False,
         chat_template: str | None = None,
     ):
-        from aries.models import load_causal_lm, load_tokenizer
+        from aries.core.models import load_causal_lm, load_tokenizer
 
         self.model_spec = model
         self.batch_size = batch_size

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch.nn.functional import pad
 
-from aries.compat import check_private_api
+from aries.core.compat import check_private_api
 
 check_private_api("transformers")  # before the names below are imported
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from aries import AriesError
 from aries.backends.base import Generation, Sampling, request_seeds
-from aries.views import Message, prompt_token_ids
+from aries.core.views import Message, prompt_token_ids
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
@@ -176,7 +176,7 @@ class ManagedServer:
 def _template_file(chat_template: str) -> str | None:
     """A file holding a Jinja `chat_template` given as text, for the server's command line
     (None: the setting is already a file, or `plain`, which aries serve takes as it is)."""
-    from aries.views import PLAIN_TEMPLATE, chat_template_text
+    from aries.core.views import PLAIN_TEMPLATE, chat_template_text
 
     if chat_template == PLAIN_TEMPLATE or Path(chat_template).expanduser().is_file():
         return None
@@ -223,7 +223,7 @@ class OpenAIBackend:
             check_chat_template_backend(self.name, serve_command)
             self._template_file = _template_file(chat_template)
         if serve_command:
-            from aries.models import resolve_model
+            from aries.core.models import resolve_model
 
             model = resolve_model(model)
             self.servers = [
@@ -249,7 +249,7 @@ class OpenAIBackend:
         self._tokenizer = None
         self._tokenizer_lock = threading.Lock()
         if tokenizer:
-            from aries.models import load_tokenizer
+            from aries.core.models import load_tokenizer
 
             self._tokenizer = load_tokenizer(
                 tokenizer, trust_remote_code=trust_remote_code, chat_template=chat_template

@@ -15,7 +15,7 @@ from typing import Any
 
 from aries import AriesError
 from aries.backends.base import Generation, Sampling, request_seeds
-from aries.views import Message, prompt_token_ids, use_chat_template
+from aries.core.views import Message, prompt_token_ids, use_chat_template
 
 
 class VLLMBackend:
@@ -44,7 +44,7 @@ class VLLMBackend:
                 f"the vllm backend needs vLLM ({error}); on a CUDA machine: "
                 "pip install 'aries-llm[vllm]'"
             ) from None
-        from aries.models import resolve_model
+        from aries.core.models import resolve_model
 
         path = resolve_model(model)
         adapter = Path(path) / "adapter_config.json"

@@ -10,7 +10,7 @@ from aries.commands.refine import (
     backend_from_args,
     sampling_from_args,
 )
-from aries.views import DEFAULT_REFINE_INSTRUCTION
+from aries.core.views import DEFAULT_REFINE_INSTRUCTION
 
 
 def register(subparsers) -> None:
@@ -103,7 +103,7 @@ def register(subparsers) -> None:
 
 def run_model(run_dir: str, iteration: int | None) -> str:
     """The trained model folder of a run's iteration (latest with a model by default)."""
-    from aries.rundir import RunDir
+    from aries.pipeline.rundir import RunDir
 
     run = RunDir(run_dir)
     return str(run.latest_model() if iteration is None else run.trained_model(iteration))
@@ -134,9 +134,9 @@ def make_scorer(args: argparse.Namespace, backend, model: str):
 
 def run(args: argparse.Namespace) -> int:
     from aries import AriesError
-    from aries.benchmarks import load_baseline, load_benchmark
-    from aries.evaltable import format_table
-    from aries.evaluate import evaluate
+    from aries.evaluation.benchmarks import load_baseline, load_benchmark
+    from aries.evaluation.evaltable import format_table
+    from aries.evaluation.evaluate import evaluate
 
     if args.rounds < 0:
         raise AriesError("--rounds must be >= 0")

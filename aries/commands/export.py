@@ -9,7 +9,7 @@ from aries.commands.refine import (
     add_sampling_arguments,
     backend_from_args,
 )
-from aries.views import DEFAULT_REFINE_INSTRUCTION
+from aries.core.views import DEFAULT_REFINE_INSTRUCTION
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aries.backends import Sampling
-    from aries.export import eval_settings, export, side_folder
+    from aries.serving.export import eval_settings, export, side_folder
 
     settings = eval_settings(args.chains) if args.format == "mt-bench" else {}
     given = {key: getattr(args, key) for key in ("max_new_tokens", "temperature", "top_p", "seed")}

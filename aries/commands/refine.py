@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aries.views import DEFAULT_REFINE_INSTRUCTION
+from aries.core.views import DEFAULT_REFINE_INSTRUCTION
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = "embedded") -> None:
@@ -167,10 +167,10 @@ def parse_field_map(items: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from aries import AriesError
-    from aries.collect import run_chains, split_by_context
-    from aries.jsonl import atomic_write_jsonl
-    from aries.sources import PromptSource, load_prompts
-    from aries.vote import pick_round
+    from aries.core.jsonl import atomic_write_jsonl
+    from aries.method.collect import run_chains, split_by_context
+    from aries.method.sources import PromptSource, load_prompts
+    from aries.method.vote import pick_round
 
     if bool(args.question) == bool(args.prompts):
         raise AriesError("give either a question or --prompts SOURCE (not both)")

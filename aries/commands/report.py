@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from aries import AriesError
-    from aries.report import build_report
+    from aries.pipeline.report import build_report
 
     if not Path(args.run).is_dir():
         raise AriesError(f"{args.run}: not a directory")

@@ -47,14 +47,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aries.loop import run as run_loop
-    from aries.runconfig import load_run_config
-    from aries.rundir import RunDir
-    from aries.status import summary_table
+    from aries.pipeline.loop import run as run_loop
+    from aries.pipeline.runconfig import load_run_config
+    from aries.pipeline.rundir import RunDir
+    from aries.pipeline.status import summary_table
 
     config = load_run_config(args.config, args.overrides)
     if args.check:
-        from aries.plan import check_config, describe_plan
+        from aries.pipeline.plan import check_config, describe_plan
 
         check_config(config)
         print(f"{args.config}: valid\n{describe_plan(config)}")
@@ -70,8 +70,8 @@ def show_status(args: argparse.Namespace) -> int:
     import json
 
     from aries import AriesError
-    from aries.rundir import RunDir
-    from aries.status import summary_table
+    from aries.pipeline.rundir import RunDir
+    from aries.pipeline.status import summary_table
 
     run = RunDir(args.run_dir)
     if not run.manifest.is_file():

@@ -109,8 +109,8 @@ def judge_spec(args: argparse.Namespace, model: str, **settings: Any) -> dict[st
 
 
 def run(args: argparse.Namespace) -> int:
+    from aries.method.score import score_file
     from aries.rewards import make_reward_source
-    from aries.score import score_file
 
     out = Path(args.out) if args.out else Path(args.chains).with_name("scores.jsonl")
     stats = score_file(args.chains, make_reward_source(reward_config(args)), out)

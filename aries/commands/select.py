@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aries.select import CANDIDATES, STRATEGIES, TIE_BREAKS, SelectionConfig
+from aries.method.select import CANDIDATES, STRATEGIES, TIE_BREAKS, SelectionConfig
 
 _DEFAULTS = SelectionConfig()
 
@@ -73,8 +73,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aries.jsonl import atomic_write_jsonl, read_jsonl
-    from aries.select import select_pairs
+    from aries.core.jsonl import atomic_write_jsonl, read_jsonl
+    from aries.method.select import select_pairs
 
     config = SelectionConfig(
         strategy=args.strategy,

@@ -60,14 +60,14 @@ def register(subparsers) -> None:
 
 
 def _serve_module():
-    """aries.serve, or one line naming the extra when its packages are missing."""
+    """aries.serving.serve, or one line naming the extra when its packages are missing."""
     from aries import AriesError
 
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
 
-        from aries import serve
+        from aries.serving import serve
     except ImportError as error:
         missing = error.name or "a package"
         raise AriesError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from aries.views import DEFAULT_REFINE_INSTRUCTION
+from aries.core.views import DEFAULT_REFINE_INSTRUCTION
 
 
 def register(subparsers) -> None:
@@ -50,9 +50,9 @@ def register(subparsers) -> None:
 
 def train_stage(args: argparse.Namespace) -> int:
     from aries import AriesError
-    from aries.loop import run_stage
-    from aries.runconfig import load_run_config
-    from aries.rundir import RunDir
+    from aries.pipeline.loop import run_stage
+    from aries.pipeline.runconfig import load_run_config
+    from aries.pipeline.rundir import RunDir
 
     run = RunDir(args.run_dir)
     if not run.config.is_file():
@@ -66,9 +66,10 @@ def train_stage(args: argparse.Namespace) -> int:
 def sft_command(args: argparse.Namespace) -> int:
     import tempfile
 
-    from aries.models import resolve_model
-    from aries.pairs import sft_dataset
-    from aries.train import SFTConfig, train_sft
+    from aries.core.models import resolve_model
+    from aries.method.pairs import sft_dataset
+    from aries.training.config import SFTConfig
+    from aries.training.train import train_sft
 
     config = SFTConfig(
         enabled=True,

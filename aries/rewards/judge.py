@@ -26,7 +26,7 @@ from typing import Literal
 
 from aries import AriesError
 from aries.backends import Backend, BackendName, Sampling
-from aries.config import check_choices
+from aries.core.config import check_choices
 from aries.rewards import ScoreItem
 
 POINTWISE_TEMPLATE = """Review the user's question and the corresponding response using the \

@@ -1,6 +1,7 @@
 """Reward sources as pairwise judges: is a response better than a reference answer?
 
-Win-rate evaluation (aries.evaluate) compares every response with a reference (the benchmark's
+Win-rate evaluation (aries.evaluation.evaluate) compares every response with a reference
+(the benchmark's
 reference answer, or a fixed baseline's). `PairJudge` is that comparison; `RewardJudge` turns any
 pointwise reward source into one (the higher reward wins), `PairwiseJudge` uses an LLM judge's
 pairwise mode (aries.rewards.judge) on each (response, reference) pair.

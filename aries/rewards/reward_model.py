@@ -58,7 +58,7 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from aries.models import default_device, load_tokenizer, resolve_dtype, resolve_model
+        from aries.core.models import default_device, load_tokenizer, resolve_dtype, resolve_model
 
         self.config = config
         self.name = f"reward-model:{config.model}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aries import AriesError
-from aries.config import check_choices
+from aries.core.config import check_choices
 from aries.rewards import ScoreItem
 
 REASONING_GYM_PREFIX = "reasoning-gym:"

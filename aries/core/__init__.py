@@ -1,0 +1,6 @@
+"""What every other part of aries uses: the config schema and its loader, atomic JSONL and
+folder writes, model and tokenizer loading, the chat views, the private-API gate for TRL and
+transformers, process coordination, memory hygiene, tracker integrations, and the tiny test model.
+
+Imports nothing from aries but `aries.AriesError`.
+"""

@@ -1,0 +1,141 @@
+"""`aries run --check`: validate a run config completely and describe what the run would do.
+
+Nothing is loaded or run: the config is resolved (unknown keys, choices, loss types against the
+installed TRL, method constraints), every prompt source is parsed, and the plan is printed: the
+stages of the method in order, the models, what each iteration collects, selects and trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aries import AriesError
+from aries.pipeline.runconfig import RunConfig
+
+
+def check_config(config: RunConfig) -> None:
+    """What resolve_config leaves to the stages: prompt source specs, the SFT dataset file."""
+    from aries.method.sources import PromptSource
+
+    for section, specs in (
+        ("prompts.sources", config.prompts.sources),
+        ("prompts.exclude", config.prompts.exclude),
+        ("eval.sources", config.eval.sources if config.eval.enabled else []),
+    ):
+        for index, spec in enumerate(specs):
+            try:
+                PromptSource.parse(spec)
+            except (AriesError, TypeError) as error:
+                raise AriesError(f"{section}[{index}]: {error}") from error
+    if config.sft.enabled and not Path(config.sft.dataset).exists():
+        raise AriesError(f"sft.dataset: {config.sft.dataset} does not exist")
+
+
+def describe_plan(config: RunConfig) -> str:
+    """The resolved plan, one line per stage that the config asks for."""
+    from aries.pipeline.loop import PLANS
+
+    plan = PLANS[config.method]
+    lines = [
+        f"run {config.run_dir}: method {config.method}, {config.iterations} iteration(s), "
+        f"seed {config.seed}",
+        f"  π_0 (initial policy): {config.model}",
+        "  before the first iteration:",
+    ]
+    lines += [
+        f"    {step.name}: {_describe(step.name, config)}"
+        for step in plan.once
+        if step.when(config, None)
+    ]
+    if plan.per_iteration and config.iterations:
+        lines.append(
+            f"  each iteration t = 0..{config.iterations - 1} (π_t: t = 0 the initial "
+            "policy, else iteration t-1's model):"
+        )
+        lines += [
+            f"    {step.name}{_when_note(step, config)}: {_describe(step.name, config)}"
+            for step in plan.per_iteration
+            if any(step.when(config, t) for t in range(config.iterations))
+        ]
+        lines.append(f"  writes π_(t+1) to {config.run_dir}/iter_<t>/model")
+    return "\n".join(lines)
+
+
+def _when_note(step, config: RunConfig) -> str:
+    ran = [t for t in range(config.iterations) if step.when(config, t)]
+    return "" if len(ran) == config.iterations else f" (iterations {ran})"
+
+
+def _describe(name: str, config: RunConfig) -> str:
+    from aries.pipeline.temporal import STEP_DESCRIPTIONS
+    from aries.training.losses import ARIES_LOSSES, aries_loss, reference_kind
+
+    gen, sel, train = config.generation, config.selection, config.train
+    if config.method == "temporal-self-rewarding" and name in STEP_DESCRIPTIONS:
+        return STEP_DESCRIPTIONS[name]
+    if name == "sft":
+        return f"SFT (METHOD.md Eq. 4) of {config.model} on {config.sft.dataset}"
+    if name == "eval":
+        sources = ", ".join(_source_name(s) for s in config.eval.sources)
+        return (
+            f"{config.eval.size} held-out prompts per source ({sources}), greedy answer + "
+            f"{config.eval.rounds} refinement round(s), scored by {config.eval.verifier}"
+        )
+    if name == "prompts":
+        sources = ", ".join(_source_name(s) for s in config.prompts.sources)
+        return f"{config.prompts.per_iteration} fresh prompts from {sources} (held-out removed)"
+    if name == "collect":
+        return (
+            f"π_t writes 1 answer + {gen.rounds} refinement round(s) + {gen.samples} direct "
+            f"sample(s) per prompt ({gen.backend} backend, temperature {gen.temperature}, "
+            f"{gen.max_new_tokens} tokens)"
+        )
+    if name == "teacher":
+        teacher = config.teacher
+        return (
+            f"{teacher.samples} answer(s) per prompt from teacher {teacher.model} "
+            f"({teacher.backend} backend) added to the candidates"
+        )
+    if name == "score":
+        self_judge = config.reward.get("type") == "judge" and "model" not in config.reward
+        judge = "; the judge is π_t itself (Self-Rewarding)" if self_judge else ""
+        return f"every response scored by {config.reward}{judge}"
+    if name == "select":
+        margin = f", margin >= {sel.margin}" if sel.strategy == "reward" and sel.margin else ""
+        return (
+            f"strategy {sel.strategy} among candidates '{sel.candidates}'{margin}, up to "
+            f"{sel.pairs_per_prompt} pair(s) per prompt; win rates P̂(y ≻ π_t) recorded"
+        )
+    if name == "warm_start":
+        return "SFT on iteration 0's selected pairs (both views), training then starts from it"
+    if name == "pairs":
+        weights = config.pairs
+        return (
+            f"view weights direct {weights.w_direct}, refine {weights.w_refine}, "
+            f"keep {weights.w_keep}"
+        )
+    if name == "train":
+        own = aries_loss(train.loss_type)
+        paper = f" ({ARIES_LOSSES[own].paper})" if own else " (TRL DPOTrainer)"
+        reference = {
+            "none": "none (reference-free)",
+            "previous": "π_t",
+            "initial": "π_0" + (", and π_t's log-probs" if own == "inpo" else ""),
+        }[reference_kind(train.loss_type, train.reference)]
+        extra = {"simpo": f", γ {train.simpo_gamma}", "inpo": f", τ {train.inpo_tau}"}
+        return (
+            f"loss {train.loss_type}{paper}, β {train.beta}{extra.get(own, '')}, reference "
+            f"{reference}; lr {train.learning_rate}, {train.epochs} epoch(s), batch "
+            f"{train.batch_size} x {train.gradient_accumulation_steps}, prefix sharing "
+            f"{'on' if train.prefix_sharing else 'off'}"
+        ) + (
+            f"; then APO momentum α {train.momentum}: θ_(t+1) = θ̂ + α(θ̂ − θ̂_prev) on the "
+            "trained weights (arXiv 2410.06293)"
+            if train.momentum
+            else ""
+        )
+    return "(see the stage's docstring)"
+
+
+def _source_name(spec) -> str:
+    return spec.get("name", str(spec)) if isinstance(spec, dict) else str(spec)

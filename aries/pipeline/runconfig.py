@@ -1,0 +1,277 @@
+"""The run configuration: one YAML file, one dataclass per section (`aries run --config`).
+
+Each stage's own settings live next to its code (`SelectionConfig` in select.py, `PairsConfig` in
+pairs.py, `TrainConfig` / `SFTConfig` in train.py); this module holds the sections that belong to
+the run as a whole and `resolve_config`, which applies what each method implies.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from aries import AriesError
+from aries.backends import BackendName, check_chat_template_backend
+from aries.core.config import apply_overrides, from_dict, load_yaml
+from aries.core.integrations import check_hub, report_targets
+from aries.core.views import DEFAULT_REFINE_INSTRUCTION, chat_template_text
+from aries.method.pairs import PairsConfig
+from aries.method.select import SelectionConfig
+from aries.method.teacher import TeacherConfig
+from aries.rewards import reward_config
+from aries.training.config import SFTConfig, TrainConfig
+
+Method = Literal["aries", "iterative-dpo", "dno", "temporal-self-rewarding", "self-refine"]
+
+
+@dataclass
+class PromptsConfig:
+    """Training prompts (`prompts:`): fresh ones every iteration."""
+
+    sources: list[Any] = field(
+        default_factory=lambda: [
+            {"name": "reasoning-gym:basic_arithmetic", "seed": 1, "max_terms": 2}
+        ],
+        metadata={
+            "help": "Prompt sources (see aries.method.sources): names or {name, seed, weight, ...} "
+            "maps; "
+            "weight (default 1) is a source's share of each iteration's prompts."
+        },
+    )
+    per_iteration: int = field(
+        default=64,
+        metadata={
+            "help": "Prompts per iteration, split across sources in proportion to their weights "
+            "(largest remainders get the leftover prompts, so the counts add up exactly; "
+            "aries.method.sources.mixture_counts); iteration t takes each source's t-th slice, "
+            "so no "
+            "prompt is used twice."
+        },
+    )
+    exclude: list[Any] = field(
+        default_factory=list,
+        metadata={
+            "help": "Prompt sources never trained on besides eval.sources (e.g. a validation "
+            "pool kept apart from the held-out one; EFFICACY.md): matching prompts are dropped."
+        },
+    )
+
+
+@dataclass
+class GenerationConfig:
+    """Collection settings (`generation:`)."""
+
+    backend: BackendName = field(default="hf", metadata={"help": "hf, vllm or openai."})
+    backend_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Extra backend constructor options (e.g. base_urls for openai)."},
+    )
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generate call (hf)."})
+    rounds: int = field(default=2, metadata={"help": "Refinement rounds K after the answer."})
+    samples: int = field(
+        default=0,
+        metadata={
+            "help": "Extra independent direct samples N per prompt (Iterative DPO's "
+            "candidates; Xiong et al. 2023, arXiv 2312.11456)."
+        },
+    )
+    max_new_tokens: int = field(default=256, metadata={"help": "Tokens per response."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    answer_temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "Temperature of each chain's first answer y^0 only (None: `temperature`). "
+            "0 = greedy, the answer the model gives at inference (evaluation decodes greedily), "
+            "so refine pairs hold the mistakes the refiner will be shown rather than sampling "
+            "noise [design; on-policy first attempts as in SCoRe, arXiv 2409.12917]. "
+            "Refinements and extra samples keep `temperature`."
+        },
+    )
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
+    instruction: str = field(
+        default=DEFAULT_REFINE_INSTRUCTION, metadata={"help": "The refinement instruction z."}
+    )
+    chunk_size: int = field(
+        default=64, metadata={"help": "Prompts written to chains.jsonl at a time (resume unit)."}
+    )
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation after every iteration (`eval:`)."""
+
+    enabled: bool = field(default=True, metadata={"help": "Evaluate each iteration's model."})
+    baseline: bool = field(default=True, metadata={"help": "Also evaluate the initial model."})
+    final_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Evaluate only the last iteration's model (and the initial one): one "
+            "held-out pass per run instead of one per iteration, when only the end result counts."
+        },
+    )
+    sources: list[Any] = field(
+        default_factory=lambda: [
+            {"name": "reasoning-gym:basic_arithmetic", "seed": 1000, "max_terms": 2}
+        ],
+        metadata={"help": "Held-out prompt sources; never used for training (checked)."},
+    )
+    size: int = field(default=48, metadata={"help": "Held-out prompts per source."})
+    rounds: int = field(default=2, metadata={"help": "Refinement rounds evaluated."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Tokens per response."})
+    verifier: dict[str, Any] = field(
+        default_factory=lambda: {"type": "verifier"},
+        metadata={"help": "Reward source deciding correctness (accuracy per round)."},
+    )
+
+
+@dataclass
+class RunConfig:
+    """One ARIES run (the YAML file given to `aries run --config`)."""
+
+    name: str = field(default="demo", metadata={"help": "Run name; the folder under output_dir."})
+    output_dir: str = field(default="runs", metadata={"help": "Where run folders are created."})
+    method: Method = field(
+        default="aries",
+        metadata={
+            "help": "aries (chains, both views; arXiv 2502.05605), iterative-dpo (N "
+            "samples, direct view; arXiv 2312.11456) or self-refine (no training; Madaan "
+            "et al. 2023, arXiv 2303.17651); dno (iterative-dpo's collection plus teacher "
+            "answers, a large-margin pair filter, reference π_t; practical DNO, Rosset et al. "
+            "2024, arXiv 2404.03715); temporal-self-rewarding (iterative-dpo's collection, "
+            "rejected responses from π_0, chosen guided by a temporary future model; Wang et al. "
+            "2025, arXiv 2508.06026; with a judge without a model it is self-rewarding)."
+        },
+    )
+    model: str = field(default="embedded", metadata={"help": "Initial policy π_0."})
+    iterations: int = field(default=3, metadata={"help": "ARIES iterations T."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling, mixing and training."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Let model repositories run their own code."}
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "System message opening every conversation the policy sees: collection, "
+            "both views' training pairs, SFT examples and evaluation (aries.core.views). Serve and "
+            "evaluate the trained model with the same: aries serve/eval --system-prompt."
+        },
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Chat template instead of the model's own: a Jinja template, a file holding "
+            "one, or 'plain' (Question: / Answer: text, as for base models). Used for generation "
+            "and training, and saved with each trained model's tokenizer, so aries serve and "
+            "aries eval of that folder use it too. generation.backend openai: only with servers "
+            "it starts, {chat_template} in their serve_command."
+        },
+    )
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    reward: dict[str, Any] = field(
+        default_factory=lambda: {"type": "verifier"},
+        metadata={"help": "Reward source for selection (see aries.rewards.make_reward_source)."},
+    )
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def resolve_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a config mapping and apply what each method implies.
+
+    iterative-dpo (and dno, temporal-self-rewarding) collect no refinement rounds, pick among
+    the direct samples and train the direct view only; self-refine trains nothing. The resolved
+    config states this explicitly.
+    """
+    config = from_dict(RunConfig, _moved_view_weights(data))
+    if config.method in ("iterative-dpo", "dno", "temporal-self-rewarding"):
+        if config.generation.samples < 1:
+            raise AriesError(f"method {config.method} needs generation.samples >= 1")
+        config.generation = replace(config.generation, rounds=0)
+        config.selection = replace(config.selection, candidates="samples")
+        config.pairs = PairsConfig(w_direct=1.0, w_refine=0.0, w_keep=0.0)
+    if config.method == "dno":
+        _check_dno(config)
+    if config.iterations < 0 or config.generation.rounds < 0:
+        raise AriesError("iterations and generation.rounds must be >= 0")
+    from aries.training.losses import check_loss_settings
+
+    check_loss_settings(config.train, config.selection.strategy)
+    report_targets(config.train.report_to)
+    if config.chat_template is not None:
+        serve_command = config.generation.backend_options.get("serve_command")
+        check_chat_template_backend(config.generation.backend, serve_command)
+        chat_template_text(config.chat_template)  # a missing template file fails here
+    check_hub(config.train.push_to_hub, config.train.hub_model_id)
+    _check_prompt_mixture(config.prompts)
+    reward_config(config.reward)
+    reward_config(config.eval.verifier)
+    if config.sft.enabled and not config.sft.dataset:
+        raise AriesError("sft.enabled needs sft.dataset (prompt/chosen/rejected records)")
+    if config.sft.warm_start and (config.sft.enabled or config.method != "aries"):
+        raise AriesError("sft.warm_start is for method aries without sft.enabled (one SFT stage)")
+    return config
+
+
+def _check_prompt_mixture(prompts: PromptsConfig) -> None:
+    """Bad source weights fail at config load, not at the first prompts stage."""
+    from aries.method.sources import PromptSource, mixture_counts
+
+    try:
+        weights = [float(PromptSource.parse(spec).weight) for spec in prompts.sources]
+    except (TypeError, ValueError):
+        raise AriesError("prompts.sources: every weight must be a number") from None
+    try:
+        mixture_counts(weights, prompts.per_iteration)
+    except AriesError as error:
+        raise AriesError(f"prompts.sources: {error}") from None
+
+
+def _check_dno(config: RunConfig) -> None:
+    """Practical DNO (arXiv 2404.03715, Algorithm 2): pairs whose reward margin is large, DPO
+    against the previous policy π_t."""
+    if config.selection.strategy != "reward" or config.selection.margin <= 0:
+        raise AriesError(
+            "method dno keeps large-margin pairs only: selection.strategy reward with "
+            "selection.margin > 0"
+        )
+    if config.train.reference != "previous":
+        raise AriesError("method dno trains against the previous policy: train.reference previous")
+
+
+def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a run YAML file, apply `key=value` overrides, validate."""
+    return resolve_config(apply_overrides(load_yaml(path), list(overrides)))
+
+
+def _moved_view_weights(data: dict[str, Any]) -> dict[str, Any]:
+    """Config files from before the `pairs:` section set the view weights under `train:`."""
+    train = data.get("train")
+    moved = [
+        k for k in ("w_direct", "w_refine", "w_keep") if isinstance(train, dict) and k in train
+    ]
+    if not moved:
+        return data
+    pairs = dict(data.get("pairs") or {})
+    train = dict(train)
+    for key in moved:
+        if key in pairs:
+            raise AriesError(f"train.{key} and pairs.{key} both set: keep pairs.{key} only")
+        pairs[key] = train.pop(key)
+    warnings.warn(
+        f"{', '.join('train.' + k for k in moved)} moved to the pairs: section "
+        f"({', '.join('pairs.' + k for k in moved)}); the old keys still load for now",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return {**data, "train": train, "pairs": pairs}

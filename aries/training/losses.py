@@ -1,0 +1,283 @@
+"""Preference losses beyond TRL's DPO loss types: SimPO, INPO and SPPO with soft win rates.
+
+    simpo  -log σ(β/|y_w| log π(y_w|x) - β/|y_l| log π(y_l|x) - γ)         (arXiv 2405.14734, Eq. 6)
+    inpo   (h - 1/(2η))²,  h = log π(y_w)/π(y_l) - (τ/η) log π_0(y_w)/π_0(y_l)
+                               - ((η-τ)/η) log π_t(y_w)/π_t(y_l)      (arXiv 2407.00617), η = β
+    sppo   (Δ_w - (P̂_w - ½)/β)² + (Δ_l - (P̂_l - ½)/β)²,  Δ = log π(y)/π_t(y)  (arXiv 2405.00675)
+
+TRL 1.16's DPOTrainer has none of them (its `sppo_hard` is SPPO with P̂_w = 1, P̂_l = 0; SimPO is
+only in the experimental CPOTrainer, a separate trainer without our prefix sharing), so
+`PreferenceTrainer` adds them to DPOTrainer: the batches, the reference precomputation and the
+forward stay TRL's (or prefix_dpo.py's), only the loss is computed here. TRL's own loss types run
+TRL's `_compute_loss` unchanged. The per-pair values a loss reads besides the policy's log-probs
+(reference log-probs, log-probs under π_t, win rates) travel as dataset columns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from aries import AriesError
+from aries.core.compat import check_private_api
+
+check_private_api("trl")  # before the names below are imported: one line instead of an ImportError
+
+from trl import DPOTrainer  # noqa: E402
+from trl.trainer.dpo_trainer import DataCollatorForPreference  # noqa: E402
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What an aries loss needs besides the policy's log-probabilities."""
+
+    paper: str
+    reference: Literal["none", "train.reference", "initial"]
+    """π_ref: none (reference-free), the configured train.reference, or always π_0."""
+    previous_logps: bool = False
+    """Also log-probs under π_t, the policy the iteration starts from (precomputed)."""
+    win_rates: bool = False
+    """Reads the pairs' `chosen_win_rate` / `rejected_win_rate` (from selection)."""
+
+
+ARIES_LOSSES = {
+    "simpo": LossSpec("SimPO, Meng et al. 2024, arXiv 2405.14734", "none"),
+    "inpo": LossSpec("INPO, Zhang et al. 2024, arXiv 2407.00617", "initial", previous_logps=True),
+    "sppo": LossSpec("SPPO, Wu et al. 2024, arXiv 2405.00675", "train.reference", win_rates=True),
+}
+WIN_RATES = ("chosen_win_rate", "rejected_win_rate")
+PREVIOUS_LOGPS = ("previous_chosen_logps", "previous_rejected_logps")
+REF_LOGPS = ("ref_chosen_logps", "ref_rejected_logps")
+PAIR_VALUES = REF_LOGPS + PREVIOUS_LOGPS + WIN_RATES
+"""Per-pair numbers that the collators carry into the batch, next to the token ids."""
+
+
+def simpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+    beta: float,
+    gamma: float,
+) -> torch.Tensor:
+    """SimPO (arXiv 2405.14734, Eq. 6): reference-free, length-normalised, target margin γ."""
+    margin = beta * chosen_logps / chosen_tokens - beta * rejected_logps / rejected_tokens
+    return -F.logsigmoid(margin - gamma)
+
+
+def inpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    previous_chosen_logps: torch.Tensor,
+    previous_rejected_logps: torch.Tensor,
+    eta: float,
+    tau: float,
+) -> torch.Tensor:
+    """INPO (arXiv 2407.00617): the online-mirror-descent step towards the Nash policy as a
+    squared loss; π_ref = π_0 (KL strength τ), π_t the previous policy, step 1/η."""
+    h = (
+        (chosen_logps - rejected_logps)
+        - tau / eta * (ref_chosen_logps - ref_rejected_logps)
+        - (eta - tau) / eta * (previous_chosen_logps - previous_rejected_logps)
+    )
+    return (h - 1 / (2 * eta)) ** 2
+
+
+def sppo_loss(
+    chosen_logratios: torch.Tensor,
+    rejected_logratios: torch.Tensor,
+    chosen_win_rates: torch.Tensor,
+    rejected_win_rates: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """SPPO (arXiv 2405.00675, Eq. 4.7 on a pair): each log-ratio against π_t regresses on its
+    response's estimated win rate P̂(y ≻ π_t) - ½, scaled by 1/β (the paper's η)."""
+    return (chosen_logratios - (chosen_win_rates - 0.5) / beta) ** 2 + (
+        rejected_logratios - (rejected_win_rates - 0.5) / beta
+    ) ** 2
+
+
+def trl_loss_types() -> tuple[str, ...]:
+    """The DPO loss types of the installed TRL, read from its `DPOConfig.loss_type` help text
+    (TRL keeps no list of them elsewhere); empty if that text changes shape."""
+    from trl.trainer.dpo_config import DPOConfig
+
+    help_text = next(f.metadata["help"] for f in fields(DPOConfig) if f.name == "loss_type")
+    return tuple(re.findall(r"`'(\w+)'`", help_text))
+
+
+def aries_loss(loss_type: str) -> str | None:
+    """The aries loss named by `train.loss_type`, or None for TRL's loss types."""
+    return loss_type.strip() if loss_type.strip() in ARIES_LOSSES else None
+
+
+def check_loss_type(loss_type: str) -> None:
+    """Fail at config load, not after collection, on a loss type neither TRL nor aries knows."""
+    names = [name.strip() for name in loss_type.split(",")]
+    known = trl_loss_types()
+    for name in names:
+        if name in ARIES_LOSSES:
+            if len(names) > 1:
+                raise AriesError(f"train.loss_type {name!r} cannot be combined with other losses")
+        elif known and name not in known:
+            raise AriesError(
+                f"train.loss_type {name!r} is not a loss type of the installed TRL nor of aries; "
+                f"choose from {', '.join(known + tuple(ARIES_LOSSES))} (comma-separate TRL's)"
+            )
+
+
+def reference_kind(loss_type: str, reference: str) -> str:
+    """π_ref of a training: 'none', 'previous' (π_t) or 'initial' (π_0)."""
+    name = aries_loss(loss_type)
+    kind = ARIES_LOSSES[name].reference if name else "train.reference"
+    return reference if kind == "train.reference" else kind
+
+
+def check_loss_settings(train: Any, strategy: str) -> None:
+    """Config-time checks of `train:` (a TrainConfig) for its loss; `strategy` is selection's."""
+    check_loss_type(train.loss_type)
+    name = aries_loss(train.loss_type)
+    if name is None:
+        return
+    if not train.precompute_ref_log_probs:
+        raise AriesError(f"train.loss_type {name} needs train.precompute_ref_log_probs: true")
+    if name == "inpo" and train.reference != "initial":
+        raise AriesError(
+            "train.loss_type inpo regularises towards π_0 and steps from π_t (arXiv 2407.00617): "
+            "set train.reference: initial"
+        )
+    if name == "inpo" and not 0 <= train.inpo_tau <= train.beta:
+        raise AriesError(f"INPO needs 0 <= train.inpo_tau <= train.beta (η), not {train.inpo_tau}")
+    if name == "sppo" and strategy == "rule":
+        raise AriesError(
+            "train.loss_type sppo needs win rates: selection.strategy reward or verifier"
+        )
+
+
+def loss_columns(dataset, loss_type: str, where: Any):
+    """The pair dataset with the per-pair columns its loss reads (win rates for SPPO only)."""
+    spec = ARIES_LOSSES.get(aries_loss(loss_type) or "")
+    present = [key for key in WIN_RATES if key in dataset.column_names]
+    if spec is None or not spec.win_rates:
+        return dataset.remove_columns(present)
+    if len(present) < 2 or any(v is None for key in WIN_RATES for v in dataset[key]):
+        raise AriesError(
+            f"{where}: loss sppo needs chosen_win_rate / rejected_win_rate in every pair "
+            "(selection strategy reward or verifier writes them)"
+        )
+    return dataset
+
+
+def pair_values(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """The batch tensors of the per-pair values present in the examples."""
+    return {
+        key: torch.tensor([example[key] for example in examples], dtype=torch.float32)
+        for key in PAIR_VALUES
+        if key in examples[0]
+    }
+
+
+@dataclass
+class PairValuesCollator(DataCollatorForPreference):
+    """TRL's preference collator that also carries the per-pair values (win rates, π_t's
+    log-probs) into the batch."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**super().torch_call(examples), **pair_values(examples)}
+
+
+class PreferenceTrainer(DPOTrainer):
+    """TRL's DPOTrainer with the aries losses too; `args.loss_type` names one of either."""
+
+    def __init__(self, *args, simpo_gamma: float = 0.0, inpo_tau: float = 0.0, **kwargs):
+        self.aries_loss = aries_loss(",".join(kwargs["args"].loss_type))
+        self.simpo_gamma, self.inpo_tau = simpo_gamma, inpo_tau
+        if self.aries_loss and not kwargs["args"].precompute_ref_log_probs:
+            # SimPO: TRL then loads no reference copy; INPO, SPPO: the loss reads the columns
+            raise AriesError(f"loss {self.aries_loss} needs train.precompute_ref_log_probs: true")
+        super().__init__(*args, **kwargs)
+        if type(self.data_collator) is DataCollatorForPreference:
+            self.data_collator = PairValuesCollator(**asdict(self.data_collator))
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys(self._signature_columns + list(PAIR_VALUES)))
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        """TRL's reference log-probs; none for SimPO; INPO also those of π_t."""
+        if self.aries_loss == "simpo":
+            return dataset  # reference-free
+        with_ref = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.aries_loss != "inpo":
+            return with_ref
+        from datasets import concatenate_datasets
+
+        if self.ref_model is None:  # π_ref is the policy itself: π_0 = π_t (iteration 0)
+            previous = with_ref.select_columns(list(REF_LOGPS))
+        else:  # the same precomputation with the policy as the model
+            from trl.trainer.utils import hash_module
+
+            saved = self.ref_model, self._precompute_model_hash
+            self.ref_model, self._precompute_model_hash = None, hash_module(self.model)
+            try:
+                previous = super()._precompute_ref_logps(dataset, f"{name} (π_t)", batch_size)
+            finally:
+                self.ref_model, self._precompute_model_hash = saved
+            previous = previous.select_columns(list(REF_LOGPS))
+        previous = previous.rename_columns(dict(zip(REF_LOGPS, PREVIOUS_LOGPS)))
+        return concatenate_datasets([with_ref, previous], axis=1)
+
+    def compute_ref_log_probs(self, model, inputs):
+        model_inputs = {k: v for k, v in inputs.items() if k not in PREVIOUS_LOGPS + WIN_RATES}
+        return super().compute_ref_log_probs(model, model_inputs)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        if self.aries_loss is None:
+            return super()._compute_loss(model, inputs, return_outputs)
+        completion_mask = inputs["completion_mask"]
+        token_mask = completion_mask[:, 1:]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        model_inputs = {k: v for k, v in inputs.items() if k not in PAIR_VALUES}
+        model_inputs.pop("completion_mask")
+        outputs = model(**model_inputs, labels=labels, use_cache=False, fused_lm_head=True)
+        logps = outputs.log_probs[:, -token_mask.size(1) :].sum(dim=1)
+        chosen, rejected = logps.chunk(2)
+        per_pair, rewards = self._aries_loss(inputs, chosen, rejected, token_mask.sum(dim=1))
+        mode = "train" if self.model.training else "eval"
+        gather = self.accelerator.gather_for_metrics
+        margins = (rewards[0] - rewards[1]).detach()
+        self._metrics[mode]["rewards/margins"].append(gather(margins).mean().item())
+        self._metrics[mode]["rewards/accuracies"].append(gather(margins > 0).float().mean().item())
+        self._metrics[mode]["logps/chosen"].append(gather(chosen.detach()).mean().item())
+        self._metrics[mode]["logps/rejected"].append(gather(rejected.detach()).mean().item())
+        loss = per_pair.mean()
+        return (loss, outputs) if return_outputs else loss
+
+    def _aries_loss(self, inputs, chosen, rejected, tokens):
+        """The per-pair loss and the implicit rewards (chosen, rejected) it compares."""
+        beta = self.beta
+        if self.aries_loss == "simpo":
+            chosen_tokens, rejected_tokens = tokens.clamp(min=1).chunk(2)
+            loss = simpo_loss(
+                chosen, rejected, chosen_tokens, rejected_tokens, beta, self.simpo_gamma
+            )
+            return loss, (beta * chosen / chosen_tokens, beta * rejected / rejected_tokens)
+        if WIN_RATES[0] not in inputs and self.aries_loss == "sppo":
+            raise AriesError("loss sppo needs the pairs' win rates (selection reward or verifier)")
+        ref_chosen, ref_rejected = (inputs[key].to(chosen.dtype) for key in REF_LOGPS)
+        if self.aries_loss == "inpo":
+            previous = [inputs[key].to(chosen.dtype) for key in PREVIOUS_LOGPS]
+            loss = inpo_loss(
+                chosen, rejected, ref_chosen, ref_rejected, *previous, beta, self.inpo_tau
+            )
+            return loss, (chosen - previous[0], rejected - previous[1])
+        chosen_ratio, rejected_ratio = chosen - ref_chosen, rejected - ref_rejected
+        win_rates = [inputs[key].to(chosen.dtype) for key in WIN_RATES]
+        loss = sppo_loss(chosen_ratio, rejected_ratio, *win_rates, beta)
+        return loss, (beta * chosen_ratio, beta * rejected_ratio)
