@@ -54,23 +54,36 @@ class HFBackend:
     ):
         from aries.core.models import load_causal_lm, load_tokenizer
 
+        self.model_spec = model
+        self._start(
+            load_causal_lm(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code),
+            load_tokenizer(model, trust_remote_code=trust_remote_code, chat_template=chat_template),
+            batch_size,
+            decode,
+        )
+
+    @classmethod
+    def from_loaded(
+        cls, model, tokenizer, *, batch_size: int = 16, decode: Decode = "dynamic"
+    ) -> HFBackend:
+        """A backend around a model already in memory: benchmarks of random-weight shapes
+        (an 8B model takes minutes to save and load again)."""
+        backend = cls.__new__(cls)
+        backend.model_spec = getattr(model, "name_or_path", "") or "a model in memory"
+        backend._start(model, tokenizer, batch_size, decode)
+        return backend
+
+    def _start(self, model, tokenizer, batch_size: int, decode: Decode) -> None:
         if decode not in ("dynamic", "static"):
             from aries import AriesError
 
             raise AriesError(
                 f"generation.backend_options.decode: {decode!r} is not 'dynamic' or 'static'"
             )
-
-        self.model_spec = model
+        self.model, self.tokenizer = model, tokenizer
         self.batch_size = batch_size
         self.prefill_tokens = 2048
         """Padded tokens per prefill forward pass (rows x longest prompt) [design]."""
-        self.model = load_causal_lm(
-            model, dtype=dtype, device=device, trust_remote_code=trust_remote_code
-        )
-        self.tokenizer = load_tokenizer(
-            model, trust_remote_code=trust_remote_code, chat_template=chat_template
-        )
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -78,8 +91,8 @@ class HFBackend:
         self.decode = decode
         self.slot_decoder = None
         """The static path's cache and captured graph, kept between calls (hf_static.py)."""
-        # The static path's mask is 4-D on every device: grouped attention avoids sdpa's copy.
-        use_grouped_decode_attention(self.model, any_device=decode == "static")
+        # Both decode paths attend alike on one device (a GPU keeps sdpa), so greedy tokens agree.
+        use_grouped_decode_attention(self.model)
 
     @property
     def context_length(self) -> int | None:

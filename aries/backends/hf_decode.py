@@ -77,12 +77,9 @@ def grouped_decode_attention(module, query, key, value, attention_mask, **kwargs
     return output.reshape(rows, heads, 1, dim).transpose(1, 2), None
 
 
-def use_grouped_decode_attention(model, *, any_device: bool = False) -> None:
-    """Decode with `grouped_decode_attention` where the model uses sdpa: on CPUs [design], and
-    on any device for the static path, whose padding mask would make sdpa copy the cache."""
-    if model.config._attn_implementation != "sdpa":
-        return
-    if model.device.type != "cpu" and not any_device:
+def use_grouped_decode_attention(model) -> None:
+    """Decode with `grouped_decode_attention` on CPUs where the model uses sdpa [design]."""
+    if model.device.type != "cpu" or model.config._attn_implementation != "sdpa":
         return
     AttentionInterface.register(GROUPED_DECODE_ATTENTION, grouped_decode_attention)
     AttentionMaskInterface.register(GROUPED_DECODE_ATTENTION, sdpa_mask)
