@@ -39,7 +39,7 @@ def image_packages(path: Path) -> dict[str, str]:
     packages = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
-        if not line or line.startswith(("Package ", "---")):
+        if not line or line.startswith(("Package ", "-")):  # headers, rules, -e lines
             continue
         if "==" in line:
             name, version = line.split("==", 1)
@@ -139,7 +139,7 @@ def fetch_wheels(
         if running != python:
             unbuildable.append(wanted)
             continue
-        print(f"gpu_kit: no wheel of {wanted} for cp{python}: building one", flush=True)
+        print(f"gpu_kit: no wheel of {wanted} for {abi}: building one", flush=True)
         built = _pip("wheel", "--no-deps", "-w", str(folder), wanted)
         if built.returncode != 0:
             tail = built.stderr.strip().splitlines()[-1:] or ["(no output)"]
@@ -183,10 +183,18 @@ def write_project(staging: Path, wheels: Path) -> None:
 def prepare_kit(args) -> dict:
     """Write the kit into `args.out` (replacing an earlier kit there); its manifest."""
     out: Path = args.out
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+    ours = {"manifest.json", "staging"}  # a finished kit, or one that stopped half-way
+    if out.exists() and any(out.iterdir()) and not ours & {p.name for p in out.iterdir()}:
         raise KitError(f"{out}: exists and is not a kit: choose an empty or new folder")
     shutil.rmtree(out, ignore_errors=True)
     staging = out / "staging"
+    try:
+        return _write_kit(args, out, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_kit(args, out: Path, staging: Path) -> dict:
     wheels = staging / "wheels"
     wheels.mkdir(parents=True)
     if args.dry:
@@ -215,7 +223,6 @@ def prepare_kit(args) -> dict:
 
         shutil.copyfile(embedded_gguf_path(), staging / "model.gguf")
     manifest = pack(staging, out, int(args.part_mib * MIB), int(args.transfer_mib * MIB))
-    shutil.rmtree(staging)
     parts = sum(len(f["parts"]) for f in manifest["files"])
     print(
         f"gpu_kit: wrote {out}: {len(manifest['files'])} files in {parts} parts of at most "

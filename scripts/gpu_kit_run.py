@@ -172,18 +172,26 @@ def smoke(project: Path, model: Path, env: dict, dry: bool, limit: float, table:
     """bench/gpu_smoke.sh: one row per step, its tokens/s lines, or why it failed/skipped."""
     command = ["bash", "bench/gpu_smoke.sh", "--model", str(model)] + (["--cpu"] if dry else [])
     status, output, seconds = call(command, project, env, limit)
-    step, figures = None, []
-    for line in output.splitlines() + ["--- end"]:
-        if line.startswith("--- "):
-            if step and not step.startswith(("end",)) and ":" not in step:
-                table.add(f"smoke {step}", "; ".join(figures) or "no figure", "")
-            step, figures = line[4:], []
-            if ": skipped" in step:
-                table.add(f"smoke {step.split(':')[0]}", "skipped", step.split(":", 1)[1].strip())
-        elif "tokens/s" in line or "FAILED" in line or "equal across" in line:
-            figures.append(re.sub(r"^[\w ]+: ", "", line.strip()))
+    smoke_rows(output, table)
     if status != 0:
         table.add("smoke", f"exit {status} after {seconds:.0f} s", _tail(output))
+
+
+def smoke_rows(output: str, table: Table) -> None:
+    """One row per `--- step` of gpu_smoke.sh's output: its figures and time, or why skipped."""
+    step, figures, seconds_line = None, [], ""
+    for line in output.splitlines() + ["--- end"]:
+        if line.startswith("--- "):
+            if step and step != "end" and ": skipped" not in step:
+                table.add(f"smoke {step}", "; ".join(figures) or "no figure", seconds_line)
+            step, figures, seconds_line = line[4:], [], ""
+            if ": skipped" in step:
+                name, why = step.split(": skipped", 1)
+                table.add(f"smoke {name}", "skipped", why.strip(" ()"))
+        elif "tokens/s" in line or "FAILED" in line or "equal across" in line or "speed-up" in line:
+            figures.append(re.sub(r"^[\w ]+: ", "", line.strip()))
+        elif step and re.fullmatch(rf"{re.escape(step)}: \d+ s", line.strip()):
+            seconds_line = line.strip()
 
 
 def runs(project: Path, model: Path, work: Path, site: Path, env: dict, dry, limit, table):

@@ -152,6 +152,42 @@ def test_image_lists_decide_what_the_kit_carries(tmp_path):
         image_packages(columns)
 
 
+SMOKE_OUTPUT = """\
+gpu_smoke: 2026-12-05T12:25:51Z, load average 6.95 5.01 2.83
+--- generate
+generate: hf backend, decode dynamic, torch.float32 on cpu, batch 4: 6 tokens/s (8 prompts)
+generate: hf backend, decode static, torch.float32 on cpu, batch 4: 8 tokens/s (8 prompts)
+generate: greedy outputs equal across decode paths: 8 of 8
+generate: 63 s
+--- lora: skipped (peft missing)
+--- ddp
+Traceback (most recent call last):
+ddp: FAILED (exit 1)
+ddp: 9 s
+--- train
+(b) aries train stage           12.0 s     88.0 tokens/s
+speed-up (b)/(a): 1.61x (target >= 1.5x)
+train: 30 s
+"""
+
+
+def test_smoke_output_becomes_one_row_per_step():
+    sys.path.insert(0, str(SCRIPTS))
+    from gpu_kit_run import Table, smoke_rows
+
+    table = Table()
+    smoke_rows(SMOKE_OUTPUT, table)
+    assert [row[0] for row in table.rows] == [
+        "smoke generate", "smoke lora", "smoke ddp", "smoke train"
+    ]  # fmt: skip
+    generate, lora, ddp, train = table.rows
+    assert generate[1].count("tokens/s") == 2 and "8 of 8" in generate[1]
+    assert generate[2] == "generate: 63 s"
+    assert lora[1:] == ("skipped", "peft missing")
+    assert ddp[1] == "FAILED (exit 1)" and ddp[2] == "ddp: 9 s"
+    assert "88.0 tokens/s" in train[1] and "speed-up (b)/(a): 1.61x" in train[1]
+
+
 @pytest.mark.slow
 def test_full_dry_run_runs_every_step(kit, tmp_path):
     """Every step in the dry mode: throughput with the DPO step, bench/gpu_smoke.sh --cpu and
