@@ -213,9 +213,6 @@ def runs(project: Path, model: Path, work: Path, site: Path, env: dict, dry, lim
             )
     deadline = time.monotonic() + limit
     sys.path[:0] = [str(project), str(site)]
-    from aries.evaluation.evaltable import round_cells
-    from aries.pipeline.rundir import RunDir
-
     for name, (process, log) in processes.items():
         try:
             status = process.wait(timeout=max(deadline - time.monotonic(), 1))
@@ -223,22 +220,34 @@ def runs(project: Path, model: Path, work: Path, site: Path, env: dict, dry, lim
             process.kill()
             status = 124
         log.close()
-        run = RunDir(work / "runs" / name)
-        manifest = run.read_manifest() or {"iterations": {}}
-        stages = manifest.get("iterations", {}).get("1", {}).get("stages", {})
-        times = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in stages.items() if "seconds" in v)
-        held_out = [
-            f"{label}: "
-            + " / ".join(round_cells(label, row)["metric"] for row in result["per_round"])
-            for label, result in run.evals()
-        ]
-        result = "done" if status == 0 else f"FAILED (exit {status})"
-        detail = (
-            "; ".join([times, *held_out])
-            if status == 0
-            else _tail((work / f"{name}.log").read_text())
-        )
-        table.add(f"aries run {name}", result, detail)
+        if status == 0:
+            table.add(f"aries run {name}", "done", run_summary(work / "runs" / name))
+        else:
+            log_text = (work / f"{name}.log").read_text()
+            table.add(f"aries run {name}", f"FAILED (exit {status})", _tail(log_text))
+
+
+def run_summary(root: Path) -> str:
+    """A finished run's last iteration: its stage times, pairs, held-out accuracy per round."""
+    from aries.evaluation.evaltable import round_cells
+    from aries.pipeline.rundir import RunDir
+
+    run = RunDir(root)
+    iterations = (run.read_manifest() or {"iterations": {}})["iterations"]
+    stages = iterations[max(iterations, key=int)]["stages"] if iterations else {}
+    times = ", ".join(
+        f"{stage} {entry['seconds']:.0f} s"
+        for stage, entry in stages.items()
+        if entry.get("seconds", 0) >= 0.5
+    )
+    pairs = stages.get("pairs", {}).get("counts", {}).get("pairs")
+    held_out = [
+        f"{label}: " + " / ".join(round_cells(label, row)["metric"] for row in result["per_round"])
+        for label, result in run.evals()
+    ]
+    return f"{times}; {pairs} pairs; held-out accuracy, answer / refinements: " + "; ".join(
+        held_out
+    )
 
 
 def _tail(output: str, lines: int = 3) -> str:

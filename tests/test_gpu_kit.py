@@ -203,5 +203,5 @@ def test_full_dry_run_runs_every_step(kit, tmp_path):
     for step in ("generate", "dpo", "lora", "ddp", "train"):
         assert f"| smoke {step} |" in table
     for name in ("recipe-s0", "recipe-s1", "idpo-s0", "idpo-s1"):
-        assert f"| aries run {name} | done |" in table
+        assert f"| aries run {name} | done | collect " in table
     assert "FAILED" not in table and "not run" not in table
