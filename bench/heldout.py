@@ -23,24 +23,6 @@ from pathlib import Path
 import numpy as np
 
 
-def fresh_prompts(config, runs: list, size: int, seed: int) -> tuple[list[dict], int]:
-    """`size` prompts per held-out source at `seed`, minus duplicates and anything trained on."""
-    from aries.method.sources import PromptSource, load_prompts, prompt_key
-
-    trained = {prompt_key(p) for run in runs for p in run.trained_prompts()}
-    prompts, seen, dropped = [], set(), 0
-    for spec in config.eval.sources:
-        source = PromptSource.parse(spec)
-        source.size, source.seed = size, seed
-        for prompt in load_prompts(source):
-            if prompt_key(prompt) in trained or prompt_key(prompt) in seen:
-                dropped += 1
-                continue
-            seen.add(prompt_key(prompt))
-            prompts.append(prompt)
-    return prompts, dropped
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
@@ -49,10 +31,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from aries.evaluation import metrics
-    from aries.evaluation.evaluate import evaluate_model
     from aries.pipeline.runconfig import load_run_config
     from aries.pipeline.rundir import RunDir
     from aries.pipeline.stages import eval_settings
+    from aries.sweep.heldout import evaluate_model, fresh_prompts, heldout_folder
 
     runs = [RunDir(run) for run in args.runs]
     config = load_run_config(runs[0].config)
@@ -65,7 +47,7 @@ def main() -> int:
                 models.append((f"{run.root.name} {run.iteration(t).name}", str(run.model(t)), run))
     correct = {}
     for label, model, run in models:
-        out = run.fresh_heldout(args.seed) / f"{label.split()[-1]}.json"
+        out = heldout_folder(run, args.seed) / f"{label.split()[-1]}.json"
         result = evaluate_model(
             model, prompts, out_path=out, progress=False, **eval_settings(config)
         )

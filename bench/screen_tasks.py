@@ -2,7 +2,7 @@
 
 A useful second task leaves the model room to learn and something to learn from: a direct
 accuracy of 20-60 %, and answers that no single value dominates. The second criterion is the
-lesson of `gcd` (docs/efficacy-gcd.md): 22.5 % of its answers are 1, and both trained models
+lesson of `gcd` (results/efficacy-gcd.md): 22.5 % of its answers are 1, and both trained models
 learnt to answer 1 to every problem. For each task this prints the greedy direct accuracy with a
 95 % bootstrap interval, the share of the commonest gold answer and of the model's commonest
 answer, and how often the model writes no answer at all.
