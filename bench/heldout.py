@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from timing import Record, add_json_flag
 
 
 def main() -> int:
@@ -28,7 +29,9 @@ def main() -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
     parser.add_argument("--size", type=int, default=400, help="problems drawn per source")
     parser.add_argument("--seed", type=int, default=2000, help="seed of the fresh problems")
+    add_json_flag(parser, "heldout")
     args = parser.parse_args()
+    record = Record("heldout")
 
     from aries.evaluation import metrics
     from aries.pipeline.runconfig import load_run_config
@@ -54,12 +57,16 @@ def main() -> int:
         correct[label] = np.array([[s >= 1.0 for s in p["scores"]] for p in result["per_prompt"]])
 
     base = correct["initial"][:, 0]
+    figures: dict[str, dict] = {}
     print(f"\n{'model':>28}  " + "  ".join(f"{'round ' + str(k):>22}" for k in range(3)))
     for label, table in correct.items():
         cells = []
         for k in range(table.shape[1]):
             low, high = metrics.bootstrap_ci(table[:, k])
             cells.append(f"{100 * table[:, k].mean():5.1f}% [{100 * low:4.1f}, {100 * high:4.1f}]")
+            figures.setdefault(label, {"accuracy_per_round": []})["accuracy_per_round"].append(
+                [round(100 * table[:, k].mean(), 1), round(100 * low, 1), round(100 * high, 1)]
+            )
         print(f"{label:>28}  " + "  ".join(f"{c:>22}" for c in cells))
     print("\nlast refinement round minus the initial model's direct answer (paired bootstrap):")
     for label, table in correct.items():
@@ -71,14 +78,16 @@ def main() -> int:
             metrics.transitions(table[:, k - 1], table[:, k]) for k in range(1, table.shape[1])
         ]
         rounds = ", ".join(f"+{m['wrong_to_right']}/-{m['right_to_wrong']}" for m in moves)
+        figures[label]["gain_vs_initial"] = [
+            round(100 * gain.mean(), 1),
+            round(100 * low, 1),
+            round(100 * high, 1),
+        ]
         print(
             f"{label:>28}  {100 * gain.mean():+5.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]"
             f"   per round fixed/broken: {rounds}"
         )
-    print(
-        f"\nreproduce: python bench/heldout.py {' '.join(map(str, args.runs))} "
-        f"--size {args.size} --seed {args.seed}"
-    )
+    record.write({"problems": len(prompts), "dropped": dropped, "models": figures}, args.json)
     return 0
 
 

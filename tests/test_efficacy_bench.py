@@ -16,10 +16,16 @@ import pytest
 import yaml
 
 from aries import AriesError
+from aries.backends import Sampling
+from aries.core.jsonl import atomic_write_jsonl
 from aries.core.testing import TINY_ARITHMETIC, tiny_run_config
 from aries.evaluation.metrics import bootstrap_ci
 from aries.method.sources import load_prompts, prompt_key
+from aries.pipeline.runconfig import resolve_config
+from aries.pipeline.rundir import RunDir
+from aries.rewards.verifiers import Verifier
 from aries.sweep import cli
+from aries.sweep.heldout import evaluate_model, fresh_prompts, heldout_folder
 from aries.sweep.report import share
 from aries.sweep.spec import check_budgets, load_spec, run_config
 from aries.sweep.stats import rewrite_rates, seeds_problems_ci
@@ -234,6 +240,31 @@ def test_seeds_problems_ci_covers_the_mean_and_widens_with_seed_spread():
     assert seeds_problems_ci(one) == pytest.approx(bootstrap_ci(one[0]), abs=0.02)
     with pytest.raises(ValueError):
         seeds_problems_ci(np.zeros(5))
+
+
+def test_heldout_check_drops_trained_problems_and_evaluates_a_model_spec(tiny_model_path, tmp_path):
+    """bench/heldout.py's parts: fresh problems minus those a run trained on, each model (a spec
+    loaded with the hf backend) evaluated into the run's heldout-<seed> folder."""
+    config = resolve_config(tiny_run_config(tiny_model_path, tmp_path))
+    run = RunDir(tmp_path / "run")
+    drawn = load_prompts({**TINY_ARITHMETIC, "seed": 7, "size": 4})
+    atomic_write_jsonl(run.prompts(0), drawn[:2])  # the run trained on two of them
+    prompts, dropped = fresh_prompts(config, [run], size=4, seed=7)
+    assert dropped == 2
+    assert {prompt_key(p) for p in prompts} == {prompt_key(p) for p in drawn[2:]}
+    out = heldout_folder(run, 7) / "initial.json"
+    result = evaluate_model(
+        str(tiny_model_path),
+        prompts,
+        rounds=0,
+        sampling=Sampling(max_new_tokens=3),
+        out_path=out,
+        verifier=Verifier(),
+        n_resamples=20,
+        progress=False,
+    )
+    assert result["model"] == str(tiny_model_path) and out.is_file()
+    assert len(result["per_round"]) == 1 and result["per_round"][0]["n"] == 2
 
 
 @pytest.mark.slow
