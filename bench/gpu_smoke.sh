@@ -106,7 +106,8 @@ if has trl && has datasets && has accelerate; then
   done
   [ ${#model[@]} = 0 ] && model=(--model "$("$PYTHON" -c \
     'import sys; sys.path.insert(0, "bench"); import gpu_smoke; print(gpu_smoke.model_folder(None))')")
-  run_step train "$PYTHON" bench/train_dpo.py "${model[@]}" "${train[@]}"
+  # its record goes beside the step logs, not over results/bench/train_dpo.json
+  run_step train "$PYTHON" bench/train_dpo.py "${model[@]}" "${train[@]}" --json "$log.train.json"
 else
   echo "--- dpo, lora, ddp, train: skipped (need trl, datasets, accelerate)"
 fi

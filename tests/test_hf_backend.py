@@ -315,3 +315,18 @@ def test_static_decode_stops_at_eos_and_refills_the_freed_slot(stopping_model_pa
     results = static.generate(trio, sampling)
     assert results[0].finish_reason == "stop" and results[0].completion_tokens == STOP_STEP + 1
     assert results == dynamic.generate(trio, sampling)
+
+
+@pytest.mark.slow
+def test_static_decode_equals_the_default_path_on_the_embedded_model(embedded_path):
+    """The real 135M model, 48 greedy tokens for 6 prompts in a pool of 4 (slots refilled)."""
+    conversations = [chat(q) for q in QUESTIONS[:6]]
+    sampling = Sampling(max_new_tokens=48)
+    dynamic = HFBackend(str(embedded_path), batch_size=4, device="cpu", dtype="float32")
+    expected = dynamic.generate(conversations, sampling)
+    dynamic.close()
+    static = HFBackend(
+        str(embedded_path), batch_size=4, device="cpu", dtype="float32", decode="static"
+    )
+    assert static.generate(conversations, sampling) == expected
+    assert len({g.text for g in expected}) == 6  # real, varied answers
