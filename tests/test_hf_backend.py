@@ -301,6 +301,7 @@ def test_static_decode_equals_the_default_path_token_for_token(chatty_model_path
     kept = static.slot_decoder
     static.generate(conversations[:2], Sampling(max_new_tokens=3))
     assert static.slot_decoder is kept  # same slots, enough capacity: no new decoder
+    assert static.generate([], Sampling()) == []
     static.close()
     assert static.slot_decoder is None
     with pytest.raises(AriesError, match="decode: 'graph' is not 'dynamic' or 'static'"):

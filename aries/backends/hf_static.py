@@ -132,7 +132,7 @@ class SlotDecoder:
 def slot_decoder(backend, encoded: list[list[int]], max_new_tokens: int) -> SlotDecoder:
     """The backend's decoder for a call, reused while its capacity suffices (a new capture
     costs a few decode steps and a second cache's memory, so the old one is dropped first)."""
-    needed = max(len(prompt) for prompt in encoded) + max_new_tokens
+    needed = max((len(prompt) for prompt in encoded), default=0) + max_new_tokens
     capacity = -(-needed // CAPACITY_STEP) * CAPACITY_STEP
     decoder = backend.slot_decoder
     if decoder is None or decoder.capacity < capacity or decoder.slots != backend.batch_size:
