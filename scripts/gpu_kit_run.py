@@ -256,6 +256,10 @@ def _tail(output: str, lines: int = 3) -> str:
 
 def run_kit(args) -> str:
     started = time.monotonic()
+    steps = args.steps.split(",")
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise KitError(f"--steps: unknown {', '.join(sorted(unknown))}; choose from {STEPS}")
     kit = args.kit.resolve()
     manifest = read_manifest(kit)
     work = (args.work or Path(tempfile.mkdtemp(prefix="aries-gpu-kit-"))).resolve()
@@ -270,10 +274,6 @@ def run_kit(args) -> str:
     project, site = install(joined, work, table)
     env = offline_env(work, project, site)
     model = model_folder(joined, work, env, table)
-    steps = args.steps.split(",")
-    unknown = set(steps) - set(STEPS)
-    if unknown:
-        raise KitError(f"--steps: unknown {', '.join(sorted(unknown))}; choose from {STEPS}")
     # Throughput first: it is what the decode path is judged on; then the smoke, then the runs.
     checks = [("throughput", [s for s in ("generation", "dpo") if s in steps])]
     checks += [(step, []) for step in ("smoke", "runs") if step in steps]
