@@ -36,6 +36,18 @@ def pytest_sessionstart(session):
     gc.freeze()
 
 
+@pytest.fixture(autouse=True)
+def _freeze_what_survives_a_test():
+    """After each test, collect its garbage and freeze what is left (session fixtures, caches):
+    otherwise every `gc.collect()` aries makes after a stage walks all that earlier tests left
+    behind, and a test late in the suite runs several times slower than alone."""
+    import gc
+
+    yield
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(scope="session")
 def embedded_path() -> Path:
     """The converted embedded model folder (converted once per cache, ~30 s): slow tests only."""
