@@ -2,6 +2,7 @@
 names the dotted key, the value and what is allowed, whether the value came from YAML or Python."""
 
 import dataclasses
+import json
 import re
 import typing
 from typing import Literal
@@ -144,3 +145,50 @@ def test_ranges_read_as_their_bounds():
     assert str(Range(ge=1)) == ">= 1" and str(Range(gt=0, le=1)) == "> 0 and <= 1"
     assert str(Range()) == "a finite number" and float("nan") not in Range()
     assert 0.5 in Range(ge=0, lt=1) and 1 not in Range(ge=0, lt=1)
+
+
+def _subcommand(name):
+    from aries.cli import build_parser
+
+    (subparsers,) = build_parser()._subparsers._group_actions
+    return subparsers.choices[name]
+
+
+def _flag_help(parser, flag):
+    action = parser._option_string_actions.get(flag)
+    assert action is not None, f"aries {parser.prog}: no flag {flag}"
+    return action.help.replace("%%", "%")
+
+
+def test_every_field_of_the_command_dataclasses_has_its_generated_flag_and_help():
+    from aries.commands.score import REWARD_FLAGS, reward_class
+    from aries.commands.train import SFT_FLAGS
+    from aries.core.flags import flag_names
+    from aries.method.select import SelectionConfig
+    from aries.training.config import SFTConfig
+
+    commands = [("select", SelectionConfig, [f.name for f in dataclasses.fields(SelectionConfig)])]
+    commands.append(("sft", SFTConfig, SFT_FLAGS))
+    commands += [("score", reward_class(kind), flags) for kind, flags in REWARD_FLAGS.items()]
+    for command, cls, names in commands:
+        parser = _subcommand(command)
+        flags = flag_names(cls, names)
+        for field in dataclasses.fields(cls):
+            if cls is SFTConfig and field.name in ("enabled", "warm_start"):
+                continue  # run-config switches: `aries sft` is the SFT stage itself
+            assert field.metadata["help"] in _flag_help(parser, flags[field.name]), field.name
+    assert "Allowed: >= 1" in _flag_help(_subcommand("select"), "--pairs-per-prompt")
+
+
+def test_generated_flags_parse_into_a_validated_dataclass(tmp_path, capsys):
+    from aries.cli import main
+
+    chains = tmp_path / "chains.jsonl"
+    rounds = [{"round": i, "text": t, "finish_reason": "stop"} for i, t in enumerate("xy")]
+    chains.write_text(json.dumps({"id": "a", "prompt": "q", "chain": rounds}) + "\n")
+    argv = ["select", str(chains), "--strategy", "rule", "--out", str(tmp_path / "s.jsonl")]
+    assert main([*argv, "--repetition-ngram", "3", "--max-length-ratio", "2"]) == 0
+    assert main([*argv, "--pairs-per-prompt", "0"]) == 2
+    assert "--pairs-per-prompt must be >= 1, not 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--strategy", "rewad"])
