@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up .venv on first use (scripts/setup.sh).
-.PHONY: demo test test-floor lint setup
+.PHONY: demo test test-slow test-floor lint setup
 
 setup:
 	./scripts/setup.sh dev
@@ -10,6 +10,11 @@ demo:
 
 test: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q --durations=10
+
+# The tests behind `-m slow`: the real embedded model, the kill-anywhere script, the long
+# equivalence sweeps and the efficacy sweep end to end (see the README for their time).
+test-slow: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q --durations=10 -m slow
 
 # The floor environment (.venv-floor: every direct dependency at its declared floor,
 # constraints/floor.txt): the tests that touch transformers, TRL, datasets, accelerate and PEFT,

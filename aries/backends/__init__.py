@@ -8,6 +8,7 @@ only its own options: the caller that knows which engine it builds passes what t
 
 from __future__ import annotations
 
+import importlib
 import typing
 
 from aries.backends.base import Backend, BackendName, Generation, Sampling, request_seeds
@@ -15,26 +16,26 @@ from aries.core.views import Message
 
 __all__ = ["Backend", "BackendName", "Generation", "Message", "Sampling", "request_seeds"]
 
+ENGINES: dict[BackendName, str] = {
+    "hf": "aries.backends.hf:HFBackend",
+    "vllm": "aries.backends.vllm:VLLMBackend",
+    "openai": "aries.backends.openai:OpenAIBackend",
+}
+"""Each backend name's class, as `module:Class`: imported only when that engine is built, so that
+`import aries` loads neither torch nor vLLM nor an HTTP client."""
 BACKENDS = typing.get_args(BackendName)
 
 
 def make_backend(name: str, model: str, **options) -> Backend:
     """Build a backend by name; options go to its constructor (e.g. batch_size for hf)."""
-    if name == "hf":
-        from aries.backends.hf import HFBackend
+    if name not in ENGINES:
+        from aries import AriesError
 
-        return HFBackend(model, **options)
-    if name == "vllm":
-        from aries.backends.vllm import VLLMBackend
-
-        return VLLMBackend(model, **options)
-    if name == "openai":
-        from aries.backends.openai import OpenAIBackend
-
-        return OpenAIBackend(model, **options)
-    from aries import AriesError
-
-    raise AriesError(f"unknown generation backend {name!r}: choose one of {', '.join(BACKENDS)}")
+        raise AriesError(
+            f"unknown generation backend {name!r}: choose one of {', '.join(BACKENDS)}"
+        )
+    module, _, cls = ENGINES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(model, **options)
 
 
 def check_chat_template_backend(name: str, serve_command: str | None = None) -> None:

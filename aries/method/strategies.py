@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aries.core.registry import Registry
+
 
 @dataclass
 class Candidate:
@@ -26,17 +28,8 @@ class Candidate:
 
 Pair = tuple[Candidate, Candidate]
 Strategy = Callable[[list[Candidate], Any], "list[Pair] | str"]
-RANKINGS: dict[str, Strategy] = {}
-
-
-def strategy(name: str) -> Callable[[Strategy], Strategy]:
-    """Register a strategy under the name `selection.strategy` gives."""
-
-    def register(function: Strategy) -> Strategy:
-        RANKINGS[name] = function
-        return function
-
-    return register
+RANKINGS: Registry[Strategy] = Registry()
+"""`selection.strategy` name -> the function ranking a prompt's candidates into pairs."""
 
 
 def best_against_worst(better: list[Candidate], worse: list[Candidate]) -> list[Pair]:
@@ -50,7 +43,7 @@ def best_against_worst(better: list[Candidate], worse: list[Candidate]) -> list[
     return [(better[i], worse[j]) for i, j in order if better[i] is not worse[j]]
 
 
-@strategy("reward")
+@RANKINGS.register("reward")
 def reward(candidates: list[Candidate], config) -> list[Pair] | str:
     """ARIES' Reward Model Scoring (arXiv 2502.05605): highest against lowest score."""
     scored = [c for c in candidates if c.score is not None]
@@ -69,7 +62,7 @@ def reward(candidates: list[Candidate], config) -> list[Pair] | str:
     ]
 
 
-@strategy("verifier")
+@RANKINGS.register("verifier")
 def verifier(candidates: list[Candidate], config) -> list[Pair] | str:
     """Correctness first (Iterative RPO, arXiv 2404.19733): right against wrong."""
     scored = [c for c in candidates if c.score is not None]
@@ -97,7 +90,7 @@ def preference(tie_break: str) -> Callable[[Candidate], tuple[float, float]]:
     return key
 
 
-@strategy("rule")
+@RANKINGS.register("rule")
 def rule(candidates: list[Candidate], config) -> list[Pair] | str:
     """ARIES' Rule-Based Selection (arXiv 2502.05605): the last round against the first."""
     chain = [c for c in candidates if c.label.startswith("round:")]

@@ -8,6 +8,9 @@ stages of the method in order, the models, what each iteration collects, selects
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from aries.core.registry import Registry
 from aries.pipeline.runconfig import RunConfig
 
 
@@ -56,73 +59,110 @@ def _when_note(step, config: RunConfig) -> str:
 
 def _describe(name: str, config: RunConfig) -> str:
     from aries.pipeline.temporal import STEP_DESCRIPTIONS
-    from aries.training.losses import ARIES_LOSSES, aries_loss, reference_kind
 
-    gen, sel, train = config.generation, config.selection, config.train
     if config.method == "temporal-self-rewarding" and name in STEP_DESCRIPTIONS:
         return STEP_DESCRIPTIONS[name]
-    if name == "sft":
-        return f"SFT (METHOD.md Eq. 4) of {config.model} on {config.sft.dataset}"
-    if name == "eval":
-        sources = ", ".join(_source_name(s) for s in config.eval.sources)
-        return (
-            f"{config.eval.size} held-out prompts per source ({sources}), greedy answer + "
-            f"{config.eval.rounds} refinement round(s), scored by {config.eval.verifier}"
-        )
-    if name == "prompts":
-        sources = ", ".join(_source_name(s) for s in config.prompts.sources)
-        return f"{config.prompts.per_iteration} fresh prompts from {sources} (held-out removed)"
-    if name == "collect":
-        return (
-            f"π_t writes 1 answer + {gen.rounds} refinement round(s) + {gen.samples} direct "
-            f"sample(s) per prompt ({gen.backend} backend, temperature {gen.temperature}, "
-            f"{gen.max_new_tokens} tokens)"
-        )
-    if name == "teacher":
-        teacher = config.teacher
-        return (
-            f"{teacher.samples} answer(s) per prompt from teacher {teacher.model} "
-            f"({teacher.backend} backend) added to the candidates"
-        )
-    if name == "score":
-        self_judge = config.reward.get("type") == "judge" and "model" not in config.reward
-        judge = "; the judge is π_t itself (Self-Rewarding)" if self_judge else ""
-        return f"every response scored by {config.reward}{judge}"
-    if name == "select":
-        margin = f", margin >= {sel.margin}" if sel.strategy == "reward" and sel.margin else ""
-        return (
-            f"strategy {sel.strategy} among candidates '{sel.candidates}'{margin}, up to "
-            f"{sel.pairs_per_prompt} pair(s) per prompt; win rates P̂(y ≻ π_t) recorded"
-        )
-    if name == "warm_start":
-        return "SFT on iteration 0's selected pairs (both views), training then starts from it"
-    if name == "pairs":
-        weights = config.pairs
-        return (
-            f"view weights direct {weights.w_direct}, refine {weights.w_refine}, "
-            f"keep {weights.w_keep}"
-        )
-    if name == "train":
-        own = aries_loss(train.loss_type)
-        paper = f" ({ARIES_LOSSES[own].paper})" if own else " (TRL DPOTrainer)"
-        reference = {
-            "none": "none (reference-free)",
-            "previous": "π_t",
-            "initial": "π_0" + (", and π_t's log-probs" if own == "inpo" else ""),
-        }[reference_kind(train.loss_type, train.reference)]
-        extra = {"simpo": f", γ {train.simpo_gamma}", "inpo": f", τ {train.inpo_tau}"}
-        return (
-            f"loss {train.loss_type}{paper}, β {train.beta}{extra.get(own, '')}, reference "
-            f"{reference}; lr {train.learning_rate}, {train.epochs} epoch(s), batch "
-            f"{train.batch_size} x {train.gradient_accumulation_steps}, prefix sharing "
-            f"{'on' if train.prefix_sharing else 'off'}"
-        ) + (
-            f"; then APO momentum α {train.momentum}: θ_(t+1) = θ̂ + α(θ̂ − θ̂_prev) on the "
-            "trained weights (arXiv 2410.06293)"
-            if train.momentum
-            else ""
-        )
-    return "(see the stage's docstring)"
+    describe = DESCRIPTIONS.get(name)
+    return describe(config) if describe else "(see the stage's docstring)"
+
+
+DESCRIPTIONS: Registry[Callable[[RunConfig], str]] = Registry()
+"""Stage name -> what that stage will do under a config, one line for `aries run --check`."""
+
+
+@DESCRIPTIONS.register("sft")
+def _sft(config: RunConfig) -> str:
+    return f"SFT (METHOD.md Eq. 4) of {config.model} on {config.sft.dataset}"
+
+
+@DESCRIPTIONS.register("eval")
+def _eval(config: RunConfig) -> str:
+    sources = ", ".join(_source_name(s) for s in config.eval.sources)
+    return (
+        f"{config.eval.size} held-out prompts per source ({sources}), greedy answer + "
+        f"{config.eval.rounds} refinement round(s), scored by {config.eval.verifier}"
+    )
+
+
+@DESCRIPTIONS.register("prompts")
+def _prompts(config: RunConfig) -> str:
+    sources = ", ".join(_source_name(s) for s in config.prompts.sources)
+    return f"{config.prompts.per_iteration} fresh prompts from {sources} (held-out removed)"
+
+
+@DESCRIPTIONS.register("collect")
+def _collect(config: RunConfig) -> str:
+    gen = config.generation
+    return (
+        f"π_t writes 1 answer + {gen.rounds} refinement round(s) + {gen.samples} direct "
+        f"sample(s) per prompt ({gen.backend} backend, temperature {gen.temperature}, "
+        f"{gen.max_new_tokens} tokens)"
+    )
+
+
+@DESCRIPTIONS.register("teacher")
+def _teacher(config: RunConfig) -> str:
+    teacher = config.teacher
+    return (
+        f"{teacher.samples} answer(s) per prompt from teacher {teacher.model} "
+        f"({teacher.backend} backend) added to the candidates"
+    )
+
+
+@DESCRIPTIONS.register("score")
+def _score(config: RunConfig) -> str:
+    self_judge = config.reward.get("type") == "judge" and "model" not in config.reward
+    judge = "; the judge is π_t itself (Self-Rewarding)" if self_judge else ""
+    return f"every response scored by {config.reward}{judge}"
+
+
+@DESCRIPTIONS.register("select")
+def _select(config: RunConfig) -> str:
+    sel = config.selection
+    margin = f", margin >= {sel.margin}" if sel.strategy == "reward" and sel.margin else ""
+    return (
+        f"strategy {sel.strategy} among candidates '{sel.candidates}'{margin}, up to "
+        f"{sel.pairs_per_prompt} pair(s) per prompt; win rates P̂(y ≻ π_t) recorded"
+    )
+
+
+@DESCRIPTIONS.register("warm_start")
+def _warm_start(config: RunConfig) -> str:
+    return "SFT on iteration 0's selected pairs (both views), training then starts from it"
+
+
+@DESCRIPTIONS.register("pairs")
+def _pairs(config: RunConfig) -> str:
+    weights = config.pairs
+    return (
+        f"view weights direct {weights.w_direct}, refine {weights.w_refine}, keep {weights.w_keep}"
+    )
+
+
+@DESCRIPTIONS.register("train")
+def _train(config: RunConfig) -> str:
+    from aries.training.losses import ARIES_LOSSES, aries_loss, reference_kind
+
+    train = config.train
+    own = aries_loss(train.loss_type)
+    paper = f" ({ARIES_LOSSES[own].paper})" if own else " (TRL DPOTrainer)"
+    reference = {
+        "none": "none (reference-free)",
+        "previous": "π_t",
+        "initial": "π_0" + (", and π_t's log-probs" if own == "inpo" else ""),
+    }[reference_kind(train.loss_type, train.reference)]
+    extra = {"simpo": f", γ {train.simpo_gamma}", "inpo": f", τ {train.inpo_tau}"}
+    return (
+        f"loss {train.loss_type}{paper}, β {train.beta}{extra.get(own, '')}, reference "
+        f"{reference}; lr {train.learning_rate}, {train.epochs} epoch(s), batch "
+        f"{train.batch_size} x {train.gradient_accumulation_steps}, prefix sharing "
+        f"{'on' if train.prefix_sharing else 'off'}"
+    ) + (
+        f"; then APO momentum α {train.momentum}: θ_(t+1) = θ̂ + α(θ̂ − θ̂_prev) on the "
+        "trained weights (arXiv 2410.06293)"
+        if train.momentum
+        else ""
+    )
 
 
 def _source_name(spec) -> str:

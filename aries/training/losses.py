@@ -16,6 +16,7 @@ TRL's `_compute_loss` unchanged. The per-pair values a loss reads besides the po
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -30,25 +31,6 @@ check_private_api("trl")  # before the names below are imported: one line instea
 from trl import DPOTrainer  # noqa: E402
 from trl.trainer.dpo_trainer import DataCollatorForPreference  # noqa: E402
 
-
-@dataclass(frozen=True)
-class LossSpec:
-    """What an aries loss needs besides the policy's log-probabilities."""
-
-    paper: str
-    reference: Literal["none", "train.reference", "initial"]
-    """π_ref: none (reference-free), the configured train.reference, or always π_0."""
-    previous_logps: bool = False
-    """Also log-probs under π_t, the policy the iteration starts from (precomputed)."""
-    win_rates: bool = False
-    """Reads the pairs' `chosen_win_rate` / `rejected_win_rate` (from selection)."""
-
-
-ARIES_LOSSES = {
-    "simpo": LossSpec("SimPO, Meng et al. 2024, arXiv 2405.14734", "none"),
-    "inpo": LossSpec("INPO, Zhang et al. 2024, arXiv 2407.00617", "initial", previous_logps=True),
-    "sppo": LossSpec("SPPO, Wu et al. 2024, arXiv 2405.00675", "train.reference", win_rates=True),
-}
 WIN_RATES = ("chosen_win_rate", "rejected_win_rate")
 PREVIOUS_LOGPS = ("previous_chosen_logps", "previous_rejected_logps")
 REF_LOGPS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -101,6 +83,61 @@ def sppo_loss(
     return (chosen_logratios - (chosen_win_rates - 0.5) / beta) ** 2 + (
         rejected_logratios - (rejected_win_rates - 0.5) / beta
     ) ** 2
+
+
+def _simpo_batch(trainer, inputs, chosen, rejected, tokens):
+    chosen_tokens, rejected_tokens = tokens.clamp(min=1).chunk(2)
+    beta = trainer.beta
+    loss = simpo_loss(chosen, rejected, chosen_tokens, rejected_tokens, beta, trainer.simpo_gamma)
+    return loss, (beta * chosen / chosen_tokens, beta * rejected / rejected_tokens)
+
+
+def _inpo_batch(trainer, inputs, chosen, rejected, tokens):
+    references = [inputs[key].to(chosen.dtype) for key in REF_LOGPS]
+    previous = [inputs[key].to(chosen.dtype) for key in PREVIOUS_LOGPS]
+    loss = inpo_loss(chosen, rejected, *references, *previous, trainer.beta, trainer.inpo_tau)
+    return loss, (chosen - previous[0], rejected - previous[1])
+
+
+def _sppo_batch(trainer, inputs, chosen, rejected, tokens):
+    if WIN_RATES[0] not in inputs:
+        raise AriesError("loss sppo needs the pairs' win rates (selection reward or verifier)")
+    ref_chosen, ref_rejected = (inputs[key].to(chosen.dtype) for key in REF_LOGPS)
+    chosen_ratio, rejected_ratio = chosen - ref_chosen, rejected - ref_rejected
+    win_rates = [inputs[key].to(chosen.dtype) for key in WIN_RATES]
+    loss = sppo_loss(chosen_ratio, rejected_ratio, *win_rates, trainer.beta)
+    return loss, (trainer.beta * chosen_ratio, trainer.beta * rejected_ratio)
+
+
+BatchLoss = Callable[..., tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """An aries loss: how it reads a batch, and what it needs besides the policy's log-probs."""
+
+    paper: str
+    reference: Literal["none", "train.reference", "initial"]
+    """π_ref: none (reference-free), the configured train.reference, or always π_0."""
+    batch_loss: BatchLoss
+    """(trainer, batch, chosen log-probs, rejected log-probs, token counts) -> (per-pair loss,
+    the implicit rewards of chosen and rejected)."""
+    previous_logps: bool = False
+    """Also log-probs under π_t, the policy the iteration starts from (precomputed)."""
+    win_rates: bool = False
+    """Reads the pairs' `chosen_win_rate` / `rejected_win_rate` (from selection)."""
+
+
+ARIES_LOSSES = {
+    "simpo": LossSpec("SimPO, Meng et al. 2024, arXiv 2405.14734", "none", _simpo_batch),
+    "inpo": LossSpec(
+        "INPO, Zhang et al. 2024, arXiv 2407.00617", "initial", _inpo_batch, previous_logps=True
+    ),
+    "sppo": LossSpec(
+        "SPPO, Wu et al. 2024, arXiv 2405.00675", "train.reference", _sppo_batch, win_rates=True
+    ),
+}
+"""The losses aries adds to TRL's DPO loss types, by `train.loss_type` name."""
 
 
 def trl_loss_types() -> tuple[str, ...]:
@@ -261,23 +298,4 @@ class PreferenceTrainer(DPOTrainer):
 
     def _aries_loss(self, inputs, chosen, rejected, tokens):
         """The per-pair loss and the implicit rewards (chosen, rejected) it compares."""
-        beta = self.beta
-        if self.aries_loss == "simpo":
-            chosen_tokens, rejected_tokens = tokens.clamp(min=1).chunk(2)
-            loss = simpo_loss(
-                chosen, rejected, chosen_tokens, rejected_tokens, beta, self.simpo_gamma
-            )
-            return loss, (beta * chosen / chosen_tokens, beta * rejected / rejected_tokens)
-        if WIN_RATES[0] not in inputs and self.aries_loss == "sppo":
-            raise AriesError("loss sppo needs the pairs' win rates (selection reward or verifier)")
-        ref_chosen, ref_rejected = (inputs[key].to(chosen.dtype) for key in REF_LOGPS)
-        if self.aries_loss == "inpo":
-            previous = [inputs[key].to(chosen.dtype) for key in PREVIOUS_LOGPS]
-            loss = inpo_loss(
-                chosen, rejected, ref_chosen, ref_rejected, *previous, beta, self.inpo_tau
-            )
-            return loss, (chosen - previous[0], rejected - previous[1])
-        chosen_ratio, rejected_ratio = chosen - ref_chosen, rejected - ref_rejected
-        win_rates = [inputs[key].to(chosen.dtype) for key in WIN_RATES]
-        loss = sppo_loss(chosen_ratio, rejected_ratio, *win_rates, beta)
-        return loss, (beta * chosen_ratio, beta * rejected_ratio)
+        return ARIES_LOSSES[self.aries_loss].batch_loss(self, inputs, chosen, rejected, tokens)

@@ -1,0 +1,39 @@
+"""The registries that replace if-chains cover every name the config schema allows."""
+
+from __future__ import annotations
+
+import importlib
+import typing
+
+import pytest
+
+from aries.backends import ENGINES, BackendName
+from aries.core.registry import Registry
+from aries.method.select import Strategy
+from aries.method.strategies import RANKINGS
+from aries.pipeline.loop import PLANS
+from aries.pipeline.plan import DESCRIPTIONS
+
+
+def test_every_backend_name_builds_a_class_with_generate():
+    assert set(ENGINES) == set(typing.get_args(BackendName))
+    for target in ENGINES.values():
+        module, _, cls = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), cls).generate)
+
+
+def test_every_selection_strategy_has_a_ranking():
+    assert set(RANKINGS) == set(typing.get_args(Strategy))
+
+
+def test_every_stage_of_every_plan_is_described():
+    names = {step.name for plan in PLANS.values() for step in plan.once + plan.per_iteration}
+    temporal_only = {"anchor", "future_model", "future"}  # described by aries.pipeline.temporal
+    assert names - temporal_only <= set(DESCRIPTIONS)
+
+
+def test_a_name_registered_twice_fails():
+    table = Registry()
+    table.register("a")(len)
+    with pytest.raises(ValueError, match="'a' is registered twice"):
+        table.register("a")(len)
