@@ -206,3 +206,35 @@ def test_check_resolves_prompt_sources_and_datasets(tmp_path, monkeypatch):
     ]:
         with pytest.raises(AriesError, match=message):
             _check({"model": model, **data})
+
+
+def test_train_settings_pass_through_to_dpoconfig_unchanged(tmp_path):
+    from dataclasses import fields
+
+    from trl import DPOConfig
+
+    from aries.training.config import TrainConfig
+    from aries.training.losses import aries_loss, loss_names
+    from aries.training.train import dpo_arguments
+
+    train = TrainConfig(
+        loss_type="sigmoid, sft", beta=0.3, epochs=2, batch_size=3, max_steps=7, max_length=99
+    )
+    built = dpo_arguments(
+        train,
+        checkpoints=tmp_path / "ck",
+        output_dir=tmp_path / "model",
+        log_dir=None,
+        seed=3,
+        trust_remote_code=False,
+    )
+    args = DPOConfig(**built)
+    passed = [f for f in fields(TrainConfig) if "trl" in f.metadata]
+    assert {f.metadata["trl"] for f in passed} <= {f.name for f in fields(DPOConfig)}
+    assert len(passed) >= 13
+    for field in passed:
+        assert built[field.metadata["trl"]] == getattr(train, field.name), field.name
+    assert args.num_train_epochs == 2.0 and args.per_device_train_batch_size == 3
+    assert args.loss_type == ["sigmoid", "sft"] and args.seed == args.data_seed == 3
+    assert loss_names(["simpo"]) == loss_names(" simpo") == ("simpo",)
+    assert aries_loss(["simpo"]) == "simpo" and aries_loss("sigmoid,sft") is None

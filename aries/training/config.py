@@ -1,6 +1,8 @@
 """Training settings (`train:` and `sft:` in a run config), beside the trainer they configure.
 
-The fields keep aries' short names; `train_preference` maps them onto TRL's `DPOConfig`.
+The fields keep aries' short names; a field that is a `DPOConfig` setting names it in its metadata
+(`"trl": "num_train_epochs"`), and `aries.training.train.dpo_arguments` passes those through as
+they are, so no DPOConfig setting is restated by hand.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class TrainConfig(Options):
     beta: float = field(
         default=0.1,
         metadata={
+            "trl": "beta",
             "range": Range(gt=0),
             "help": "KL strength β of the DPO-family loss; SimPO's reward scale β (arXiv "
             "2405.14734: 2-10); INPO's η (arXiv 2407.00617); SPPO's 1/η (arXiv 2405.00675).",
@@ -72,32 +75,64 @@ class TrainConfig(Options):
         },
     )
     learning_rate: float = field(
-        default=5e-6, metadata={"range": Range(gt=0), "help": "Peak learning rate (AdamW)."}
+        default=5e-6,
+        metadata={
+            "trl": "learning_rate",
+            "range": Range(gt=0),
+            "help": "Peak learning rate (AdamW).",
+        },
     )
     epochs: float = field(
-        default=1.0, metadata={"range": Range(gt=0), "help": "Passes over each iteration's pairs."}
+        default=1.0,
+        metadata={
+            "trl": "num_train_epochs",
+            "range": Range(gt=0),
+            "help": "Passes over each iteration's pairs.",
+        },
     )
     max_steps: int = field(
         default=-1,
-        metadata={"range": Range(ge=-1), "help": "Stop after this many steps (-1: epochs)."},
+        metadata={
+            "trl": "max_steps",
+            "range": Range(ge=-1),
+            "help": "Stop after this many steps (-1: epochs).",
+        },
     )
     batch_size: int = field(
-        default=8, metadata={"range": Range(ge=1), "help": "Pairs per device per step."}
+        default=8,
+        metadata={
+            "trl": "per_device_train_batch_size",
+            "range": Range(ge=1),
+            "help": "Pairs per device per step.",
+        },
     )
     gradient_accumulation_steps: int = field(
-        default=1, metadata={"range": Range(ge=1), "help": "Steps per update."}
+        default=1,
+        metadata={
+            "trl": "gradient_accumulation_steps",
+            "range": Range(ge=1),
+            "help": "Steps per update.",
+        },
     )
     warmup_ratio: float = field(
         default=0.1,
-        metadata={"range": Range(ge=0, le=1), "help": "Linear warm-up as a fraction of all steps."},
+        metadata={
+            "trl": "warmup_steps",
+            "range": Range(ge=0, le=1),
+            "help": "Linear warm-up as a fraction of all steps.",
+        },
     )
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler."})
+    lr_scheduler_type: str = field(
+        default="linear", metadata={"trl": "lr_scheduler_type", "help": "transformers scheduler."}
+    )
     weight_decay: float = field(
-        default=0.0, metadata={"range": Range(ge=0), "help": "AdamW weight decay."}
+        default=0.0,
+        metadata={"trl": "weight_decay", "range": Range(ge=0), "help": "AdamW weight decay."},
     )
     max_length: int = field(
         default=512,
         metadata={
+            "trl": "max_length",
             "range": Range(ge=1),
             "help": "Tokens per prompt+completion; longer ones are truncated.",
         },
@@ -105,8 +140,9 @@ class TrainConfig(Options):
     precompute_ref_log_probs: bool = field(
         default=True,
         metadata={
+            "trl": "precompute_ref_log_probs",
             "help": "Compute reference log-probs once before training (saves the reference forward "
-            "every step and the reference copy in memory)."
+            "every step and the reference copy in memory).",
         },
     )
     length_grouped_batches: bool = field(
@@ -149,12 +185,18 @@ class TrainConfig(Options):
     save_steps: int = field(
         default=20,
         metadata={
+            "trl": "save_steps",
             "range": Range(ge=1),
             "help": "Checkpoint every N steps so a killed run resumes there.",
         },
     )
     logging_steps: int = field(
-        default=1, metadata={"range": Range(ge=1), "help": "Log metrics every N steps."}
+        default=1,
+        metadata={
+            "trl": "logging_steps",
+            "range": Range(ge=1),
+            "help": "Log metrics every N steps.",
+        },
     )
     report_to: str = field(
         default="tensorboard",
