@@ -35,15 +35,14 @@ def rows(cls, prefix: str = ""):
             continue
         text = field.metadata.get("help", "")
         shown = repr(default) if len(repr(default)) < 40 else "see configs/demo.yaml"
-        yield f"| `{prefix}{field.name}` | `{shown}` | {allowed(hints[field.name], field)} | {text} |"
+        values = allowed(hints[field.name], field)
+        yield f"| `{prefix}{field.name}` | `{shown}` | {values} | {text} |"
 
 
 HEADER = "| key | default | allowed | meaning |\n|---|---|---|---|"
 print(HEADER)
 print("\n".join(rows(RunConfig)))
-print(
-    "\nReward sources (`reward:` and `eval.verifier:`): `type` and the settings of that type.\n"
-)
+print("\nReward sources (`reward:` and `eval.verifier:`): `type` and the settings of that type.\n")
 print(HEADER)
 for kind in REWARD_TYPES:
     print("\n".join(rows(_builders()[kind][0], f"reward[{kind}].")))

@@ -161,22 +161,39 @@ def _flag_help(parser, flag):
 
 
 def test_every_field_of_the_command_dataclasses_has_its_generated_flag_and_help():
+    from aries.commands.eval import JUDGE_FLAGS
+    from aries.commands.refine import CHAIN_FLAGS, ENGINE_FLAGS, MODEL_FLAGS, SAMPLING_FLAGS
     from aries.commands.score import REWARD_FLAGS, reward_class
-    from aries.commands.train import SFT_FLAGS
+    from aries.commands.train import RUN_FLAGS, SFT_FLAGS
     from aries.core.flags import flag_names
     from aries.method.select import SelectionConfig
+    from aries.pipeline.runconfig import EvalConfig, GenerationConfig
+    from aries.rewards.judge import JudgeConfig
     from aries.training.config import SFTConfig
 
-    commands = [("select", SelectionConfig, [f.name for f in dataclasses.fields(SelectionConfig)])]
-    commands.append(("sft", SFTConfig, SFT_FLAGS))
-    commands += [("score", reward_class(kind), flags) for kind, flags in REWARD_FLAGS.items()]
-    for command, cls, names in commands:
-        parser = _subcommand(command)
-        flags = flag_names(cls, names)
-        for field in dataclasses.fields(cls):
-            if cls is SFTConfig and field.name in ("enabled", "warm_start"):
-                continue  # run-config switches: `aries sft` is the SFT stage itself
-            assert field.metadata["help"] in _flag_help(parser, flags[field.name]), field.name
+    def every(cls, *but):
+        return [f.name for f in dataclasses.fields(cls) if f.name not in but]
+
+    # (command, dataclass, its fields the command takes); every field for the first ones
+    complete = [("select", SelectionConfig, every(SelectionConfig))]
+    complete.append(("sft", SFTConfig, every(SFTConfig, "enabled", "warm_start")))
+    complete += [("score", reward_class(kind), flags) for kind, flags in REWARD_FLAGS.items()]
+    partial = [
+        ("sft", RunConfig, RUN_FLAGS),
+        ("refine", GenerationConfig, CHAIN_FLAGS + ENGINE_FLAGS + SAMPLING_FLAGS),
+        ("refine", RunConfig, MODEL_FLAGS + ["seed"]),
+        ("eval", EvalConfig, ["rounds"]),
+        ("eval", JudgeConfig, JUDGE_FLAGS),
+        ("serve", GenerationConfig, ["max_new_tokens", *ENGINE_FLAGS]),
+        ("export", RunConfig, MODEL_FLAGS),
+    ]
+    assert set(SFT_FLAGS) == set(every(SFTConfig, "enabled", "warm_start"))
+    for command, cls, names in complete + partial:
+        parser, fields = _subcommand(command), {f.name: f for f in dataclasses.fields(cls)}
+        if (command, cls, names) in complete:
+            assert set(flag_names(cls, names)) == set(every(cls)) - {"enabled", "warm_start"}
+        for name, flag in flag_names(cls, names).items():
+            assert fields[name].metadata["help"] in _flag_help(parser, flag), (command, flag)
     assert "Allowed: >= 1" in _flag_help(_subcommand("select"), "--pairs-per-prompt")
 
 

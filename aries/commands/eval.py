@@ -11,7 +11,7 @@ from aries.commands.refine import (
     sampling_from_args,
 )
 from aries.core.flags import add_flags, from_flags
-from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+from aries.pipeline.runconfig import EvalConfig, GenerationConfig
 from aries.rewards.judge import JudgeConfig
 from aries.rewards.reward_model import RewardModelConfig
 
@@ -51,9 +51,7 @@ def register(subparsers) -> None:
         "'gsm8k:<file|hub id>', 'math:<file|hub id>', 'mt-bench', or a prompt file with "
         "'answer' fields",
     )
-    parser.add_argument(
-        "--rounds", type=int, default=2, help="refinement rounds K after the answer (default: 2)"
-    )
+    add_flags(parser, EvalConfig, ["rounds"])
     parser.add_argument("--size", type=int, default=None, help="evaluate at most N prompts")
     add_flags(parser, RewardModelConfig, {"model": "--reward-model"}, defaults={"model": None})
     add_flags(parser, JudgeConfig, JUDGE_FLAGS, defaults={"model": None, "mode": "pairwise"})
@@ -70,9 +68,7 @@ def register(subparsers) -> None:
         help="chains.jsonl of a fixed baseline: win rate against its direct answers instead of "
         "the benchmark's reference answers",
     )
-    parser.add_argument(
-        "--instruction", default=DEFAULT_REFINE_INSTRUCTION, help="the refinement instruction z"
-    )
+    add_flags(parser, GenerationConfig, ["instruction"])
     parser.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals"
     )
@@ -115,13 +111,12 @@ def make_scorer(args: argparse.Namespace, backend, model: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from aries import AriesError
     from aries.evaluation.benchmarks import load_baseline, load_benchmark
     from aries.evaluation.evaltable import format_table
     from aries.evaluation.evaluate import evaluate
 
-    if args.rounds < 0:
-        raise AriesError("--rounds must be >= 0")
+    rounds = from_flags(args, EvalConfig, ["rounds"]).rounds
+    instruction = from_flags(args, GenerationConfig, ["instruction"]).instruction
     model = run_model(args.run, args.iteration) if args.run else args.model
     prompts = load_benchmark(args.benchmark, size=args.size, seed=args.seed)
     baseline = load_baseline(args.baseline) if args.baseline else None
@@ -130,13 +125,13 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(
         backend,
         prompts,
-        rounds=args.rounds,
+        rounds=rounds,
         sampling=sampling_from_args(args),
         out_path=args.out,
         verifier=verifier,
         judge=judge,
         baseline=baseline,
-        instruction=args.instruction,
+        instruction=instruction,
         system_prompt=args.system_prompt,
         benchmark=args.benchmark,
         model=model,

@@ -103,12 +103,6 @@ def validate(config: Any) -> None:
         object.__setattr__(config, f.name, value)
 
 
-def numeric_fields(cls: type) -> list[dataclasses.Field]:
-    """The fields of `cls` holding a number (int or float, optionally None): each needs a range."""
-    hints = _hints(cls)
-    return [f for f in dataclasses.fields(cls) if number_type(hints[f.name]) is not None]
-
-
 def number_type(hint: Any) -> type | None:
     """int or float for `int`, `float`, `int | None`, `float | None`; None for anything else."""
     options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else ()

@@ -91,7 +91,7 @@ class GenerationConfig(Options):
         default=256, metadata={"range": Range(ge=1), "help": "Tokens per response."}
     )
     temperature: float = field(
-        default=0.7, metadata={"range": Range(ge=0), "help": "Sampling temperature."}
+        default=0.7, metadata={"range": Range(ge=0), "help": "Sampling temperature; 0 = greedy."}
     )
     answer_temperature: float | None = field(
         default=None,
@@ -173,7 +173,13 @@ class RunConfig(Options):
             "2025, arXiv 2508.06026; with a judge without a model it is self-rewarding)."
         },
     )
-    model: str = field(default="embedded", metadata={"help": "Initial policy π_0."})
+    model: str = field(
+        default="embedded",
+        metadata={
+            "help": "The initial policy π_0: 'embedded' (SmolLM2-135M-Instruct, offline), a "
+            "local model folder, a .gguf file, a PEFT adapter folder or a hub id."
+        },
+    )
     iterations: int = field(
         default=3, metadata={"range": Range(ge=0), "help": "ARIES iterations T."}
     )

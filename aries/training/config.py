@@ -78,7 +78,7 @@ class TrainConfig(Options):
         default=5e-6,
         metadata={
             "trl": "learning_rate",
-            "range": Range(gt=0),
+            "range": Range(ge=0),
             "help": "Peak learning rate (AdamW).",
         },
     )
@@ -239,7 +239,7 @@ class SFTConfig(Options):
         metadata={"help": "Preference data with prompt/chosen/rejected (file or folder)."},
     )
     learning_rate: float = field(
-        default=1e-5, metadata={"range": Range(gt=0), "help": "Peak learning rate."}
+        default=1e-5, metadata={"range": Range(ge=0), "help": "Peak learning rate."}
     )
     epochs: float = field(
         default=1.0, metadata={"range": Range(gt=0), "help": "Passes over the data."}
