@@ -191,8 +191,8 @@ def test_every_field_of_the_command_dataclasses_has_its_generated_flag_and_help(
     for command, cls, names in complete + partial:
         parser, fields = _subcommand(command), {f.name: f for f in dataclasses.fields(cls)}
         if (command, cls, names) in complete:
-            assert set(flag_names(cls, names)) == set(every(cls)) - {"enabled", "warm_start"}
-        for name, flag in flag_names(cls, names).items():
+            assert set(flag_names(names)) == set(every(cls)) - {"enabled", "warm_start"}
+        for name, flag in flag_names(names).items():
             assert fields[name].metadata["help"] in _flag_help(parser, flag), (command, flag)
     assert "Allowed: >= 1" in _flag_help(_subcommand("select"), "--pairs-per-prompt")
 

@@ -22,7 +22,7 @@ from aries.core.config import FieldError, number_type
 T = TypeVar("T")
 
 
-def flag_names(cls: type, fields: Iterable[str] | dict[str, str]) -> dict[str, str]:
+def flag_names(fields: Iterable[str] | dict[str, str]) -> dict[str, str]:
     """Field name → flag: `fields` as a mapping, or field names flagged `--field-name`."""
     if isinstance(fields, dict):
         return dict(fields)
@@ -47,7 +47,7 @@ def add_flags(
     field's default for this command, `required` fields must be given, `aliases` adds spellings."""
     hints = typing.get_type_hints(cls)
     defaults, aliases, required = defaults or {}, aliases or {}, set(required)
-    names = flag_names(cls, fields)
+    names = flag_names(fields)
     for f in dataclasses.fields(cls):
         if f.name not in names:
             continue
@@ -83,7 +83,7 @@ def from_flags(
 ) -> T:
     """The `cls` that the parsed flags (and `values`) describe; an invalid value is a one-line
     error naming its flag."""
-    names = flag_names(cls, fields)
+    names = flag_names(fields)
     given = {
         name: getattr(args, _dest(flag))
         for name, flag in names.items()
