@@ -19,11 +19,11 @@ Targets (issue 11): best (b) >= 8 x (a), and best (b) >= 1.0 x best (p).
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 import time
 from pathlib import Path
+
+from timing import Record, add_json_flag, measure
 
 
 def matmul_flops(size: int = 2048, repeats: int = 5) -> float:
@@ -32,13 +32,8 @@ def matmul_flops(size: int = 2048, repeats: int = 5) -> float:
 
     a = torch.randn(size, size)
     b = torch.randn(size, size)
-    torch.mm(a, b)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    timing, _ = measure(lambda: torch.mm(a, b), repeat=repeats, warmup=1)
+    return 2 * size**3 / min(timing.seconds)
 
 
 def ctranslate2_speeds(
@@ -69,16 +64,17 @@ def ctranslate2_speeds(
     generator.generate_batch(tokens[:2], max_length=2, include_prompt_in_result=False)  # warm-up
     speeds = {}
     for batch_size in batch_sizes:
-        start = time.perf_counter()
-        results = generator.generate_batch(
-            tokens,
-            max_batch_size=batch_size,
-            min_length=new,
-            max_length=new,
-            include_prompt_in_result=False,
-            sampling_topk=1,
+        timing, results = measure(
+            lambda batch_size=batch_size: generator.generate_batch(
+                tokens,
+                max_batch_size=batch_size,
+                min_length=new,
+                max_length=new,
+                include_prompt_in_result=False,
+                sampling_topk=1,
+            )
         )
-        elapsed = time.perf_counter() - start
+        elapsed = timing.median
         produced = sum(len(r.sequences_ids[0]) for r in results)
         assert produced == new * len(prompts), produced
         speeds[batch_size] = produced / elapsed
@@ -98,21 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="16,32", help="batch sizes for (b)")
     parser.add_argument("--single", type=int, default=4, help="prompts timed for (a) (default 4)")
     parser.add_argument("--no-peer", action="store_true", help="skip CTranslate2 even if installed")
+    add_json_flag(parser, "generation")
     args = parser.parse_args(argv)
+    record = Record("generation", argv)
 
     import torch
 
     from aries.backends import Sampling
     from aries.backends.hf import HFBackend
     from aries.method.sources import load_prompts
-
-    command = "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    print(f"command: {command}")
-    load = os.getloadavg()
-    print(
-        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    )
 
     backend = HFBackend(args.model, batch_size=max(int(b) for b in args.batch_sizes.split(",")))
     model, tokenizer = backend.model, backend.tokenizer
@@ -136,19 +126,25 @@ def main(argv: list[str] | None = None) -> int:
     model.set_attn_implementation("sdpa")
     encoded = [backend._encode(c) for c in conversations[: args.single]]
     model.generate(torch.tensor([encoded[0][:8]]), max_new_tokens=2, do_sample=False)  # warm-up
-    tokens, start, cpu = 0, time.perf_counter(), time.process_time()
-    for ids in encoded:
-        with torch.inference_mode():
-            output = model.generate(
-                torch.tensor([ids]),
-                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                max_new_tokens=new,
-                do_sample=False,
-                eos_token_id=never,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        tokens += output.shape[1] - len(ids)
-    single = tokens / (time.perf_counter() - start)
+
+    def one_at_a_time() -> int:
+        tokens = 0
+        for ids in encoded:
+            with torch.inference_mode():
+                output = model.generate(
+                    torch.tensor([ids]),
+                    attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                    max_new_tokens=new,
+                    do_sample=False,
+                    eos_token_id=never,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            tokens += output.shape[1] - len(ids)
+        return tokens
+
+    cpu = time.process_time()
+    timing, tokens = measure(one_at_a_time)
+    single = tokens / timing.median
     single_cpu = tokens / (time.process_time() - cpu)
     assert tokens == new * len(encoded), tokens
     print(
@@ -164,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     batched = {}
     for batch_size in batch_sizes:
         backend.batch_size = batch_size
-        start, cpu = time.perf_counter(), time.process_time()
-        results = backend.generate(conversations, Sampling(max_new_tokens=new))
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        cpu = time.process_time()
+        timing, results = measure(
+            lambda: backend.generate(conversations, Sampling(max_new_tokens=new))
+        )
+        elapsed, cpu = timing.median, time.process_time() - cpu
         produced = sum(r.completion_tokens for r in results)
         assert produced == new * len(conversations), produced
         batched[batch_size] = produced / elapsed
@@ -179,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     # Prefill's share of (b): the most that reusing prompt caches (across refinement rounds, the
     # question prefix) could save; N samples of one prompt already share one prefill.
     backend.batch_size = max(batched, key=batched.get)
-    start = time.perf_counter()
-    backend.generate(conversations, Sampling(max_new_tokens=1))
-    prefill = time.perf_counter() - start
+    prefill = measure(lambda: backend.generate(conversations, Sampling(max_new_tokens=1)))[0].median
     whole = new * len(conversations) / batched[backend.batch_size]
     print(
         f"    prefill of the {len(conversations)} prompts (1 new token each, batch "
@@ -217,9 +213,31 @@ def main(argv: list[str] | None = None) -> int:
             f"(b)/(p) = {versus:.2f} x (hf at batch {best_size} vs CTranslate2 float32 at batch "
             f"{peer_size}; target >= 1.0: {'met' if versus >= 1.0 else 'missed'})"
         )
-    load = os.getloadavg()
-    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    results = {
+        "prompts": len(conversations),
+        "new_tokens": new,
+        "single_tok_s": round(single, 1),
+        "batched_tok_s": {str(b): round(rate, 1) for b, rate in batched.items()},
+        "batched_over_single": round(ratio, 2),
+        "prefill_s": round(prefill, 1),
+        "prefill_share_pct": round(100 * prefill / whole),
+        "bound_tok_s": round(bound),
+        "batched_share_of_bound_pct": round(100 * best / bound),
+    }
+    if peer:
+        results.update(
+            peer=f"CTranslate2 {ctranslate2_version()} float32",
+            peer_tok_s={str(b): round(rate, 1) for b, rate in peer.items()},
+            batched_over_peer=round(versus, 2),
+        )
+    record.write(results, args.json)
     return 0
+
+
+def ctranslate2_version() -> str:
+    import ctranslate2
+
+    return ctranslate2.__version__
 
 
 if __name__ == "__main__":

@@ -21,24 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-
-def fresh_prompts(config, runs: list, size: int, seed: int) -> tuple[list[dict], int]:
-    """`size` prompts per held-out source at `seed`, minus duplicates and anything trained on."""
-    from aries.method.sources import PromptSource, load_prompts, prompt_key
-
-    trained = {prompt_key(p) for run in runs for p in run.trained_prompts()}
-    prompts, seen, dropped = [], set(), 0
-    for spec in config.eval.sources:
-        source = PromptSource.parse(spec)
-        source.size, source.seed = size, seed
-        for prompt in load_prompts(source):
-            if prompt_key(prompt) in trained or prompt_key(prompt) in seen:
-                dropped += 1
-                continue
-            seen.add(prompt_key(prompt))
-            prompts.append(prompt)
-    return prompts, dropped
+from timing import Record, add_json_flag
 
 
 def main() -> int:
@@ -46,13 +29,15 @@ def main() -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
     parser.add_argument("--size", type=int, default=400, help="problems drawn per source")
     parser.add_argument("--seed", type=int, default=2000, help="seed of the fresh problems")
+    add_json_flag(parser, "heldout")
     args = parser.parse_args()
+    record = Record("heldout")
 
     from aries.evaluation import metrics
-    from aries.evaluation.evaluate import evaluate_model
     from aries.pipeline.runconfig import load_run_config
     from aries.pipeline.rundir import RunDir
     from aries.pipeline.stages import eval_settings
+    from aries.sweep.heldout import evaluate_model, fresh_prompts, heldout_folder
 
     runs = [RunDir(run) for run in args.runs]
     config = load_run_config(runs[0].config)
@@ -65,19 +50,23 @@ def main() -> int:
                 models.append((f"{run.root.name} {run.iteration(t).name}", str(run.model(t)), run))
     correct = {}
     for label, model, run in models:
-        out = run.fresh_heldout(args.seed) / f"{label.split()[-1]}.json"
+        out = heldout_folder(run, args.seed) / f"{label.split()[-1]}.json"
         result = evaluate_model(
             model, prompts, out_path=out, progress=False, **eval_settings(config)
         )
         correct[label] = np.array([[s >= 1.0 for s in p["scores"]] for p in result["per_prompt"]])
 
     base = correct["initial"][:, 0]
+    figures: dict[str, dict] = {}
     print(f"\n{'model':>28}  " + "  ".join(f"{'round ' + str(k):>22}" for k in range(3)))
     for label, table in correct.items():
         cells = []
         for k in range(table.shape[1]):
             low, high = metrics.bootstrap_ci(table[:, k])
             cells.append(f"{100 * table[:, k].mean():5.1f}% [{100 * low:4.1f}, {100 * high:4.1f}]")
+            figures.setdefault(label, {"accuracy_per_round": []})["accuracy_per_round"].append(
+                [round(100 * table[:, k].mean(), 1), round(100 * low, 1), round(100 * high, 1)]
+            )
         print(f"{label:>28}  " + "  ".join(f"{c:>22}" for c in cells))
     print("\nlast refinement round minus the initial model's direct answer (paired bootstrap):")
     for label, table in correct.items():
@@ -89,14 +78,16 @@ def main() -> int:
             metrics.transitions(table[:, k - 1], table[:, k]) for k in range(1, table.shape[1])
         ]
         rounds = ", ".join(f"+{m['wrong_to_right']}/-{m['right_to_wrong']}" for m in moves)
+        figures[label]["gain_vs_initial"] = [
+            round(100 * gain.mean(), 1),
+            round(100 * low, 1),
+            round(100 * high, 1),
+        ]
         print(
             f"{label:>28}  {100 * gain.mean():+5.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]"
             f"   per round fixed/broken: {rounds}"
         )
-    print(
-        f"\nreproduce: python bench/heldout.py {' '.join(map(str, args.runs))} "
-        f"--size {args.size} --seed {args.seed}"
-    )
+    record.write({"problems": len(prompts), "dropped": dropped, "models": figures}, args.json)
     return 0
 
 

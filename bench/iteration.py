@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import sys
 from pathlib import Path
+
+from timing import Record, add_json_flag
 
 STAGES = ("prompts", "collect", "score", "select", "pairs", "train", "eval")
 ISSUE_BEFORE = {"collect": 152.0, "train": 251.0, "eval": 78.0}
@@ -63,10 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (with manifest.json)")
     parser.add_argument("--iteration", default="0", help="iteration to show (default 0)")
+    add_json_flag(parser, "iteration")
     args = parser.parse_args(argv)
-
-    command = "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    print(f"command: {command}")
+    record = Record("iteration", argv)
     columns = [(run, *load_stages(run, args.iteration)) for run in args.runs]
     names = [n for n in STAGES if any(n in stages for _, stages, _ in columns)]
     names += sorted({n for _, stages, _ in columns for n in stages} - set(names))
@@ -89,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
             )
         )
-    load = os.getloadavg()
-    print(f"load average now: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    record.write({"iteration": int(args.iteration), "table": table}, args.json)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import signal
 import statistics
 import sys
@@ -21,6 +20,7 @@ import time
 from urllib.parse import urlparse
 
 import httpx
+from timing import Record, add_json_flag, measure
 
 from aries.backends.openai import ManagedServer
 from aries.serving.serve import is_loopback
@@ -75,12 +75,14 @@ def run_level(url: str, model: str, concurrency: int, args: argparse.Namespace) 
                 tokens.append(response.json()["usage"]["completion_tokens"])
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+
+    def send_all() -> None:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    wall = measure(send_all)[0].median
     client.close()
     return {
         "concurrency": concurrency,
@@ -112,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads of the server started here (OMP_NUM_THREADS); on a machine shared "
         "with other busy processes, 1 avoids threads waiting on each other",
     )
+    add_json_flag(parser, "load_test")
     args = parser.parse_args(argv)
+    record = Record("load_test", argv)
 
     # `timeout`/kill sends SIGTERM: exit through `finally` so the server we started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    print("command: python " + shlex.join(["bench/load_test.py", *sys.argv[1:]]))
     server = None
     if args.url:
         if not is_loopback(urlparse(args.url).hostname or ""):
@@ -141,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{'conc':>4} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p90 s':>7} {'p99 s':>7} tokens"
         )
+        levels = []
         for concurrency in args.concurrency:
             r = run_level(url, model, concurrency, args)
+            levels.append({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()})
             print(
                 f"{r['concurrency']:>4} {r['req_s']:>7.2f} {r['tok_s']:>7.1f} {r['p50']:>7.2f} "
                 f"{r['p90']:>7.2f} {r['p99']:>7.2f} {r['mean_tokens']:>6.1f}  "
@@ -152,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server:
             server.stop()
+    record.write(
+        {"requests": args.requests, "max_tokens": args.max_tokens, "levels": levels}, args.json
+    )
     return 0
 
 

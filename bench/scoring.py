@@ -14,7 +14,8 @@ import importlib.metadata
 import random
 import sys
 import tempfile
-import time
+
+from timing import Record, add_json_flag, measure
 
 WORDS = "the model answers a question then refines it with care and checks each step again".split()
 
@@ -45,11 +46,13 @@ def build_scorer(folder: str) -> None:
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--responses", type=int, default=128, help="responses to score")
     parser.add_argument("--batch-size", type=int, default=16, help="the batched run's size")
-    args = parser.parse_args()
+    add_json_flag(parser, "scoring")
+    args = parser.parse_args(argv)
+    record = Record("scoring", argv)
 
     import torch
 
@@ -64,17 +67,23 @@ def main() -> None:
                 {"type": "reward-model", "model": folder, "batch_size": batch_size, "device": "cpu"}
             )
             source.score(items[:8])  # warm-up
-            start = time.perf_counter()
-            scores = source.score(items)
-            results[batch_size] = (len(items) / (time.perf_counter() - start), scores)
+            timing, scores = measure(lambda source=source: source.score(items))
+            results[batch_size] = (len(items) / timing.median, scores)
     (rate_1, scores_1), (rate_n, scores_n) = results[1], results[args.batch_size]
     drift = max(abs(a - b) for a, b in zip(scores_1, scores_n))
     print(f"CPU threads: {torch.get_num_threads()}; {len(items)} responses of 3-300 words")
     print(f"batch 1:  {rate_1:7.1f} responses/s")
     print(f"batch {args.batch_size} (length-sorted): {rate_n:7.1f} responses/s")
     print(f"speed-up: {rate_n / rate_1:.1f}x; max score difference: {drift:.2e}")
-    print("reproduce: python bench/scoring.py " + " ".join(sys.argv[1:]))
+    figures = {
+        "responses": len(items),
+        "responses_per_s": {"1": round(rate_1, 1), str(args.batch_size): round(rate_n, 1)},
+        "speedup": round(rate_n / rate_1, 1),
+        "max_score_difference": float(f"{drift:.1e}"),
+    }
+    record.write(figures, args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

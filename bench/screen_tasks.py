@@ -2,7 +2,7 @@
 
 A useful second task leaves the model room to learn and something to learn from: a direct
 accuracy of 20-60 %, and answers that no single value dominates. The second criterion is the
-lesson of `gcd` (docs/efficacy-gcd.md): 22.5 % of its answers are 1, and both trained models
+lesson of `gcd` (results/efficacy-gcd.md): 22.5 % of its answers are 1, and both trained models
 learnt to answer 1 to every problem. For each task this prints the greedy direct accuracy with a
 95 % bootstrap interval, the share of the commonest gold answer and of the model's commonest
 answer, and how often the model writes no answer at all.
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import shlex
 import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from timing import Record, add_json_flag
 
 # Easy settings of tasks a 135M model might solve; each is `reasoning-gym:<task>?<options>`.
 CANDIDATES = [
@@ -107,7 +107,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=5000, help="seed of the screening problems")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="as the benchmark's eval")
     parser.add_argument("--tasks", nargs="+", default=CANDIDATES, help="<task>?<options> specs")
+    add_json_flag(parser, "screen_tasks")
     args = parser.parse_args()
+    record = Record("screen_tasks")
     args.out = (
         Path("runs/screen") / f"{slug(args.model)}-{args.max_new_tokens}" / f"seed-{args.seed}"
     )
@@ -135,11 +137,7 @@ def main() -> int:
             f"[{row['ci95'][0]:.1f}, {row['ci95'][1]:.1f}] | {gold!r} {gold_share:.0f} % | "
             f"{said!r} {said_share:.0f} % | {row['no_answer']:.0f} % |"
         )
-    tasks = " ".join(shlex.quote(spec) for spec in args.tasks)
-    print(
-        f"\nreproduce: python bench/screen_tasks.py --model {args.model} --size {args.size} "
-        f"--seed {args.seed} --tasks {tasks}"
-    )
+    record.write({"model": args.model, "seed": args.seed, "tasks": rows}, args.json)
     return 0
 
 

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import Record, add_json_flag, measure
 
 
 def arithmetic_selections(count: int, seed: int = 0) -> list[dict]:
@@ -84,8 +83,7 @@ def run_trl_defaults(model_path: str, pairs: str, batch_size: int, learning_rate
 
     from aries.core.models import load_causal_lm, load_tokenizer
 
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
+    def train(tmp: str) -> DPOTrainer:
         trainer = DPOTrainer(
             model=load_causal_lm(model_path, dtype="float32"),
             ref_model=load_causal_lm(model_path, dtype="float32"),
@@ -103,8 +101,12 @@ def run_trl_defaults(model_path: str, pairs: str, batch_size: int, learning_rate
             processing_class=load_tokenizer(model_path),
         )
         trainer.train()
+        return trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        timing, trainer = measure(lambda: train(tmp))
     return {
-        "seconds": time.perf_counter() - start,
+        "seconds": timing.median,
         "steps": trainer.state.global_step,
         "first_loss": first_loss(trainer.state.log_history),
         "peak_rss_gib": _peak_rss_gib(),
@@ -116,12 +118,15 @@ def run_aries(model_path: str, pairs: str, settings: dict) -> dict:
     from aries.training.config import TrainConfig
     from aries.training.train import train_preference
 
-    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = train_preference(model_path, pairs, Path(tmp) / "aries", TrainConfig(**settings))
+        timing, metrics = measure(
+            lambda: train_preference(
+                model_path, pairs, Path(tmp) / "aries", TrainConfig(**settings)
+            )
+        )
         history = json.loads((Path(tmp) / "aries" / "log_history.json").read_text())
     return {
-        "seconds": time.perf_counter() - start,
+        "seconds": timing.median,
         "steps": metrics["steps"],
         "first_loss": first_loss(history),
         "peak_rss_gib": _peak_rss_gib(),
@@ -151,24 +156,17 @@ def main(argv: list[str] | None = None) -> int:
         help="a TrainConfig field for (b), e.g. --set prefix_sharing=false (repeatable)",
     )
     parser.add_argument("--skip-trl", action="store_true", help="time (b) only")
+    add_json_flag(parser, "train_dpo")
     args = parser.parse_args(argv)
+    record = Record("train_dpo", argv)
 
     import datasets
-    import torch
     import yaml
 
     from aries.core.models import load_tokenizer, resolve_model
     from aries.core.views import DEFAULT_REFINE_INSTRUCTION
     from aries.method.pairs import build_pairs, save_dataset
 
-    command = "python " + shlex.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    load = os.getloadavg()
-    print(f"command: {command}")
-    print(
-        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, load average {load[0]:.2f} {load[1]:.2f} "
-        f"{load[2]:.2f}"
-    )
     model_path = str(resolve_model(args.model))
     tokenizer = load_tokenizer(model_path)
     settings = {
@@ -214,6 +212,24 @@ def main(argv: list[str] | None = None) -> int:
         assert abs(trl["first_loss"] - aries["first_loss"]) < 1e-3, (
             "the trainers disagree at step 0"
         )
+    figures = {
+        "examples": rows,
+        "tokens": tokens,
+        "batch_size": args.batch_size,
+        "settings": settings,
+        "first_loss": round(next(iter(results.values()))["first_loss"], 4),
+        "trainers": {
+            name: {
+                "tok_s": round(tokens / r["seconds"], 1),
+                "s_per_step": round(r["seconds"] / r["steps"], 2),
+                "peak_rss_gib": round(r["peak_rss_gib"], 2),
+            }
+            for name, r in results.items()
+        },
+    }
+    if len(results) == 2:
+        figures["speedup"] = round(trl["seconds"] / aries["seconds"], 2)
+    record.write(figures, args.json)
     return 0
 
 

@@ -13,7 +13,7 @@ from aries.cli import main
 from aries.core.jsonl import read_jsonl
 from aries.evaluation.benchmarks import last_boxed, load_benchmark
 from aries.evaluation.evaltable import format_table
-from aries.evaluation.evaluate import check_held_out, evaluate, evaluate_model
+from aries.evaluation.evaluate import check_held_out, evaluate
 from aries.rewards.pairwise import Comparison, PairwiseJudge, RewardJudge
 from aries.rewards.verifiers import Verifier
 
@@ -248,23 +248,6 @@ def test_pairwise_judge_sees_each_pair_alone():
     assert PairwiseJudge(Shares()).compare(items) == [1.0, 0.5, 1.0, 0.0, None]
     # probabilistic shares (logprob verdicts) within the margin of one half are ties
     assert PairwiseJudge(Shares(), tie_margin=0.25).compare(items) == [1.0, 0.5, 0.5, 0.5, None]
-
-
-def test_evaluate_model_by_spec(tiny_model_path, tmp_path):
-    prompts = load_benchmark(f"gsm8k:{DATA / 'gsm8k_test.jsonl'}", size=2)
-    result = evaluate_model(
-        str(tiny_model_path),
-        prompts,
-        rounds=0,
-        sampling=Sampling(max_new_tokens=3),
-        out_path=tmp_path / "eval.json",
-        verifier=Verifier(),
-        n_resamples=20,
-        progress=False,
-    )
-    assert result["model"] == str(tiny_model_path)
-    assert len(result["per_round"]) == 1 and result["per_round"][0]["n"] == 2
-    assert result["first_to_last"]["wrong_to_right"] == 0
 
 
 def test_eval_command_self_judged_win_rate_on_tiny_model(tiny_model_path, tmp_path, capsys):

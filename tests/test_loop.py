@@ -19,9 +19,10 @@ from safetensors.torch import load_file
 
 from aries.cli import main
 from aries.core.testing import tiny_run_config
-from aries.pipeline.loop import finished, run
+from aries.pipeline.loop import run
 from aries.pipeline.runconfig import load_run_config
 from aries.pipeline.stages import Session
+from aries.sweep.runs import finished
 
 
 def tiny_config(tmp_path: Path, model: Path, **changes) -> Path:

@@ -97,19 +97,3 @@ def test_bootstrap_of_lc_resamples_rows_together():
     rows = np.column_stack([outcomes, diffs])
     low, high = metrics.bootstrap_ci(rows, metrics.lc_statistic, n_resamples=200)
     assert low <= metrics.length_controlled_win_rate(outcomes, diffs) <= high
-
-
-def test_seeds_problems_ci_covers_the_mean_and_widens_with_seed_spread():
-    rng = np.random.default_rng(1)
-    agreeing = rng.normal(0.1, 0.5, size=(3, 400))
-    low, high = metrics.seeds_problems_ci(agreeing)
-    assert low < agreeing.mean() < high
-    # the same problems, but one training seed far off: the interval must widen
-    spread = agreeing + np.array([[0.0], [0.0], [1.0]])
-    low2, high2 = metrics.seeds_problems_ci(spread)
-    assert high2 - low2 > 2 * (high - low)
-    # one seed: the problems alone decide, as in bootstrap_ci
-    one = agreeing[:1]
-    assert metrics.seeds_problems_ci(one) == pytest.approx(metrics.bootstrap_ci(one[0]), abs=0.02)
-    with pytest.raises(ValueError):
-        metrics.seeds_problems_ci(np.zeros(5))

@@ -314,15 +314,3 @@ def vote_row(
     values = [[s[v]] for s, v in zip(scores, votes, strict=True)]
     row = summarize(picked, values, metric="accuracy", **options)[0]
     return {**row, "round": "vote"}
-
-
-def evaluate_model(model: str, prompts: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
-    """`evaluate` a model spec (`embedded`, a folder, a hub id) loaded with the `hf` backend,
-    released afterwards so the next stage gets the memory back."""
-    from aries.backends import make_backend
-
-    backend = make_backend("hf", model)
-    try:
-        return evaluate(backend, prompts, model=model, **options)
-    finally:
-        backend.close()

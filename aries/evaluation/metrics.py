@@ -89,33 +89,6 @@ def bootstrap_ci(
     return (float(low), float(high))
 
 
-def seeds_problems_ci(
-    values: np.ndarray,
-    *,
-    n_resamples: int = 2000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of a (training seeds × problems) table.
-
-    Each resample draws the seeds and the problems with replacement, independently (a two-way
-    bootstrap), so the interval covers both sources of noise: which problems were drawn and how
-    training went. Given paired differences (model A minus model B on the same problem and seed),
-    it is the paired interval EFFICACY.md asks for. One seed reduces it to `bootstrap_ci`.
-    """
-    table = np.asarray(values, dtype=float)
-    if table.ndim != 2 or table.size == 0:
-        raise ValueError(f"expected a non-empty (seeds, problems) table, got shape {table.shape}")
-    rng = np.random.default_rng(seed)
-    n_seeds, n_problems = table.shape
-    seeds = rng.integers(0, n_seeds, size=(n_resamples, n_seeds, 1))
-    problems = rng.integers(0, n_problems, size=(n_resamples, 1, n_problems))
-    estimates = table[seeds, problems].mean(axis=(1, 2))
-    tail = (1.0 - level) / 2 * 100
-    low, high = np.percentile(estimates, [tail, 100 - tail])
-    return (float(low), float(high))
-
-
 def win_rate(outcomes: Sequence[float]) -> dict[str, float]:
     """Win rate against a reference with ties as half a win, counts reported explicitly.
 

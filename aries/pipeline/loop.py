@@ -21,7 +21,7 @@ from aries.core.memory import return_freed_memory
 from aries.method.teacher import teacher
 from aries.pipeline import stages, temporal
 from aries.pipeline.runconfig import Method, RunConfig
-from aries.pipeline.rundir import Manifest, RunDir, holds, prepare_run_dir
+from aries.pipeline.rundir import Manifest, RunDir, prepare_run_dir
 from aries.pipeline.stages import Session
 
 
@@ -132,15 +132,6 @@ def pending_steps(config: RunConfig, manifest: Manifest) -> Iterator[tuple[int |
         for step in plan.per_iteration:
             if step.when(config, t) and not manifest.is_done(t, step.name):
                 yield t, step
-
-
-def finished(config: RunConfig) -> bool:
-    """Whether `config`'s run folder holds this configuration with every stage done, i.e. a
-    resume would do nothing (bench/efficacy.py then starts no process for it)."""
-    run_dir = RunDir(config.run_dir)
-    if not run_dir.manifest.exists() or not holds(run_dir, config):
-        return False
-    return next(pending_steps(config, Manifest(run_dir, config)), None) is None
 
 
 def run_stage(config: RunConfig, t: int, name: str) -> None:

@@ -107,10 +107,6 @@ class RunDir:
         """TensorBoard logs of iteration t's training (None: the SFT stage)."""
         return self.root / "logs" / ("sft" if t is None else f"iter_{t}")
 
-    def fresh_heldout(self, seed: int) -> Path:
-        """bench/heldout.py's larger held-out check at `seed`: one eval file per model."""
-        return self.root / f"heldout-{seed}"
-
     def training_history(self, t: int) -> Path:
         """The trainer's log history, saved next to the trained model."""
         return self.model(t) / "log_history.json"

@@ -1,23 +1,49 @@
-"""The numbers of bench/efficacy.py: read finished run directories, pool seeds, pair models.
+"""The sweep's numbers: read finished run directories, pool seeds, pair models.
 
 Every accuracy is a (training seeds × problems) table of 0/1 outcomes on one shared problem pool,
 so differences between models are paired by problem and seed index; intervals come from the
-two-way bootstrap of `aries.evaluation.metrics.seeds_problems_ci`. `summarize_task` returns the
-`docs/efficacy.json` entries, `render` the Markdown tables and the issue's criteria.
+two-way bootstrap of `seeds_problems_ci`. `summarize_task` returns the entries of a report's
+JSON file (`results/efficacy.json`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from aries import AriesError
-from aries.evaluation.metrics import seeds_problems_ci
 from aries.pipeline.rundir import RunDir
+from aries.sweep.spec import Spec, Task
 
-if TYPE_CHECKING:
-    from efficacy import Spec, Task
+
+def seeds_problems_ci(
+    values: np.ndarray,
+    *,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of a (training seeds × problems) table.
+
+    Each resample draws the seeds and the problems with replacement, independently (a two-way
+    bootstrap), so the interval covers both sources of noise: which problems were drawn and how
+    training went. Given paired differences (model A minus model B on the same problem and seed),
+    it is the paired interval EFFICACY.md asks for. One seed reduces it to
+    `aries.evaluation.metrics.bootstrap_ci` (Efron 1979).
+    """
+    table = np.asarray(values, dtype=float)
+    if table.ndim != 2 or table.size == 0:
+        raise ValueError(f"expected a non-empty (seeds, problems) table, got shape {table.shape}")
+    rng = np.random.default_rng(seed)
+    n_seeds, n_problems = table.shape
+    seeds = rng.integers(0, n_seeds, size=(n_resamples, n_seeds, 1))
+    problems = rng.integers(0, n_problems, size=(n_resamples, 1, n_problems))
+    estimates = table[seeds, problems].mean(axis=(1, 2))
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(estimates, [tail, 100 - tail])
+    return (float(low), float(high))
+
 
 STAGES = ("collect", "score", "select", "pairs", "train", "eval")
 
@@ -185,167 +211,3 @@ def summarize_task(
         "rewrites_per_round": rewrite_rates([initial_eval], initial[None]),
     }
     return {"initial": initial_row, "variants": variants}
-
-
-def cell(value: dict[str, Any] | None, signed: bool = False) -> str:
-    if value is None:
-        return "—"
-    low, high = value["ci95"]
-    fmt = "{:+.1f}" if signed else "{:.1f}"
-    return f"{fmt.format(value['mean'])} [{fmt.format(low)}, {fmt.format(high)}]"
-
-
-def criteria(spec: Spec, results: list[dict[str, Any]]) -> list[str]:
-    """The issue's done-when criteria, read off the last iteration of every ARIES variant on
-    every task."""
-    lines = []
-    for result, ours in [(r, v) for r in results for v in r["variants"]]:
-        if ours["method"] != "aries" or not ours["iterations"]:
-            continue
-        last = ours["iterations"][-1]
-        task = result["initial"]["task"]
-        moves_ok = all(
-            w >= r for w, r in zip(last["w2r_per_round"], last["r2w_per_round"], strict=True)
-        )
-        checks = [
-            (
-                f"refined answer beats {spec.baseline}'s best round by ≥ 5 points, CI above 0",
-                last["gain_vs_baseline"] is not None
-                and last["gain_vs_baseline"]["mean"] >= 5
-                and last["gain_vs_baseline"]["ci95"][0] > 0,
-                cell(last["gain_vs_baseline"], True),
-            ),
-            (
-                "refined answer ≥ 10 points above the initial direct answer, CI low > +5",
-                last["gain_vs_initial"]["mean"] >= 10 and last["gain_vs_initial"]["ci95"][0] > 5,
-                cell(last["gain_vs_initial"], True),
-            ),
-            (
-                "own refinement gain ≥ +3, CI low ≥ 0, no round with more right→wrong",
-                last["own_refinement_gain"]["mean"] >= 3
-                and last["own_refinement_gain"]["ci95"][0] >= 0
-                and moves_ok,
-                cell(last["own_refinement_gain"], True),
-            ),
-            (
-                f"not worse than {spec.baseline} (CI of the difference includes or exceeds 0)",
-                last["gain_vs_baseline"] is not None and last["gain_vs_baseline"]["ci95"][1] >= 0,
-                cell(last["gain_vs_baseline"], True),
-            ),
-        ]
-        for text, ok, value in checks:
-            lines.append(
-                f"| {task} | {ours['name']} | {text} | {value} | {'met' if ok else 'missed'} |"
-            )
-    return lines
-
-
-def share(counts: list[int]) -> str:
-    part, whole = counts
-    return f"{100 * part / whole:.0f} % ({part}/{whole})" if whole else "—"
-
-
-def rewrites_table(result: dict[str, Any]) -> list[str]:
-    """Finding versus fixing, per model and refinement round (`rewrite_rates`); nothing when no
-    evaluation of the task counted rewrites."""
-    rows = [("initial", 0, result["initial"]["rewrites_per_round"])] + [
-        (v["name"], row["iteration"], row["rewrites_per_round"])
-        for v in result["variants"]
-        for row in v["iterations"]
-    ]
-    if all(rounds is None for _, _, rounds in rows):
-        return []
-    out = [
-        "",
-        "How each model refines, per round against the round before, pooled over seeds "
-        "(finding a mistake versus fixing it, after Tyen et al. 2024, arXiv 2311.08516): the "
-        "share of right answers the round rewrote, of wrong answers it rewrote, and of those "
-        "rewritten wrong answers it made right.",
-        "",
-        "| model | iter | round | right answers rewritten | wrong answers rewritten "
-        "| rewritten wrong answers made right |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, iteration, rounds in rows:
-        for r in rounds or []:
-            out.append(
-                f"| {name} | {iteration} | {r['round']} | {share(r['rewrote_right'])} | "
-                f"{share(r['rewrote_wrong'])} | {share(r['fixed_of_rewritten_wrong'])} |"
-            )
-    return out
-
-
-def render(spec: Spec, pool: str, results: list[dict[str, Any]], command: str, seeds) -> str:
-    rounds = max(len(r["initial"]["accuracy_per_round"]) for r in results)
-    heads = ["answer"] + [f"refine {k}" for k in range(1, rounds)]
-    out = [
-        f"# Efficacy: ARIES against {spec.baseline} at an equal budget ({pool} pool)",
-        "",
-        "Generated by `bench/efficacy.py` (EFFICACY.md's protocol). Reproduce with:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        "Accuracies and gains in percentage points with 95 % intervals from a two-way bootstrap "
-        f"over training seeds ({', '.join(map(str, seeds))}) and problems. Gains are paired: "
-        "same problems, same seed index. w→r / r→w: answers fixed / broken by each refinement "
-        "round, summed over seeds. vote: the inference-time vote over each chain's final answers "
-        "(`aries.method.vote`, a design option), never in place of the last round. "
-        "Seconds: mean per "
-        "seed.",
-    ]
-    for result in results:
-        first = result["variants"][0] if result["variants"] else None
-        n = result["variants"][0]["n_heldout"] if first else "?"
-        budget = first["responses_per_prompt"] if first else "?"
-        out += [
-            "",
-            f"## {result['initial']['task']} (n = {n} problems, {budget} responses per training "
-            "prompt)",
-            "",
-            "| model | iter | " + " | ".join(heads) + " | vote | w→r / r→w | vs initial | "
-            f"vs {spec.baseline} | own refinement | pairs | gen. tokens "
-            "| collect / train / eval s |",
-            "|---" * (len(heads) + 10) + "|",
-        ]
-        init = result["initial"]
-        moves = ", ".join(f"{w}/{r}" for w, r in zip(init["w2r_per_round"], init["r2w_per_round"]))
-        out.append(
-            "| initial | 0 | "
-            + " | ".join(cell(a) for a in init["accuracy_per_round"])
-            + f" | {cell(init['vote_accuracy'])} | {moves} | — | — | — | — | — | — |"
-        )
-        for variant in result["variants"]:
-            for row in variant["iterations"]:
-                moves = ", ".join(
-                    f"{w}/{r}" for w, r in zip(row["w2r_per_round"], row["r2w_per_round"])
-                )
-                secs = row["seconds_per_stage"]
-                times = " / ".join(f"{secs.get(s, 0):.0f}" for s in ("collect", "train", "eval"))
-                out.append(
-                    f"| {variant['name']} | {row['iteration']} | "
-                    + " | ".join(cell(a) for a in row["accuracy_per_round"])
-                    + f" | {cell(row['vote_accuracy'])} | {moves} | "
-                    f"{cell(row['gain_vs_initial'], True)} | "
-                    f"{cell(row['gain_vs_baseline'], True)} | "
-                    f"{cell(row['own_refinement_gain'], True)} | {row['pairs']:g} | "
-                    f"{row['generated_tokens']} | {times} |"
-                )
-        out += rewrites_table(result)
-        out += ["", "Variants:", ""]
-        out += [
-            f"- `{v['name']}`: method {v['method']}, `{' '.join(v['overrides'])}`"
-            for v in result["variants"]
-        ]
-    lines = criteria(spec, results)
-    if lines:
-        out += [
-            "",
-            "## The issue's criteria (last iteration)",
-            "",
-            "| task | variant | criterion | value | |",
-            "|---|---|---|---|---|",
-            *lines,
-        ]
-    return "\n".join(out) + "\n"
