@@ -1,7 +1,8 @@
 """The steps of bench/gpu_smoke.sh, one per subcommand, each printing one `tokens/s` line.
 
     python bench/gpu_smoke.py prepare             # dev machine: model shape + tokenizer to carry
-    python bench/gpu_smoke.py generate [--cpu]    # hf backend, bf16 on the GPU
+    python bench/gpu_smoke.py generate [--cpu] [--decode dynamic,static]
+                                                  # hf backend, bf16 on the GPU, per decode path
     python bench/gpu_smoke.py dpo [--cpu] [--lora] # one TRL DPO step on both-view pairs, bf16
 
 The model is `--model` (default: the embedded model if it is available here, else the carried
@@ -63,6 +64,8 @@ def prepare(_args) -> None:
 
 
 def generate(args) -> None:
+    """Generation tokens/s of each decode path in `--decode`, on the same prompts; with two
+    paths, whether their greedy outputs are equal token for token."""
     import torch
 
     from aries.backends.base import Sampling
@@ -70,71 +73,84 @@ def generate(args) -> None:
     from aries.method.sources import load_prompts
 
     prompts, new, batch = (8, 16, 4) if args.cpu else (256, 256, 64)
-    backend = HFBackend(
-        str(model_folder(args.model)),
-        batch_size=batch,
-        device="cpu" if args.cpu else "cuda",
-        dtype="float32" if args.cpu else "bfloat16",
-    )
-    backend.stop_ids = [backend.model.config.vocab_size + 7]  # never stops: exact token counts
     conversations = [
         [{"role": "user", "content": record["prompt"]}]
         for record in load_prompts({"name": "mt-bench", "size": prompts})
     ]
-    backend.generate(conversations[:2], Sampling(max_new_tokens=2))  # warm-up
-    synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
-    synchronize()
-    start = time.perf_counter()
-    results = backend.generate(conversations, Sampling(max_new_tokens=new))
-    synchronize()
-    elapsed = time.perf_counter() - start
-    tokens = sum(r.completion_tokens for r in results)
-    assert tokens == new * len(conversations), tokens
-    print(
-        f"generate: hf backend {backend.model.dtype} on {backend.model.device}, batch {batch}: "
-        f"{tokens / elapsed:.0f} tokens/s ({len(conversations)} MT-Bench prompts x {new} tokens, "
-        f"{elapsed:.1f} s)"
-    )
+    texts = {}
+    for decode in args.decode.split(","):
+        backend = HFBackend(
+            str(model_folder(args.model)),
+            batch_size=batch,
+            device="cpu" if args.cpu else "cuda",
+            dtype="float32" if args.cpu else "bfloat16",
+            decode=decode,
+        )
+        backend.stop_ids = [backend.model.config.vocab_size + 7]  # never stops: exact counts
+        backend.generate(conversations[:2], Sampling(max_new_tokens=2))  # warm-up (and capture)
+        synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
+        synchronize()
+        start = time.perf_counter()
+        results = backend.generate(conversations, Sampling(max_new_tokens=new))
+        synchronize()
+        elapsed = time.perf_counter() - start
+        tokens = sum(r.completion_tokens for r in results)
+        assert tokens == new * len(conversations), tokens
+        texts[decode] = [r.text for r in results]
+        print(
+            f"generate: hf backend, decode {decode}, {backend.model.dtype} on "
+            f"{backend.model.device}, batch {batch}: {tokens / elapsed:.0f} tokens/s "
+            f"({len(conversations)} MT-Bench prompts x {new} tokens, {elapsed:.1f} s)"
+        )
+        backend.close()
+    if len(texts) == 2:
+        first, second = texts.values()
+        same = sum(a == b for a, b in zip(first, second, strict=True))
+        print(f"generate: greedy outputs equal across decode paths: {same} of {len(first)}")
 
 
-def dpo(args) -> None:
-    """One TRL DPO step (optionally LoRA through PEFT) on both-view pairs; tokens/s of the step."""
+def both_view_pairs(tokenizer, count: int):
+    """`count` arithmetic pairs (one direct, one refine per selection) as a datasets.Dataset,
+    and their training tokens (prompt + chosen and prompt + rejected, as TRL feeds them)."""
     import datasets
-    import torch
-    from transformers import TrainerCallback
-    from trl import DPOConfig, DPOTrainer
 
     sys.path.insert(0, str(Path(__file__).parent))
     from train_dpo import arithmetic_selections
 
-    from aries.core.models import load_causal_lm, load_tokenizer
     from aries.core.views import DEFAULT_REFINE_INSTRUCTION
     from aries.method.pairs import build_pairs
 
-    batch = 2 if args.cpu else 16
-    folder = model_folder(args.model)
-    tokenizer = load_tokenizer(str(folder))
     examples = build_pairs(
-        arithmetic_selections(batch // 2), instruction=DEFAULT_REFINE_INSTRUCTION
+        arithmetic_selections(count // 2), instruction=DEFAULT_REFINE_INSTRUCTION
     )
     dataset = datasets.Dataset.from_list(examples).select_columns(["prompt", "chosen", "rejected"])
-    assert len(dataset) == batch, len(dataset)  # one direct and one refine pair per selection
+    assert len(dataset) == count, len(dataset)
     tokens = sum(
         len(tokenizer.apply_chat_template(row["prompt"] + row[key], return_dict=False))
         for row in dataset
         for key in ("chosen", "rejected")
     )
+    return dataset, tokens
+
+
+def dpo_step(model, ref_model, tokenizer, *, batch: int, lora: bool, cpu: bool) -> dict:
+    """Time the second of two TRL DPO steps (the first warms up) on `batch` both-view pairs:
+    tokens/s, seconds, the first loss, and the trainer's accelerate state."""
+    import datasets
+    import torch
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    dataset, tokens = both_view_pairs(tokenizer, batch)
     peft_config = None
-    if args.lora:
+    if lora:
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")
-    bf16 = not args.cpu
-    dtype = "bfloat16" if bf16 else "float32"
     with tempfile.TemporaryDirectory() as tmp:
         trainer = DPOTrainer(
-            model=load_causal_lm(str(folder), dtype=dtype),
-            ref_model=None if args.lora else load_causal_lm(str(folder), dtype=dtype),
+            model=model,
+            ref_model=None if lora else ref_model,
             args=DPOConfig(
                 output_dir=tmp,
                 per_device_train_batch_size=batch,
@@ -143,8 +159,8 @@ def dpo(args) -> None:
                 logging_steps=1,
                 save_strategy="no",
                 report_to="none",
-                bf16=bf16,
-                use_cpu=args.cpu,
+                bf16=not cpu,
+                use_cpu=cpu,
             ),
             train_dataset=datasets.concatenate_datasets([dataset, dataset]),
             processing_class=tokenizer,
@@ -164,13 +180,37 @@ def dpo(args) -> None:
         trainer.add_callback(Timer())
         trainer.train()
     loss = next(e["loss"] for e in trainer.state.log_history if "loss" in e)
-    state = trainer.accelerator.state
+    return {
+        "tokens": tokens,
+        "seconds": times[-1],
+        "tokens_per_s": tokens / times[-1],
+        "loss": loss,
+        "state": trainer.accelerator.state,
+    }
+
+
+def dpo(args) -> None:
+    """One TRL DPO step (optionally LoRA through PEFT) on both-view pairs; tokens/s of the step."""
+    from aries.core.models import load_causal_lm, load_tokenizer
+
+    batch = 2 if args.cpu else 16
+    folder = str(model_folder(args.model))
+    dtype = "float32" if args.cpu else "bfloat16"
+    result = dpo_step(
+        load_causal_lm(folder, dtype=dtype),
+        None if args.lora else load_causal_lm(folder, dtype=dtype),
+        load_tokenizer(folder),
+        batch=batch,
+        lora=args.lora,
+        cpu=args.cpu,
+    )
+    state = result["state"]
     kind = ("LoRA " if args.lora else "") + "DPO step"
     print(
         f"{args.label or args.step}: TRL {kind} on both views, {dtype}, "
         f"{state.distributed_type.value}, {state.num_processes} process(es): "
-        f"{tokens / times[-1]:.0f} tokens/s ({batch} pairs, {tokens} tokens, {times[-1]:.2f} s; "
-        f"first loss {loss:.4f})"
+        f"{result['tokens_per_s']:.0f} tokens/s ({batch} pairs, {result['tokens']} tokens, "
+        f"{result['seconds']:.2f} s; first loss {result['loss']:.4f})"
     )
 
 
@@ -181,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora", action="store_true", help="dpo: train a LoRA adapter (PEFT)")
     parser.add_argument("--model", default=None, help="a local model folder")
     parser.add_argument("--label", default=None, help="name printed before the figure")
+    parser.add_argument(
+        "--decode", default="dynamic", help="generate: hf decode paths, comma-separated"
+    )
     args = parser.parse_args(argv)
     {"prepare": prepare, "generate": generate, "dpo": dpo}[args.step](args)
     return 0

@@ -1,4 +1,4 @@
-"""The `hf` generation backend (aries/backends/hf.py) on tiny random Llamas with a real tokenizer.
+"""The `hf` generation backend (aries/backends/hf*.py) on tiny random Llamas with a real tokenizer.
 
 The conftest tiny model ties its embeddings, so greedy decoding just repeats the last prompt token
 (whitespace after the chat template). `chatty_model_path` unties them and uses a larger init, so
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from aries.backends import Sampling, make_backend
-from aries.backends.hf import HFBackend, _RowPool, _RowSampler
+from aries.backends.hf import HFBackend
+from aries.backends.hf_pool import RowPool, RowSampler
 
 QUESTIONS = [
     "What is 2 + 2?",
@@ -142,7 +143,7 @@ def test_the_chat_templates_system_prompt_is_prefilled_once(backend):
     """Every prompt starts with the template's system turn: its cache is computed once (one row)
     and the batched greedy text still equals one prompt at a time (checked above)."""
     encoded = [backend._encode(chat(q)) for q in QUESTIONS]
-    pool = _RowPool(backend, encoded, [0] * len(encoded), Sampling())
+    pool = RowPool(backend, encoded, [0] * len(encoded), Sampling())
     prefix = pool._shared_prefix(encoded)
     assert prefix is not None and len(prefix) == backend.model.config.num_hidden_layers
     keys, _ = prefix[0]
@@ -240,16 +241,16 @@ def test_row_sampler_matches_the_distribution_and_top_p():
     rows = 4000
     scores = probabilities.log().repeat(rows, 1)
 
-    def sample(sampler: _RowSampler) -> torch.Tensor:
+    def sample(sampler: RowSampler) -> torch.Tensor:
         generators = [torch.Generator().manual_seed(seed) for seed in range(rows)]
         return sampler(scores.clone(), generators)
 
-    frequencies = torch.bincount(sample(_RowSampler(1.0, 1.0)), minlength=4) / rows
+    frequencies = torch.bincount(sample(RowSampler(1.0, 1.0)), minlength=4) / rows
     assert torch.allclose(frequencies, probabilities, atol=0.03)
-    frequencies = torch.bincount(sample(_RowSampler(1.0, 0.7)), minlength=4) / rows
+    frequencies = torch.bincount(sample(RowSampler(1.0, 0.7)), minlength=4) / rows
     assert frequencies[2:].sum() == 0  # 0.5 + 0.3 >= 0.7: the tail is cut
     assert torch.allclose(frequencies[:2], torch.tensor([0.625, 0.375]), atol=0.03)
-    assert (sample(_RowSampler(0.05, 1.0)) == 0).float().mean() > 0.99
+    assert (sample(RowSampler(0.05, 1.0)) == 0).float().mean() > 0.99
 
 
 def test_close_releases_the_model(chatty_model_path):
@@ -278,3 +279,55 @@ def test_next_token_logprobs_match_one_unpadded_forward_pass(backend):
     # "Score: " ends in a space token that merges with a letter: not one token after it.
     with pytest.raises(AriesError, match="'A' is not one token after 'Score: '"):
         backend.next_token_logprobs(conversations[:1], "Score: ", ["A"])
+
+
+def test_static_decode_equals_the_default_path_token_for_token(chatty_model_path, backend):
+    """decode: static (fixed cache slots; a CUDA graph on CUDA, eager here) writes the default
+    path's greedy tokens, with slots freed and refilled (batch 2, 7 prompts, an EOS), identical
+    prompts sharing a prefill, and the decoder kept between calls while its capacity fits."""
+    from aries import AriesError
+
+    static = HFBackend(str(chatty_model_path), batch_size=3, device="cpu", decode="static")
+    conversations = [chat(q) for q in QUESTIONS]
+    for max_new_tokens in (1, 9):
+        sampling = Sampling(max_new_tokens=max_new_tokens)
+        assert static.generate(conversations, sampling) == backend.generate(conversations, sampling)
+    decoder = static.slot_decoder
+    assert decoder.slots == 3 and decoder.capacity % 256 == 0 and decoder.graph is None
+    static.batch_size = 2
+    sampled = Sampling(max_new_tokens=6, temperature=1.0, seed=5)
+    assert static.generate(conversations, sampled) == backend.generate(conversations, sampled)
+    assert static.slot_decoder is not decoder and static.slot_decoder.slots == 2
+    kept = static.slot_decoder
+    static.generate(conversations[:2], Sampling(max_new_tokens=3))
+    assert static.slot_decoder is kept  # same slots, enough capacity: no new decoder
+    assert static.generate([], Sampling()) == []
+    static.close()
+    assert static.slot_decoder is None
+    with pytest.raises(AriesError, match="decode: 'graph' is not 'dynamic' or 'static'"):
+        HFBackend(str(chatty_model_path), device="cpu", decode="graph")
+
+
+def test_static_decode_stops_at_eos_and_refills_the_freed_slot(stopping_model_path):
+    dynamic = HFBackend(str(stopping_model_path), batch_size=2, device="cpu")
+    static = HFBackend(str(stopping_model_path), batch_size=2, device="cpu", decode="static")
+    trio = [chat(STOP_PROMPT), chat("x y z"), chat("Hi")]
+    sampling = Sampling(max_new_tokens=10)
+    results = static.generate(trio, sampling)
+    assert results[0].finish_reason == "stop" and results[0].completion_tokens == STOP_STEP + 1
+    assert results == dynamic.generate(trio, sampling)
+
+
+@pytest.mark.slow
+def test_static_decode_equals_the_default_path_on_the_embedded_model(embedded_path):
+    """The real 135M model, 48 greedy tokens for 6 prompts in a pool of 4 (slots refilled)."""
+    conversations = [chat(q) for q in QUESTIONS[:6]]
+    sampling = Sampling(max_new_tokens=48)
+    dynamic = HFBackend(str(embedded_path), batch_size=4, device="cpu", dtype="float32")
+    expected = dynamic.generate(conversations, sampling)
+    dynamic.close()
+    static = HFBackend(
+        str(embedded_path), batch_size=4, device="cpu", dtype="float32", decode="static"
+    )
+    assert static.generate(conversations, sampling) == expected
+    assert len({g.text for g in expected}) == 6  # real, varied answers
