@@ -1,14 +1,27 @@
-"""Print the run configuration reference (Markdown) from the config dataclasses' help texts.
+"""Print the run configuration reference (Markdown) from the config dataclasses' declarations:
+help text, default, and the allowed values (a number's `Range`, a choice's values).
 
 python scripts/config_reference.py > /tmp/reference.md   # pasted into README.md
 """
 
 import dataclasses
+import typing
 
 from aries.pipeline.runconfig import RunConfig
+from aries.rewards import REWARD_TYPES, _builders
+
+
+def allowed(hint, field) -> str:
+    """The values a field accepts, as the validation pass checks them."""
+    if typing.get_origin(hint) is typing.Literal:
+        return ", ".join(f"`{choice}`" for choice in typing.get_args(hint))
+    if "range" in field.metadata:
+        return str(field.metadata["range"])
+    return ""
 
 
 def rows(cls, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         default = (
             field.default
@@ -22,8 +35,14 @@ def rows(cls, prefix: str = ""):
             continue
         text = field.metadata.get("help", "")
         shown = repr(default) if len(repr(default)) < 40 else "see configs/demo.yaml"
-        yield f"| `{prefix}{field.name}` | `{shown}` | {text} |"
+        values = allowed(hints[field.name], field)
+        yield f"| `{prefix}{field.name}` | `{shown}` | {values} | {text} |"
 
 
-print("| key | default | meaning |\n|---|---|---|")
+HEADER = "| key | default | allowed | meaning |\n|---|---|---|---|"
+print(HEADER)
 print("\n".join(rows(RunConfig)))
+print("\nReward sources (`reward:` and `eval.verifier:`): `type` and the settings of that type.\n")
+print(HEADER)
+for kind in REWARD_TYPES:
+    print("\n".join(rows(_builders()[kind][0], f"reward[{kind}].")))

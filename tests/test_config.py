@@ -113,3 +113,128 @@ def test_every_method_has_a_plan_of_stages():
 
     assert set(PLANS) == set(typing.get_args(Method))
     assert [s.name for s in PLANS["aries"].per_iteration][-2:] == ["train", "eval"]
+
+
+def _model_folder(path):
+    """A model folder as --check sees it: a config and safetensors weights (never loaded)."""
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(b"")
+    return str(path)
+
+
+def _check(data):
+    from aries.pipeline.plan import check_config
+
+    check_config(resolve_config(data))
+
+
+def test_check_resolves_model_folders_and_hub_ids_without_loading(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = _model_folder(tmp_path / "policy")
+    _check({"model": model})
+    for data, message in [
+        ({"model": str(tmp_path / "gone")}, r"^model: .*gone: model folder not found$"),
+        ({"model": str(tmp_path)}, r"^model: .*: not a model folder \(no config.json\)$"),
+        ({"model": "org/uncached"}, r"^model: org/uncached: not a local folder, and not in"),
+        ({"model": model, "teacher": {"model": "org/teach"}}, r"^teacher.model: org/teach: "),
+        (
+            {"model": model, "reward": {"type": "reward-model", "model": str(tmp_path / "rm")}},
+            r"^reward.model: .*rm: model folder not found$",
+        ),
+        (
+            {"model": model, "eval": {"verifier": {"type": "judge", "model": "a/b"}}},
+            r"^eval.verifier.model: a/b: not a local folder",
+        ),
+    ]:
+        with pytest.raises(AriesError, match=message):
+            _check(data)
+    (tmp_path / "weightless").mkdir()
+    (tmp_path / "weightless" / "config.json").write_text("{}")
+    with pytest.raises(AriesError, match=r"^model: .*weightless: no \*.safetensors"):
+        _check({"model": str(tmp_path / "weightless")})
+    snapshot = tmp_path / "hub" / "models--org--cached" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc")
+    _check({"model": "org/cached"})  # in the cache: valid offline
+
+
+def test_check_resolves_prompt_sources_and_datasets(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = _model_folder(tmp_path / "policy")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "a", "question": "1+1?"}\n')
+    gym = {"name": "reasoning-gym:basic_arithmetic", "seed": 5, "max_terms": 2}
+    _check(
+        {
+            "model": model,
+            "prompts": {"sources": [gym, {"name": str(prompts), "fields": {"prompt": "question"}}]},
+        }
+    )
+    for data, message in [
+        (
+            {"prompts": {"sources": [{"name": "reasoning-gym:basic_arithmetc"}]}},
+            r"^prompts.sources\[0\]: reasoning-gym has no task 'basic_arithmetc'; did you mean "
+            "'basic_arithmetic'\\?$",
+        ),
+        (
+            {"eval": {"sources": [{**gym, "max_termz": 3}]}},
+            r"^eval.sources\[0\]: reasoning-gym task 'basic_arithmetic' with .*max_termz",
+        ),
+        (
+            {"prompts": {"exclude": [str(tmp_path / "missing.jsonl")]}},
+            r"^prompts.exclude\[0\]: .*missing.jsonl: prompt file not found$",
+        ),
+        (
+            {"prompts": {"sources": [str(prompts)]}},
+            r"^prompts.sources\[0\]: .*prompts.jsonl:1: missing prompt field 'prompt'",
+        ),
+        (
+            {"prompts": {"sources": ["someone/uncached-dataset"]}},
+            r"^prompts.sources\[0\]: someone/uncached-dataset: not a local file, and the hub",
+        ),
+        (
+            {"sft": {"enabled": True, "dataset": str(tmp_path / "sft")}},
+            r"^sft.dataset: .*sft does not exist$",
+        ),
+    ]:
+        with pytest.raises(AriesError, match=message):
+            _check({"model": model, **data})
+
+
+def test_train_settings_pass_through_to_dpoconfig_unchanged(tmp_path):
+    from dataclasses import fields
+
+    from trl import DPOConfig
+
+    from aries.training.config import TrainConfig
+    from aries.training.losses import aries_loss, loss_names
+    from aries.training.train import dpo_arguments
+
+    train = TrainConfig(
+        loss_type="sigmoid, sft", beta=0.3, epochs=2, batch_size=3, max_steps=7, max_length=99
+    )
+    built = dpo_arguments(
+        train,
+        checkpoints=tmp_path / "ck",
+        output_dir=tmp_path / "model",
+        log_dir=None,
+        seed=3,
+        trust_remote_code=False,
+    )
+    args = DPOConfig(**built)
+    passed = [f for f in fields(TrainConfig) if "trl" in f.metadata]
+    assert {f.metadata["trl"] for f in passed} <= {f.name for f in fields(DPOConfig)}
+    assert len(passed) >= 13
+    for field in passed:
+        assert built[field.metadata["trl"]] == getattr(train, field.name), field.name
+    assert args.num_train_epochs == 2.0 and args.per_device_train_batch_size == 3
+    assert args.loss_type == ["sigmoid", "sft"] and args.seed == args.data_seed == 3
+    assert loss_names(["simpo"]) == loss_names(" simpo") == ("simpo",)
+    assert aries_loss(["simpo"]) == "simpo" and aries_loss("sigmoid,sft") is None

@@ -95,7 +95,7 @@ def test_encoder_without_template_is_a_text_pair_cut_on_the_response(minilm_scor
 def test_bad_configs_are_user_errors(tmp_path):
     with pytest.raises(AriesError, match="needs a model"):
         make_reward_source({"type": "reward-model"})
-    with pytest.raises(AriesError, match="unknown setting"):
+    with pytest.raises(AriesError, match="unknown config key .reward.batchsize.; did you mean"):
         make_reward_source({"type": "reward-model", "model": "x/y", "batchsize": 2})
     with pytest.raises(AriesError, match="not found"):
         make_reward_source({"type": "reward-model", "model": str(tmp_path / "missing")})

@@ -10,7 +10,19 @@ from aries.commands.refine import (
     backend_from_args,
     sampling_from_args,
 )
-from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+from aries.core.flags import add_flags, from_flags
+from aries.pipeline.runconfig import EvalConfig, GenerationConfig
+from aries.rewards.judge import JudgeConfig
+from aries.rewards.reward_model import RewardModelConfig
+
+JUDGE_FLAGS = {
+    "model": "--judge",
+    "mode": "--judge-mode",
+    "verdict": "--judge-verdict",
+    "max_new_tokens": "--judge-max-new-tokens",
+}
+"""The judge settings `aries eval --judge MODEL` takes (pairwise by default: answer against
+reference in both orders)."""
 
 
 def register(subparsers) -> None:
@@ -39,41 +51,10 @@ def register(subparsers) -> None:
         "'gsm8k:<file|hub id>', 'math:<file|hub id>', 'mt-bench', or a prompt file with "
         "'answer' fields",
     )
-    parser.add_argument(
-        "--rounds", type=int, default=2, help="refinement rounds K after the answer (default: 2)"
-    )
+    add_flags(parser, EvalConfig, ["rounds"])
     parser.add_argument("--size", type=int, default=None, help="evaluate at most N prompts")
-    parser.add_argument(
-        "--reward-model",
-        default=None,
-        help="score open-ended answers with this reward model (folder or hub id): win rate",
-    )
-    parser.add_argument(
-        "--judge",
-        default=None,
-        help="score open-ended answers with this LLM judge model ('embedded', folder, hub id)",
-    )
-    parser.add_argument(
-        "--judge-mode",
-        choices=("pairwise", "pointwise"),
-        default="pairwise",
-        help="pairwise: the judge compares answer and reference in both orders (default); "
-        "pointwise: each gets a 5-point rubric score and the higher one wins",
-    )
-    parser.add_argument(
-        "--judge-verdict",
-        choices=("text", "logprob"),
-        default="text",
-        help="text: parse the verdict the judge writes (default); logprob: read it from the "
-        "verdict tokens' probabilities in one forward pass (G-Eval, Liu et al. 2023, arXiv "
-        "2303.16634) - every comparison gets a verdict, even from a small judge",
-    )
-    parser.add_argument(
-        "--judge-max-new-tokens",
-        type=int,
-        default=256,
-        help="room for the judge's justification and verdict (default: 256)",
-    )
+    add_flags(parser, RewardModelConfig, {"model": "--reward-model"}, defaults={"model": None})
+    add_flags(parser, JudgeConfig, JUDGE_FLAGS, defaults={"model": None, "mode": "pairwise"})
     parser.add_argument(
         "--tie-margin",
         type=float,
@@ -87,9 +68,7 @@ def register(subparsers) -> None:
         help="chains.jsonl of a fixed baseline: win rate against its direct answers instead of "
         "the benchmark's reference answers",
     )
-    parser.add_argument(
-        "--instruction", default=DEFAULT_REFINE_INSTRUCTION, help="the refinement instruction z"
-    )
+    add_flags(parser, GenerationConfig, ["instruction"])
     parser.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals"
     )
@@ -112,8 +91,7 @@ def run_model(run_dir: str, iteration: int | None) -> str:
 def make_scorer(args: argparse.Namespace, backend, model: str):
     """(verifier, judge): exactly one is set, from --reward-model / --judge or the default."""
     from aries import AriesError
-    from aries.commands.score import judge_spec
-    from aries.rewards import make_reward_source, reward_config
+    from aries.rewards import make_reward_source
     from aries.rewards.judge import Judge
     from aries.rewards.pairwise import PairwiseJudge, RewardJudge
 
@@ -124,22 +102,21 @@ def make_scorer(args: argparse.Namespace, backend, model: str):
     if args.reward_model:
         source = make_reward_source({"type": "reward-model", "model": args.reward_model})
     else:
-        _, settings = reward_config(judge_spec(args, args.judge, verdict=args.judge_verdict))
+        settings = from_flags(args, JudgeConfig, JUDGE_FLAGS)
         # A model judging itself (Self-Rewarding style) reuses the loaded policy.
         source = Judge(settings, backend=backend if args.judge == model else None)
-        if args.judge_mode == "pairwise":
+        if settings.mode == "pairwise":
             return None, PairwiseJudge(source, tie_margin=args.tie_margin)
     return None, RewardJudge(source, tie_margin=args.tie_margin)
 
 
 def run(args: argparse.Namespace) -> int:
-    from aries import AriesError
     from aries.evaluation.benchmarks import load_baseline, load_benchmark
     from aries.evaluation.evaltable import format_table
     from aries.evaluation.evaluate import evaluate
 
-    if args.rounds < 0:
-        raise AriesError("--rounds must be >= 0")
+    rounds = from_flags(args, EvalConfig, ["rounds"]).rounds
+    instruction = from_flags(args, GenerationConfig, ["instruction"]).instruction
     model = run_model(args.run, args.iteration) if args.run else args.model
     prompts = load_benchmark(args.benchmark, size=args.size, seed=args.seed)
     baseline = load_baseline(args.baseline) if args.baseline else None
@@ -148,13 +125,13 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(
         backend,
         prompts,
-        rounds=args.rounds,
+        rounds=rounds,
         sampling=sampling_from_args(args),
         out_path=args.out,
         verifier=verifier,
         judge=judge,
         baseline=baseline,
-        instruction=args.instruction,
+        instruction=instruction,
         system_prompt=args.system_prompt,
         benchmark=args.benchmark,
         model=model,

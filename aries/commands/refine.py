@@ -5,23 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+from aries.core.flags import add_flags, from_flags
+from aries.pipeline.runconfig import GenerationConfig, RunConfig
+
+CHAIN_FLAGS = ["rounds", "instruction", "samples"]
+"""The chain options of `aries refine` (GenerationConfig fields, with their defaults)."""
+
+
+MODEL_FLAGS = ["model", "trust_remote_code", "system_prompt", "chat_template"]
+"""Run-config options of every command that loads a generation model (RunConfig fields)."""
+ENGINE_FLAGS = ["backend", "batch_size"]
+SAMPLING_FLAGS = ["max_new_tokens", "temperature", "top_p"]
+"""Generation options (GenerationConfig fields) with the defaults of a single command."""
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = "embedded") -> None:
     """Options every command that loads a generation model shares (`model`: the default)."""
-    parser.add_argument(
-        "--model",
-        default=model,
-        help="'embedded' (SmolLM2-135M-Instruct, offline), a local HF folder, a .gguf file, "
-        f"a PEFT adapter folder or a hub id (default: {model or 'none'})",
-    )
-    parser.add_argument(
-        "--backend", default="hf", help="generation backend: hf, vllm or openai (default: hf)"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=16, help="prompts per generate call (default: 16)"
-    )
+    defaults = {"model": model, "trust_remote_code": False}
+    add_flags(parser, RunConfig, MODEL_FLAGS, defaults=defaults)
+    add_flags(parser, GenerationConfig, ENGINE_FLAGS, defaults={"backend": "hf", "batch_size": 16})
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)"
     )
@@ -31,32 +33,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = "em
         help="auto (bf16 on GPU, fp32 on CPU), fast (also bf16 on a CPU with bf16 "
         "instructions), float32, bfloat16, float16",
     )
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow model repositories to run their own Python code (off by default)",
-    )
-    parser.add_argument(
-        "--system-prompt",
-        default=None,
-        help="system message put first in every conversation (as a run's system_prompt: give "
-        "the one the model was trained with)",
-    )
-    parser.add_argument(
-        "--chat-template",
-        default=None,
-        help="chat template instead of the model's own: a Jinja template, a file holding one, "
-        "or 'plain' (Question: / Answer: text)",
-    )
 
 
 def engine_options_from_args(args: argparse.Namespace) -> dict:
-    """The add_model_arguments options that the chosen `--backend` takes."""
+    """The add_model_arguments options that the chosen `--backend` takes, their ranges checked."""
     from aries.backends import engine_options
 
+    engine = from_flags(args, GenerationConfig, ENGINE_FLAGS)
     return engine_options(
-        args.backend,
-        batch_size=args.batch_size,
+        engine.backend,
+        batch_size=engine.batch_size,
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
@@ -72,26 +58,18 @@ def backend_from_args(args: argparse.Namespace, model: str | None = None):
 
 
 def sampling_from_args(args: argparse.Namespace):
-    """The `Sampling` the add_sampling_arguments options describe."""
+    """The `Sampling` the add_sampling_arguments options describe, their ranges checked."""
     from aries.backends import Sampling
 
-    return Sampling(args.max_new_tokens, args.temperature, args.top_p, args.seed)
+    checked = from_flags(args, GenerationConfig, SAMPLING_FLAGS)
+    seed = from_flags(args, RunConfig, ["seed"]).seed
+    return Sampling(checked.max_new_tokens, checked.temperature, checked.top_p, seed)
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, *, temperature: float = 0.0) -> None:
-    parser.add_argument(
-        "--max-new-tokens", type=int, default=256, help="tokens per answer (default: 256)"
-    )
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=temperature,
-        help=f"0 = greedy, > 0 samples (default: {temperature})",
-    )
-    parser.add_argument(
-        "--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    defaults = {"max_new_tokens": 256, "temperature": temperature, "top_p": 1.0}
+    add_flags(parser, GenerationConfig, SAMPLING_FLAGS, defaults=defaults)
+    add_flags(parser, RunConfig, ["seed"], defaults={"seed": 0})
 
 
 def register(subparsers) -> None:
@@ -120,15 +98,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--size", type=int, default=None, help="take at most this many prompts per source"
     )
-    parser.add_argument(
-        "--rounds", type=int, default=2, help="refinement rounds K after the answer (default: 2)"
-    )
-    parser.add_argument(
-        "--instruction", default=DEFAULT_REFINE_INSTRUCTION, help="the refinement instruction z"
-    )
-    parser.add_argument(
-        "--samples", type=int, default=0, help="extra independent direct samples per prompt"
-    )
+    add_flags(parser, GenerationConfig, CHAIN_FLAGS)
     parser.add_argument(
         "--pick",
         choices=("last", "vote"),
@@ -174,8 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.question) == bool(args.prompts):
         raise AriesError("give either a question or --prompts SOURCE (not both)")
-    if args.rounds < 0:
-        raise AriesError("--rounds must be >= 0")
+    chain = from_flags(args, GenerationConfig, CHAIN_FLAGS)
     if args.question:
         prompts = [{"id": "question", "prompt": args.question}]
     else:
@@ -191,9 +160,9 @@ def run(args: argparse.Namespace) -> int:
     prompts, too_long = split_by_context(
         backend,
         prompts,
-        rounds=args.rounds,
+        rounds=chain.rounds,
         max_new_tokens=args.max_new_tokens,
-        instruction=args.instruction,
+        instruction=chain.instruction,
         system_prompt=args.system_prompt,
     )
     if too_long:
@@ -206,11 +175,11 @@ def run(args: argparse.Namespace) -> int:
     records = run_chains(
         backend,
         prompts,
-        rounds=args.rounds,
+        rounds=chain.rounds,
         sampling=sampling,
-        instruction=args.instruction,
+        instruction=chain.instruction,
         system_prompt=args.system_prompt,
-        n_samples=args.samples,
+        n_samples=chain.samples,
         out_path=out,
         progress=not args.question,
     )
@@ -224,5 +193,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         records = [{**r, "picked_round": k} for r, k in zip(records, picks, strict=True)]
         atomic_write_jsonl(out, records)
-        print(f"wrote {len(records)} chains ({args.rounds} refinement rounds) to {out}")
+        print(f"wrote {len(records)} chains ({chain.rounds} refinement rounds) to {out}")
     return 0

@@ -6,7 +6,43 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from aries.core.flags import add_flags, from_flags
 from aries.rewards import REWARD_TYPES
+
+SHARED = {"batch_size": "--batch-size", "device": "--device", "dtype": "--dtype"}
+REWARD_FLAGS = {
+    "reward-model": {
+        "model": "--reward-model",
+        **SHARED,
+        "max_length": "--max-length",
+        "label_index": "--label-index",
+        "trust_remote_code": "--trust-remote-code",
+    },
+    "judge": {
+        "model": "--judge-model",
+        "mode": "--judge-mode",
+        "max_new_tokens": "--judge-max-new-tokens",
+        "verdict": "--judge-verdict",
+        "use_reference": "--judge-use-reference",
+        "backend": "--judge-backend",
+        **SHARED,
+    },
+    "regex": {
+        "pattern": "--pattern",
+        "mode": "--regex-mode",
+        "case_sensitive": "--case-sensitive",
+        "max_chars": "--regex-max-chars",
+    },
+    "verifier": {
+        "answer_marker": "--answer-marker",
+        "timeout_s": "--timeout-s",
+        "max_chars": "--max-chars",
+        "last_number_fallback": "--last-number-fallback",
+    },
+    "exact-match": {"answer_marker": "--answer-marker", "case_sensitive": "--case-sensitive"},
+}
+"""Each reward type's settings as `aries score` flags; a flag shared by several types (the
+reward model's and the judge's --batch-size) is read by each of them."""
 
 
 def register(subparsers) -> None:
@@ -24,47 +60,8 @@ def register(subparsers) -> None:
         help="verifier (reasoning-gym / math-verify), exact-match, regex, reward-model "
         "(HF sequence classifier) or judge (LLM judge)",
     )
-    parser.add_argument("--reward-model", help="reward-model: model folder or hub id")
-    parser.add_argument(
-        "--judge-model", default="embedded", help="judge: model spec (default: embedded)"
-    )
-    parser.add_argument(
-        "--judge-mode",
-        default="pointwise",
-        choices=("pointwise", "pairwise"),
-        help="judge: additive 5-point rubric (Yuan et al. 2024) or pairwise in both orders "
-        "(default: pointwise)",
-    )
-    parser.add_argument(
-        "--judge-max-new-tokens",
-        type=int,
-        default=256,
-        help="judge: tokens for the justification and verdict (default: 256)",
-    )
-    parser.add_argument("--pattern", help="regex: the regular expression")
-    parser.add_argument(
-        "--regex-mode",
-        default="extract",
-        choices=("extract", "match"),
-        help="regex: compare the extracted answer with the reference, or reward any match "
-        "(default: extract)",
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=8, help="reward-model/judge batch size (default: 8)"
-    )
-    parser.add_argument(
-        "--max-length",
-        type=int,
-        default=2048,
-        help="reward-model: tokens per pair; the response is cut from the right (default: 2048)",
-    )
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if any)")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 GPU, fp32 CPU) or a dtype")
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="reward-model: allow the repository's own Python code (off by default)",
-    )
+    for kind, flags in REWARD_FLAGS.items():
+        add_flags(parser, reward_class(kind), flags)
     parser.add_argument(
         "--out", default=None, help="scores file (default: scores.jsonl beside CHAINS)"
     )
@@ -72,40 +69,22 @@ def register(subparsers) -> None:
 
 
 def reward_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The `make_reward_source` config that the command-line options describe."""
+    """The `make_reward_source` config that the command-line options describe, every setting
+    checked by the reward type's dataclass (errors name the flag)."""
     from aries import AriesError
 
-    if args.reward == "reward-model":
-        if not args.reward_model:
-            raise AriesError("--reward reward-model needs --reward-model PATH")
-        return {
-            "type": "reward-model",
-            "model": args.reward_model,
-            "batch_size": args.batch_size,
-            "max_length": args.max_length,
-            "device": args.device,
-            "dtype": args.dtype,
-            "trust_remote_code": args.trust_remote_code,
-        }
-    if args.reward == "judge":
-        return judge_spec(
-            args, args.judge_model, batch_size=args.batch_size, device=args.device, dtype=args.dtype
-        )
-    if args.reward == "regex":
-        return {"type": "regex", "pattern": args.pattern or "", "mode": args.regex_mode}
-    return {"type": args.reward}
+    if args.reward == "reward-model" and not args.reward_model:
+        raise AriesError("--reward reward-model needs --reward-model PATH")
+    flags = REWARD_FLAGS.get(args.reward, {})
+    settings = from_flags(args, reward_class(args.reward), flags)
+    return {"type": args.reward, **{name: getattr(settings, name) for name in flags}}
 
 
-def judge_spec(args: argparse.Namespace, model: str, **settings: Any) -> dict[str, Any]:
-    """The `judge` reward spec of the --judge-mode / --judge-max-new-tokens options (aries score
-    and aries eval), with the command's own `settings`."""
-    return {
-        "type": "judge",
-        "model": model,
-        "mode": args.judge_mode,
-        "max_new_tokens": args.judge_max_new_tokens,
-        **settings,
-    }
+def reward_class(kind: str) -> type:
+    """The config dataclass of reward type `kind`."""
+    from aries.rewards import _builders
+
+    return _builders()[kind][0]
 
 
 def run(args: argparse.Namespace) -> int:

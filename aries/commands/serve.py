@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from aries.commands.refine import add_model_arguments, engine_options_from_args
+from aries.core.flags import add_flags, from_flags
+from aries.pipeline.runconfig import GenerationConfig
 
 
 def register(subparsers) -> None:
@@ -31,12 +33,7 @@ def register(subparsers) -> None:
         default=None,
         help="model id listed by /v1/models and echoed in responses (default: --model)",
     )
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=256,
-        help="answer length for requests that do not set max_tokens (default: 256)",
-    )
+    add_flags(parser, GenerationConfig, ["max_new_tokens"], defaults={"max_new_tokens": 256})
     parser.add_argument(
         "--max-refine-rounds",
         type=int,
@@ -94,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         backend_options=engine_options_from_args(args),
         served_model_name=args.served_model_name,
         log_level=args.log_level,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=from_flags(args, GenerationConfig, ["max_new_tokens"]).max_new_tokens,
         max_refine_rounds=args.max_refine_rounds,
         max_batch=args.max_batch,
         batch_wait=args.batch_wait_ms / 1000,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from aries.core.flags import add_flags, from_flags
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION
+from aries.pipeline.runconfig import RunConfig
+from aries.training.config import SFTConfig
+
+SFT_FLAGS = ["dataset", "learning_rate", "epochs", "batch_size", "max_length"]
+RUN_FLAGS = ["model", "seed", "system_prompt", "chat_template"]
+"""The run-level options that `aries sft` shares with a run config."""
 
 
 def register(subparsers) -> None:
@@ -26,25 +33,9 @@ def register(subparsers) -> None:
         "a preference file with prompt / chosen / rejected fields (ARIES, arXiv 2502.05605, "
         "Eq. 4), through TRL's SFTTrainer.",
     )
-    sft.add_argument("--model", default="embedded", help="model to fine-tune (default: embedded)")
-    sft.add_argument(
-        "--data", required=True, help="JSONL/JSON/CSV/Parquet with prompt, chosen, rejected"
-    )
+    add_flags(sft, SFTConfig, SFT_FLAGS, required=["dataset"], aliases={"dataset": ["--data"]})
     sft.add_argument("--out", required=True, help="output model folder")
-    sft.add_argument("--learning-rate", type=float, default=1e-5, help="peak learning rate")
-    sft.add_argument("--epochs", type=float, default=1.0, help="passes over the data")
-    sft.add_argument("--batch-size", type=int, default=8, help="examples per step")
-    sft.add_argument("--max-length", type=int, default=512, help="tokens per example")
-    sft.add_argument("--seed", type=int, default=0, help="training seed")
-    sft.add_argument(
-        "--system-prompt", default=None, help="system message opening every example (default: none)"
-    )
-    sft.add_argument(
-        "--chat-template",
-        default=None,
-        help="chat template instead of the model's own (Jinja text, a file, or 'plain'); saved "
-        "with the model",
-    )
+    add_flags(sft, RunConfig, RUN_FLAGS)
     sft.set_defaults(func=sft_command)
 
 
@@ -68,25 +59,16 @@ def sft_command(args: argparse.Namespace) -> int:
 
     from aries.core.models import resolve_model
     from aries.method.pairs import sft_dataset
-    from aries.training.config import SFTConfig
     from aries.training.train import train_sft
 
-    config = SFTConfig(
-        enabled=True,
-        dataset=args.data,
-        learning_rate=args.learning_rate,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-    )
-    model = resolve_model(args.model)
+    config = from_flags(args, SFTConfig, SFT_FLAGS, enabled=True)
+    run = from_flags(args, RunConfig, RUN_FLAGS)
+    model = resolve_model(run.model)
     with tempfile.TemporaryDirectory() as tmp:
         examples = f"{tmp}/examples"
-        count = sft_dataset(
-            config.dataset, examples, DEFAULT_REFINE_INSTRUCTION, args.system_prompt
-        )
+        count = sft_dataset(config.dataset, examples, DEFAULT_REFINE_INSTRUCTION, run.system_prompt)
         metrics = train_sft(
-            model, examples, args.out, config, seed=args.seed, chat_template=args.chat_template
+            model, examples, args.out, config, seed=run.seed, chat_template=run.chat_template
         )
     print(f"trained on {count} examples ({metrics['steps']} steps); model saved to {args.out}")
     return 0

@@ -1,8 +1,11 @@
 """Typed configuration from YAML: dataclasses with help text, strict loading, dotted overrides.
 
-Each stage's settings live in a dataclass next to the code it configures (TRL style); this module
-only knows how to turn YAML + `--set key=value` overrides into those dataclasses, rejecting
-unknown keys (with a suggestion) and wrong types (naming the key), and how to write the resolved
+Each stage's settings live in a dataclass next to the code it configures (TRL style), and each
+field declares there its help text, and for a number its allowed `Range`: the only place an option
+is declared. This module turns YAML + `--set key=value` overrides into those dataclasses, and
+validates every field the same way whether it came from YAML, a CLI flag or Python (`Options`
+runs `validate` on construction): unknown keys get a suggestion, wrong types, choices and ranges a
+one-line error naming the dotted key, the value and what is allowed. It also writes the resolved
 configuration back out with every default filled in.
 """
 
@@ -10,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 import yaml
 
@@ -24,11 +29,92 @@ from aries import AriesError
 T = TypeVar("T")
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric option, declared beside it: `"range": Range(ge=1)`.
+
+    Bounds are inclusive (`ge`, `le`) or exclusive (`gt`, `lt`); NaN and infinities are always out
+    of range, so a field with no bound still declares `Range()`: any finite number.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __contains__(self, value: float) -> bool:
+        return (
+            math.isfinite(value)
+            and (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+    def __str__(self) -> str:
+        bounds = [
+            f"{op} {bound:g}"
+            for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            if bound is not None
+        ]
+        return " and ".join(bounds) or "a finite number"
+
+
+class FieldError(AriesError):
+    """A bad value of one field; `from_dict` re-raises it under the field's dotted key."""
+
+    def __init__(self, section: str, name: str, problem: str):
+        self.name, self.problem = name, problem
+        super().__init__(f"{section}.{name}{problem}" if section else f"{name}{problem}")
+
+
+class Options:
+    """Base of every config dataclass: each instance is validated when it is built, from YAML, CLI
+    flags or Python alike. `section` names it in errors (`train`, `selection`, `reward`); a
+    subclass's own `__post_init__` (cross-field checks) calls `super().__post_init__()` first."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def validate(config: Any) -> None:
+    """Check every own field of a config dataclass against its type, choices and `Range`
+    (numbers given as int to a float field become floats); nested sections check themselves."""
+    hints, section = _hints(type(config)), type(config).section
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            continue
+        key = f"{section}.{f.name}" if section else f.name
+        try:
+            value = _convert(hints[f.name], value, key)
+        except AriesError as error:
+            raise FieldError(section, f.name, str(error)[len(key) :]) from None
+        allowed = f.metadata.get("range")
+        if allowed is not None and value is not None and value not in allowed:
+            raise FieldError(section, f.name, f" must be {allowed}, not {value!r}")
+        object.__setattr__(config, f.name, value)
+
+
+def number_type(hint: Any) -> type | None:
+    """int or float for `int`, `float`, `int | None`, `float | None`; None for anything else."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else ()
+    kinds = [option for option in options if option is not type(None)] or [hint]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in (int, float) else None
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """Build dataclass `cls` from a dict, checking every key and value against the annotations."""
     if not isinstance(data, dict):
         raise AriesError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {}
     for key, value in data.items():
@@ -38,7 +124,10 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
             hint = f"; did you mean {where + '.' if where else ''}{close[0]}?" if close else ""
             raise AriesError(f"unknown config key {path!r}{hint}")
         values[key] = _convert(hints[key], value, path)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except FieldError as error:
+        raise AriesError(f"{where + '.' if where else ''}{error.name}{error.problem}") from None
 
 
 def _convert(hint: Any, value: Any, path: str) -> Any:
@@ -80,7 +169,7 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is bool and not isinstance(value, bool) or not isinstance(value, hint):
+    if isinstance(value, bool) != (hint is bool) or not isinstance(value, hint):
         raise AriesError(f"{path}: expected {hint.__name__}, got {value!r}")
     return value
 
@@ -89,15 +178,6 @@ def _choices(choices: tuple) -> str:
     if len(choices) == 2:
         return f"{choices[0]!r} or {choices[1]!r}"
     return "one of " + ", ".join(map(repr, choices))
-
-
-def check_choices(config: Any, where: str = "") -> None:
-    """Check every `Literal`-typed field of a dataclass built in Python (from_dict checks the
-    ones it loads): a typo fails at once, with the list of choices."""
-    hints = typing.get_type_hints(type(config))
-    for f in dataclasses.fields(config):
-        if typing.get_origin(hints[f.name]) is Literal:
-            _convert(hints[f.name], getattr(config, f.name), f"{where}{f.name}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

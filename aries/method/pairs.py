@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aries import AriesError
+from aries.core.config import FieldError, Options, Range
 from aries.core.views import direct_messages, refine_messages, render_plain
 
 VIEWS = ("direct", "refine")
@@ -29,27 +30,39 @@ VIEWS = ("direct", "refine")
 
 
 @dataclass
-class PairsConfig:
+class PairsConfig(Options):
     """The view mixture of the pair dataset (`pairs:` in a run config)."""
+
+    section = "pairs"
 
     w_direct: float = field(
         default=1.0,
-        metadata={"help": "Weight of the direct view x -> y_w/y_l (ARIES, arXiv 2502.05605)."},
+        metadata={
+            "range": Range(ge=0),
+            "help": "Weight of the direct view x -> y_w/y_l (ARIES, arXiv 2502.05605).",
+        },
     )
     w_refine: float = field(
         default=1.0,
         metadata={
+            "range": Range(ge=0),
             "help": "Weight of the refine view (x, y_l, z) -> y_w/y_l (ARIES, arXiv 2502.05605); "
-            "weights are realised as mixing proportions of the pair dataset."
+            "weights are realised as mixing proportions of the pair dataset.",
         },
     )
     w_keep: float = field(
         default=0.0,
         metadata={
+            "range": Range(ge=0),
             "help": "Weight of the optional keep view (x, y_w, z) -> y_w/y_l [design, not in "
-            "ARIES]: refinement keeps an answer that is already right. 0 = pure ARIES."
+            "ARIES]: refinement keeps an answer that is already right. 0 = pure ARIES.",
         },
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.w_direct + self.w_refine == 0:
+            raise FieldError(self.section, "w_refine", ": w_direct and w_refine cannot both be 0")
 
 
 def build_pairs(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from aries import AriesError
-from aries.core.config import check_choices
+from aries.core.config import Options, Range
 from aries.method.strategies import RANKINGS, Candidate, Pair, normalised, preference
 from aries.method.winrates import estimator, win_rates
 from aries.rewards import is_missing
@@ -51,8 +51,10 @@ DROP_REASONS = (
 
 
 @dataclass
-class SelectionConfig:
+class SelectionConfig(Options):
     """How pairs are chosen; see the module docstring for the strategies."""
+
+    section = "selection"
 
     strategy: Strategy = field(
         default="reward",
@@ -73,26 +75,36 @@ class SelectionConfig:
     )
     margin: float = field(
         default=0.0,
-        metadata={"help": "reward: drop the prompt when best - worst score < margin."},
+        metadata={
+            "range": Range(ge=0),
+            "help": "reward: drop the prompt when best - worst score < margin.",
+        },
     )
     max_length_ratio: float = field(
         default=3.0,
         metadata={
+            "range": Range(ge=1),
             "help": "rule: drop when the longer of first/last is more than this many times the "
-            "shorter (characters); guards against 'refine = make longer'."
+            "shorter (characters); guards against 'refine = make longer'.",
         },
     )
     max_repetition: float = field(
         default=0.5,
         metadata={
+            "range": Range(ge=0, le=1),
             "help": "rule: a response whose share of repeated word n-grams exceeds this is a "
-            "degenerate repetition loop."
+            "degenerate repetition loop.",
         },
     )
-    repetition_ngram: int = field(default=4, metadata={"help": "n of those word n-grams."})
+    repetition_ngram: int = field(
+        default=4, metadata={"range": Range(ge=1), "help": "n of those word n-grams."}
+    )
     correct_threshold: float = field(
         default=1.0,
-        metadata={"help": "verifier: a score at or above this counts as correct."},
+        metadata={
+            "range": Range(),
+            "help": "verifier: a score at or above this counts as correct.",
+        },
     )
     tie_break: TieBreak = field(
         default="shorter",
@@ -104,9 +116,10 @@ class SelectionConfig:
     pairs_per_prompt: int = field(
         default=1,
         metadata={
+            "range": Range(ge=1),
             "help": "reward / verifier: up to this many distinct (chosen, rejected) pairs per "
             "prompt, the best-against-worst first, so that fewer responses go to waste [design]. "
-            "1 = one pair per prompt, as in ARIES (arXiv 2502.05605) and iterative DPO."
+            "1 = one pair per prompt, as in ARIES (arXiv 2502.05605) and iterative DPO.",
         },
     )
     on_policy_refine: bool = field(
@@ -122,13 +135,9 @@ class SelectionConfig:
     )
 
     def __post_init__(self) -> None:
-        check_choices(self, "selection.")
+        super().__post_init__()
         if self.strategy == "rule" and self.candidates == "samples":
             raise AriesError("rule selection compares chain rounds: candidates cannot be 'samples'")
-        if self.max_length_ratio < 1 or self.repetition_ngram < 1:
-            raise AriesError("max_length_ratio must be >= 1 and repetition_ngram >= 1")
-        if self.pairs_per_prompt < 1:
-            raise AriesError("selection.pairs_per_prompt must be >= 1")
         if self.on_policy_refine and self.strategy != "verifier":
             raise AriesError("selection.on_policy_refine needs the verifier strategy")
 

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aries.backends import BackendName
+from aries.core.config import Options, Range
 
 
 @dataclass
-class TeacherConfig:
+class TeacherConfig(Options):
     """Teacher responses added to the candidates (`teacher:` in a run config)."""
+
+    section = "teacher"
 
     model: str | None = field(
         default=None,
@@ -33,7 +36,9 @@ class TeacherConfig:
         default_factory=dict,
         metadata={"help": "Extra backend constructor options (e.g. base_urls for openai)."},
     )
-    samples: int = field(default=1, metadata={"help": "Teacher answers per prompt."})
+    samples: int = field(
+        default=1, metadata={"range": Range(ge=1), "help": "Teacher answers per prompt."}
+    )
 
 
 def add_teacher_responses(

@@ -1,36 +1,25 @@
 """`aries run --check`: validate a run config completely and describe what the run would do.
 
-Nothing is loaded or run: the config is resolved (unknown keys, choices, loss types against the
-installed TRL, method constraints), every prompt source is parsed, and the plan is printed: the
+Nothing is loaded or run: the config is resolved (unknown keys, types, choices and ranges, loss
+types against the installed TRL, method constraints), every reference it makes is resolved on disk
+and in the local Hugging Face cache (models, prompt sources, datasets), and the plan is printed: the
 stages of the method in order, the models, what each iteration collects, selects and trains.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-from aries import AriesError
 from aries.core.registry import Registry
 from aries.pipeline.runconfig import RunConfig
 
 
 def check_config(config: RunConfig) -> None:
-    """What resolve_config leaves to the stages: prompt source specs, the SFT dataset file."""
-    from aries.method.sources import PromptSource
+    """What resolve_config leaves to the stages: every model, prompt source, dataset and file the
+    run will read is resolved, without loading weights (aries.pipeline.references)."""
+    from aries.pipeline.references import check_references
 
-    for section, specs in (
-        ("prompts.sources", config.prompts.sources),
-        ("prompts.exclude", config.prompts.exclude),
-        ("eval.sources", config.eval.sources if config.eval.enabled else []),
-    ):
-        for index, spec in enumerate(specs):
-            try:
-                PromptSource.parse(spec)
-            except (AriesError, TypeError) as error:
-                raise AriesError(f"{section}[{index}]: {error}") from error
-    if config.sft.enabled and not Path(config.sft.dataset).exists():
-        raise AriesError(f"sft.dataset: {config.sft.dataset} does not exist")
+    check_references(config)
 
 
 def describe_plan(config: RunConfig) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from aries import AriesError
 from aries.backends import BackendName, check_chat_template_backend
-from aries.core.config import apply_overrides, from_dict, load_yaml
+from aries.core.config import Options, Range, apply_overrides, from_dict, load_yaml
 from aries.core.integrations import check_hub, report_targets
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION, chat_template_text
 from aries.method.pairs import PairsConfig
@@ -27,8 +27,10 @@ Method = Literal["aries", "iterative-dpo", "dno", "temporal-self-rewarding", "se
 
 
 @dataclass
-class PromptsConfig:
+class PromptsConfig(Options):
     """Training prompts (`prompts:`): fresh ones every iteration."""
+
+    section = "prompts"
 
     sources: list[Any] = field(
         default_factory=lambda: [
@@ -43,11 +45,12 @@ class PromptsConfig:
     per_iteration: int = field(
         default=64,
         metadata={
+            "range": Range(ge=1),
             "help": "Prompts per iteration, split across sources in proportion to their weights "
             "(largest remainders get the leftover prompts, so the counts add up exactly; "
             "aries.method.sources.mixture_counts); iteration t takes each source's t-th slice, "
             "so no "
-            "prompt is used twice."
+            "prompt is used twice.",
         },
     )
     exclude: list[Any] = field(
@@ -60,47 +63,67 @@ class PromptsConfig:
 
 
 @dataclass
-class GenerationConfig:
+class GenerationConfig(Options):
     """Collection settings (`generation:`)."""
+
+    section = "generation"
 
     backend: BackendName = field(default="hf", metadata={"help": "hf, vllm or openai."})
     backend_options: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Extra backend constructor options (e.g. base_urls for openai)."},
     )
-    batch_size: int = field(default=16, metadata={"help": "Prompts per generate call (hf)."})
-    rounds: int = field(default=2, metadata={"help": "Refinement rounds K after the answer."})
+    batch_size: int = field(
+        default=16, metadata={"range": Range(ge=1), "help": "Prompts per generate call (hf)."}
+    )
+    rounds: int = field(
+        default=2, metadata={"range": Range(ge=0), "help": "Refinement rounds K after the answer."}
+    )
     samples: int = field(
         default=0,
         metadata={
+            "range": Range(ge=0),
             "help": "Extra independent direct samples N per prompt (Iterative DPO's "
-            "candidates; Xiong et al. 2023, arXiv 2312.11456)."
+            "candidates; Xiong et al. 2023, arXiv 2312.11456).",
         },
     )
-    max_new_tokens: int = field(default=256, metadata={"help": "Tokens per response."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    max_new_tokens: int = field(
+        default=256, metadata={"range": Range(ge=1), "help": "Tokens per response."}
+    )
+    temperature: float = field(
+        default=0.7, metadata={"range": Range(ge=0), "help": "Sampling temperature; 0 = greedy."}
+    )
     answer_temperature: float | None = field(
         default=None,
         metadata={
+            "range": Range(ge=0),
             "help": "Temperature of each chain's first answer y^0 only (None: `temperature`). "
             "0 = greedy, the answer the model gives at inference (evaluation decodes greedily), "
             "so refine pairs hold the mistakes the refiner will be shown rather than sampling "
             "noise [design; on-policy first attempts as in SCoRe, arXiv 2409.12917]. "
-            "Refinements and extra samples keep `temperature`."
+            "Refinements and extra samples keep `temperature`.",
         },
     )
-    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
+    top_p: float = field(
+        default=0.95, metadata={"range": Range(gt=0, le=1), "help": "Nucleus sampling mass."}
+    )
     instruction: str = field(
         default=DEFAULT_REFINE_INSTRUCTION, metadata={"help": "The refinement instruction z."}
     )
     chunk_size: int = field(
-        default=64, metadata={"help": "Prompts written to chains.jsonl at a time (resume unit)."}
+        default=64,
+        metadata={
+            "range": Range(ge=1),
+            "help": "Prompts written to chains.jsonl at a time (resume unit).",
+        },
     )
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Options):
     """Held-out evaluation after every iteration (`eval:`)."""
+
+    section = "eval"
 
     enabled: bool = field(default=True, metadata={"help": "Evaluate each iteration's model."})
     baseline: bool = field(default=True, metadata={"help": "Also evaluate the initial model."})
@@ -117,9 +140,15 @@ class EvalConfig:
         ],
         metadata={"help": "Held-out prompt sources; never used for training (checked)."},
     )
-    size: int = field(default=48, metadata={"help": "Held-out prompts per source."})
-    rounds: int = field(default=2, metadata={"help": "Refinement rounds evaluated."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Tokens per response."})
+    size: int = field(
+        default=48, metadata={"range": Range(ge=1), "help": "Held-out prompts per source."}
+    )
+    rounds: int = field(
+        default=2, metadata={"range": Range(ge=0), "help": "Refinement rounds evaluated."}
+    )
+    max_new_tokens: int = field(
+        default=256, metadata={"range": Range(ge=1), "help": "Tokens per response."}
+    )
     verifier: dict[str, Any] = field(
         default_factory=lambda: {"type": "verifier"},
         metadata={"help": "Reward source deciding correctness (accuracy per round)."},
@@ -127,7 +156,7 @@ class EvalConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Options):
     """One ARIES run (the YAML file given to `aries run --config`)."""
 
     name: str = field(default="demo", metadata={"help": "Run name; the folder under output_dir."})
@@ -144,9 +173,20 @@ class RunConfig:
             "2025, arXiv 2508.06026; with a judge without a model it is self-rewarding)."
         },
     )
-    model: str = field(default="embedded", metadata={"help": "Initial policy π_0."})
-    iterations: int = field(default=3, metadata={"help": "ARIES iterations T."})
-    seed: int = field(default=0, metadata={"help": "Seed for sampling, mixing and training."})
+    model: str = field(
+        default="embedded",
+        metadata={
+            "help": "The initial policy π_0: 'embedded' (SmolLM2-135M-Instruct, offline), a "
+            "local model folder, a .gguf file, a PEFT adapter folder or a hub id."
+        },
+    )
+    iterations: int = field(
+        default=3, metadata={"range": Range(ge=0), "help": "ARIES iterations T."}
+    )
+    seed: int = field(
+        default=0,
+        metadata={"range": Range(ge=0), "help": "Seed for sampling, mixing and training."},
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Let model repositories run their own code."}
     )
@@ -202,8 +242,6 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
         config.pairs = PairsConfig(w_direct=1.0, w_refine=0.0, w_keep=0.0)
     if config.method == "dno":
         _check_dno(config)
-    if config.iterations < 0 or config.generation.rounds < 0:
-        raise AriesError("iterations and generation.rounds must be >= 0")
     from aries.training.losses import check_loss_settings
 
     check_loss_settings(config.train, config.selection.strategy)
@@ -214,8 +252,8 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
         chat_template_text(config.chat_template)  # a missing template file fails here
     check_hub(config.train.push_to_hub, config.train.hub_model_id)
     _check_prompt_mixture(config.prompts)
-    reward_config(config.reward)
-    reward_config(config.eval.verifier)
+    reward_config(config.reward, "reward")
+    reward_config(config.eval.verifier, "eval.verifier")
     if config.sft.enabled and not config.sft.dataset:
         raise AriesError("sft.enabled needs sft.dataset (prompt/chosen/rejected records)")
     if config.sft.warm_start and (config.sft.enabled or config.method != "aries"):

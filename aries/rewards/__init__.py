@@ -9,7 +9,6 @@ turned into a zero: a silent zero would become a "rejected" answer.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,15 +53,22 @@ def make_reward_source(config: dict[str, Any] | str) -> RewardSource:
     return _builders()[kind][1](settings)
 
 
-def reward_config(config: dict[str, Any] | str) -> tuple[str, Any]:
+def reward_config(config: dict[str, Any] | str, where: str = "reward") -> tuple[str, Any]:
     """(type, its config dataclass) of a reward spec, checked without loading any model: what a
-    run config's `reward:` and `eval.verifier:` are validated with when the config is loaded."""
+    run config's `reward:` and `eval.verifier:` are validated with when the config is loaded,
+    by the same loader as every other section (errors name `where.key`)."""
+    from aries.core.config import from_dict
+
+    if not isinstance(config, (dict, str)):
+        raise AriesError(f"{where}: expected a reward type or a mapping, got {config!r}")
     options = {"type": config} if isinstance(config, str) else dict(config)
     kind = options.pop("type", None)
     builders = _builders()
     if kind not in builders:
-        raise AriesError(f"unknown reward type {kind!r}: choose one of {', '.join(REWARD_TYPES)}")
-    return kind, build_config(builders[kind][0], options, f"reward {kind!r}")
+        raise AriesError(
+            f"{where}.type: unknown reward type {kind!r}: choose one of {', '.join(REWARD_TYPES)}"
+        )
+    return kind, from_dict(builders[kind][0], options, where)
 
 
 def _builders() -> dict[str, tuple[type, type]]:
@@ -75,20 +81,6 @@ def _builders() -> dict[str, tuple[type, type]]:
         "reward-model": (reward_model.RewardModelConfig, reward_model.RewardModel),
         "judge": (judge.JudgeConfig, judge.Judge),
     }
-
-
-def build_config(config_class: type, options: dict[str, Any], what: str) -> Any:
-    """Instantiate a config dataclass from a dict, naming unknown or missing keys in the error."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise AriesError(
-            f"{what}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
-        )
-    try:
-        return config_class(**options)
-    except TypeError as error:
-        raise AriesError(f"{what}: {error}") from None
 
 
 def is_missing(score: float | None) -> bool:

@@ -26,7 +26,7 @@ from typing import Literal
 
 from aries import AriesError
 from aries.backends import Backend, BackendName, Sampling
-from aries.core.config import check_choices
+from aries.core.config import Options, Range
 from aries.rewards import ScoreItem
 
 POINTWISE_TEMPLATE = """Review the user's question and the corresponding response using the \
@@ -78,8 +78,10 @@ assistant A is better, "[[B]]" if assistant B is better, and "[[C]]" for a tie.
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(Options):
     """An LLM judge run through a generation backend."""
+
+    section = "reward"
 
     model: str = field(
         default="embedded",
@@ -100,9 +102,12 @@ class JudgeConfig:
     backend: BackendName = field(
         default="hf", metadata={"help": "Generation backend for the judge."}
     )
-    batch_size: int = field(default=8, metadata={"help": "Judge prompts per generation batch."})
+    batch_size: int = field(
+        default=8, metadata={"range": Range(ge=1), "help": "Judge prompts per generation batch."}
+    )
     max_new_tokens: int = field(
-        default=256, metadata={"help": "Room for the justification and the verdict."}
+        default=256,
+        metadata={"range": Range(ge=1), "help": "Room for the justification and the verdict."},
     )
     device: str | None = field(default=None, metadata={"help": "cuda/cpu; default: cuda if any."})
     dtype: str = field(default="auto", metadata={"help": "auto = fp32 on CPU, bf16 on GPU."})
@@ -119,9 +124,6 @@ class JudgeConfig:
             "backend only."
         },
     )
-
-    def __post_init__(self) -> None:
-        check_choices(self, "judge ")
 
 
 _SCORE = re.compile(

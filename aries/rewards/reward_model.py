@@ -20,35 +20,48 @@ import inspect
 from dataclasses import dataclass, field
 
 from aries import AriesError
+from aries.core.config import FieldError, Options, Range
 from aries.rewards import ScoreItem
 
 
 @dataclass
-class RewardModelConfig:
+class RewardModelConfig(Options):
     """A sequence-classification reward model (local folder or hub id)."""
 
+    section = "reward"
+
     model: str = field(default="", metadata={"help": "Reward model folder or hub id."})
-    batch_size: int = field(default=8, metadata={"help": "Pairs per forward pass."})
+    batch_size: int = field(
+        default=8, metadata={"range": Range(ge=1), "help": "Pairs per forward pass."}
+    )
     max_length: int = field(
         default=2048,
-        metadata={"help": "Token limit per pair; the response is cut from the right to fit."},
+        metadata={
+            "range": Range(ge=2),
+            "help": "Token limit per pair; the response is cut from the right to fit.",
+        },
     )
     device: str | None = field(default=None, metadata={"help": "cuda/cpu; default: cuda if any."})
     dtype: str = field(
         default="auto", metadata={"help": "auto = float32 on CPU, bfloat16 on a GPU that has it."}
     )
     label_index: int = field(
-        default=0, metadata={"help": "Which output logit is the reward (multi-output heads)."}
+        default=0,
+        metadata={
+            "range": Range(ge=0),
+            "help": "Which output logit is the reward (multi-output heads).",
+        },
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run the model repository's own code (only if trusted)."}
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.model:
-            raise AriesError("reward-model needs a model (folder or hub id)")
-        if self.batch_size < 1 or self.max_length < 2:
-            raise AriesError("reward-model batch_size must be >= 1 and max_length >= 2")
+            raise FieldError(
+                self.section, "model", ": reward-model needs a model (folder or hub id)"
+            )
 
 
 class RewardModel:

@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aries import AriesError
-from aries.core.config import check_choices
+from aries.core.config import FieldError, Options, Range
 from aries.rewards import ScoreItem
 
 REASONING_GYM_PREFIX = "reasoning-gym:"
 
 
 @dataclass
-class VerifierConfig:
+class VerifierConfig(Options):
     """Automatic verifier: reasoning-gym's scorer for reasoning-gym records, math-verify else."""
+
+    section = "reward"
 
     answer_marker: str = field(
         default="Answer:",
@@ -32,11 +34,17 @@ class VerifierConfig:
     )
     timeout_s: int = field(
         default=5,
-        metadata={"help": "math-verify parse/verify time limit per answer (main thread only)."},
+        metadata={
+            "range": Range(ge=1),
+            "help": "math-verify parse/verify time limit per answer (main thread only).",
+        },
     )
     max_chars: int = field(
         default=1000,
-        metadata={"help": "Only the last max_chars characters of a response reach the parser."},
+        metadata={
+            "range": Range(ge=1),
+            "help": "Only the last max_chars characters of a response reach the parser.",
+        },
     )
     last_number_fallback: bool = field(
         default=True,
@@ -49,8 +57,10 @@ class VerifierConfig:
 
 
 @dataclass
-class ExactMatchConfig:
+class ExactMatchConfig(Options):
     """Exact match of the final answer with the reference, after light normalisation."""
+
+    section = "reward"
 
     answer_marker: str = field(
         default="Answer:",
@@ -60,8 +70,10 @@ class ExactMatchConfig:
 
 
 @dataclass
-class RegexConfig:
+class RegexConfig(Options):
     """Regex verifier for custom data: extract-and-compare, or a pure format check."""
+
+    section = "reward"
 
     pattern: str = field(
         default="",
@@ -77,17 +89,22 @@ class RegexConfig:
     case_sensitive: bool = field(default=False, metadata={"help": "Compare case-sensitively."})
     max_chars: int = field(
         default=4000,
-        metadata={"help": "Only the last max_chars characters are searched (bounds regex time)."},
+        metadata={
+            "range": Range(ge=1),
+            "help": "Only the last max_chars characters are searched (bounds regex time).",
+        },
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.pattern:
-            raise AriesError("regex reward needs a pattern")
-        check_choices(self, "regex reward ")
+            raise FieldError(self.section, "pattern", ": the regex reward needs a pattern")
         try:
             re.compile(self.pattern)
         except re.error as error:
-            raise AriesError(f"regex reward: bad pattern {self.pattern!r} ({error})") from None
+            raise FieldError(
+                self.section, "pattern", f": bad pattern {self.pattern!r} ({error})"
+            ) from None
 
 
 _DECORATION = re.compile(r"^[\s*_`$]+|[\s*_`$.]+$")

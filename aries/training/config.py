@@ -1,6 +1,8 @@
 """Training settings (`train:` and `sft:` in a run config), beside the trainer they configure.
 
-The fields keep aries' short names; `train_preference` maps them onto TRL's `DPOConfig`.
+The fields keep aries' short names; a field that is a `DPOConfig` setting names it in its metadata
+(`"trl": "num_train_epochs"`), and `aries.training.train.dpo_arguments` passes those through as
+they are, so no DPOConfig setting is restated by hand.
 """
 
 from __future__ import annotations
@@ -8,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from aries import AriesError
+from aries.core.config import Options, Range
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Options):
     """Preference training settings (`train:` in a run config)."""
+
+    section = "train"
 
     loss_type: str = field(
         default="sigmoid",
@@ -33,22 +37,26 @@ class TrainConfig:
     beta: float = field(
         default=0.1,
         metadata={
+            "trl": "beta",
+            "range": Range(gt=0),
             "help": "KL strength β of the DPO-family loss; SimPO's reward scale β (arXiv "
-            "2405.14734: 2-10); INPO's η (arXiv 2407.00617); SPPO's 1/η (arXiv 2405.00675)."
+            "2405.14734: 2-10); INPO's η (arXiv 2407.00617); SPPO's 1/η (arXiv 2405.00675).",
         },
     )
     simpo_gamma: float = field(
         default=0.0,
         metadata={
+            "range": Range(ge=0),
             "help": "SimPO's target reward margin γ (Meng et al. 2024, arXiv 2405.14734; "
-            "published γ/β = 0.3-0.8). loss_type simpo only."
+            "published γ/β = 0.3-0.8). loss_type simpo only.",
         },
     )
     inpo_tau: float = field(
         default=0.0,
         metadata={
+            "range": Range(ge=0),
             "help": "INPO's KL strength τ towards π_0, 0 <= τ <= η = beta (Zhang et al. 2024, "
-            "arXiv 2407.00617). loss_type inpo only."
+            "arXiv 2407.00617). loss_type inpo only.",
         },
     )
     reference: Literal["previous", "initial"] = field(
@@ -58,33 +66,83 @@ class TrainConfig:
     momentum: float = field(
         default=0.0,
         metadata={
+            "range": Range(ge=0),
             "help": "Accelerated preference optimisation (APO; He et al. 2024, arXiv 2410.06293, "
             "Algorithm 1's Nesterov extrapolation π_{t+1} ∝ π̂_{t+1}(π̂_{t+1}/π̂_t)^α, made on the "
             "weights): the next policy is θ̂_{t+1} + α(θ̂_{t+1} − θ̂_t), θ̂ being the trained "
             "weights before extrapolation (kept in iter_<t>/model_before_momentum). α >= 0; "
-            "0 = off."
+            "0 = off.",
         },
     )
-    learning_rate: float = field(default=5e-6, metadata={"help": "Peak learning rate (AdamW)."})
-    epochs: float = field(default=1.0, metadata={"help": "Passes over each iteration's pairs."})
+    learning_rate: float = field(
+        default=5e-6,
+        metadata={
+            "trl": "learning_rate",
+            "range": Range(ge=0),
+            "help": "Peak learning rate (AdamW).",
+        },
+    )
+    epochs: float = field(
+        default=1.0,
+        metadata={
+            "trl": "num_train_epochs",
+            "range": Range(gt=0),
+            "help": "Passes over each iteration's pairs.",
+        },
+    )
     max_steps: int = field(
-        default=-1, metadata={"help": "Stop after this many steps (-1: epochs)."}
+        default=-1,
+        metadata={
+            "trl": "max_steps",
+            "range": Range(ge=-1),
+            "help": "Stop after this many steps (-1: epochs).",
+        },
     )
-    batch_size: int = field(default=8, metadata={"help": "Pairs per device per step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps per update."})
+    batch_size: int = field(
+        default=8,
+        metadata={
+            "trl": "per_device_train_batch_size",
+            "range": Range(ge=1),
+            "help": "Pairs per device per step.",
+        },
+    )
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={
+            "trl": "gradient_accumulation_steps",
+            "range": Range(ge=1),
+            "help": "Steps per update.",
+        },
+    )
     warmup_ratio: float = field(
-        default=0.1, metadata={"help": "Linear warm-up as a fraction of all steps."}
+        default=0.1,
+        metadata={
+            "trl": "warmup_steps",
+            "range": Range(ge=0, le=1),
+            "help": "Linear warm-up as a fraction of all steps.",
+        },
     )
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    lr_scheduler_type: str = field(
+        default="linear", metadata={"trl": "lr_scheduler_type", "help": "transformers scheduler."}
+    )
+    weight_decay: float = field(
+        default=0.0,
+        metadata={"trl": "weight_decay", "range": Range(ge=0), "help": "AdamW weight decay."},
+    )
     max_length: int = field(
-        default=512, metadata={"help": "Tokens per prompt+completion; longer ones are truncated."}
+        default=512,
+        metadata={
+            "trl": "max_length",
+            "range": Range(ge=1),
+            "help": "Tokens per prompt+completion; longer ones are truncated.",
+        },
     )
     precompute_ref_log_probs: bool = field(
         default=True,
         metadata={
+            "trl": "precompute_ref_log_probs",
             "help": "Compute reference log-probs once before training (saves the reference forward "
-            "every step and the reference copy in memory)."
+            "every step and the reference copy in memory).",
         },
     )
     length_grouped_batches: bool = field(
@@ -113,16 +171,33 @@ class TrainConfig:
         default="auto", metadata={"help": "auto = bf16 on a GPU that has it, fp32 elsewhere."}
     )
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter through PEFT."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (Hu et al. 2021, 2106.09685)."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_r: int = field(
+        default=16,
+        metadata={"range": Range(ge=1), "help": "LoRA rank (Hu et al. 2021, 2106.09685)."},
+    )
+    lora_alpha: int = field(default=32, metadata={"range": Range(ge=1), "help": "LoRA scaling α."})
+    lora_dropout: float = field(
+        default=0.05, metadata={"range": Range(ge=0, lt=1), "help": "LoRA dropout."}
+    )
     lora_target_modules: str = field(
         default="all-linear", metadata={"help": "PEFT target modules ('all-linear' or a,b,c)."}
     )
     save_steps: int = field(
-        default=20, metadata={"help": "Checkpoint every N steps so a killed run resumes there."}
+        default=20,
+        metadata={
+            "trl": "save_steps",
+            "range": Range(ge=1),
+            "help": "Checkpoint every N steps so a killed run resumes there.",
+        },
     )
-    logging_steps: int = field(default=1, metadata={"help": "Log metrics every N steps."})
+    logging_steps: int = field(
+        default=1,
+        metadata={
+            "trl": "logging_steps",
+            "range": Range(ge=1),
+            "help": "Log metrics every N steps.",
+        },
+    )
     report_to: str = field(
         default="tensorboard",
         metadata={
@@ -142,14 +217,12 @@ class TrainConfig:
         default=None, metadata={"help": "Hub repository for push_to_hub, e.g. your-name/aries-run."}
     )
 
-    def __post_init__(self) -> None:
-        if self.momentum < 0:
-            raise AriesError(f"train.momentum must be >= 0, not {self.momentum}")
-
 
 @dataclass
-class SFTConfig:
+class SFTConfig(Options):
     """The optional SFT stage (`sft:` in a run config): METHOD.md Eq. 4 on both views."""
+
+    section = "sft"
 
     enabled: bool = field(default=False, metadata={"help": "Run SFT before the first iteration."})
     warm_start: bool = field(
@@ -165,7 +238,15 @@ class SFTConfig:
         default=None,
         metadata={"help": "Preference data with prompt/chosen/rejected (file or folder)."},
     )
-    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
-    batch_size: int = field(default=8, metadata={"help": "Examples per device per step."})
-    max_length: int = field(default=512, metadata={"help": "Tokens per example."})
+    learning_rate: float = field(
+        default=1e-5, metadata={"range": Range(ge=0), "help": "Peak learning rate."}
+    )
+    epochs: float = field(
+        default=1.0, metadata={"range": Range(gt=0), "help": "Passes over the data."}
+    )
+    batch_size: int = field(
+        default=8, metadata={"range": Range(ge=1), "help": "Examples per device per step."}
+    )
+    max_length: int = field(
+        default=512, metadata={"range": Range(ge=1), "help": "Tokens per example."}
+    )

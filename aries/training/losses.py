@@ -16,7 +16,7 @@ TRL's `_compute_loss` unchanged. The per-pair values a loss reads besides the po
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -149,14 +149,22 @@ def trl_loss_types() -> tuple[str, ...]:
     return tuple(re.findall(r"`'(\w+)'`", help_text))
 
 
-def aries_loss(loss_type: str) -> str | None:
-    """The aries loss named by `train.loss_type`, or None for TRL's loss types."""
-    return loss_type.strip() if loss_type.strip() in ARIES_LOSSES else None
+def loss_names(loss_type: str | Sequence[str]) -> tuple[str, ...]:
+    """The loss names of `train.loss_type` ("sigmoid,sft") or of `DPOConfig.loss_type` (a list):
+    the one place where the setting is parsed."""
+    names = loss_type.split(",") if isinstance(loss_type, str) else loss_type
+    return tuple(name.strip() for name in names)
+
+
+def aries_loss(loss_type: str | Sequence[str]) -> str | None:
+    """The aries loss named by a loss type (as `loss_names` reads it), or None for TRL's."""
+    names = loss_names(loss_type)
+    return names[0] if len(names) == 1 and names[0] in ARIES_LOSSES else None
 
 
 def check_loss_type(loss_type: str) -> None:
     """Fail at config load, not after collection, on a loss type neither TRL nor aries knows."""
-    names = [name.strip() for name in loss_type.split(",")]
+    names = loss_names(loss_type)
     known = trl_loss_types()
     for name in names:
         if name in ARIES_LOSSES:
@@ -233,7 +241,7 @@ class PreferenceTrainer(DPOTrainer):
     """TRL's DPOTrainer with the aries losses too; `args.loss_type` names one of either."""
 
     def __init__(self, *args, simpo_gamma: float = 0.0, inpo_tau: float = 0.0, **kwargs):
-        self.aries_loss = aries_loss(",".join(kwargs["args"].loss_type))
+        self.aries_loss = aries_loss(kwargs["args"].loss_type)
         self.simpo_gamma, self.inpo_tau = simpo_gamma, inpo_tau
         if self.aries_loss and not kwargs["args"].precompute_ref_log_probs:
             # SimPO: TRL then loads no reference copy; INPO, SPPO: the loss reads the columns

@@ -85,6 +85,50 @@ def length_grouped_order(dataset, batch_size: int, seed: int) -> list[int]:
     return [i for batch in batches for i in batch]
 
 
+def dpo_arguments(
+    config: TrainConfig,
+    *,
+    checkpoints: Path,
+    output_dir: Path,
+    log_dir: str | Path | None,
+    seed: int,
+    trust_remote_code: bool,
+) -> dict[str, Any]:
+    """The `DPOConfig` keyword arguments of a preference training.
+
+    Every TrainConfig field that is a DPOConfig setting (`"trl"` in its metadata) passes through
+    unchanged; the rest are aries' decisions: the parsed loss names, checkpoints for resume,
+    length-grouped batches read in order, reporting and Hub settings, seeds and precision.
+    """
+    from dataclasses import fields
+
+    from aries.training.losses import loss_names
+
+    passed = {
+        f.metadata["trl"]: getattr(config, f.name) for f in fields(config) if "trl" in f.metadata
+    }
+    return {
+        **passed,
+        "output_dir": str(checkpoints),
+        "loss_type": list(loss_names(config.loss_type)),
+        "train_sampling_strategy": "sequential" if config.length_grouped_batches else "random",
+        **training_arguments(activation_checkpointing=config.gradient_checkpointing),
+        "save_strategy": "steps",
+        "save_total_limit": 1,
+        **trainer_arguments(
+            config.report_to,
+            output_dir,
+            log_dir,
+            push_to_hub=config.push_to_hub,
+            hub_model_id=config.hub_model_id,
+        ),
+        "seed": seed,
+        "data_seed": seed,
+        "trust_remote_code": trust_remote_code,
+        **_precision_flags(config.precision),
+    }
+
+
 def train_preference(
     policy: str,
     pairs_dir: str | Path,
@@ -117,36 +161,14 @@ def train_preference(
     if len(dataset) == 0:
         raise AriesError(f"{pairs_dir}: no preference pairs to train on")
     args = DPOConfig(
-        output_dir=str(checkpoints),
-        loss_type=config.loss_type.split(","),
-        beta=config.beta,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
-        weight_decay=config.weight_decay,
-        max_length=config.max_length,
-        precompute_ref_log_probs=config.precompute_ref_log_probs,
-        train_sampling_strategy="sequential" if config.length_grouped_batches else "random",
-        **training_arguments(activation_checkpointing=config.gradient_checkpointing),
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=1,
-        logging_steps=config.logging_steps,
-        **trainer_arguments(
-            config.report_to,
-            output_dir,
-            log_dir,
-            push_to_hub=config.push_to_hub,
-            hub_model_id=config.hub_model_id,
-        ),
-        seed=seed,
-        data_seed=seed,
-        trust_remote_code=trust_remote_code,
-        **_precision_flags(config.precision),
+        **dpo_arguments(
+            config,
+            checkpoints=checkpoints,
+            output_dir=output_dir,
+            log_dir=log_dir,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+        )
     )
     update = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     if args.world_size > 1 and args.process_index == 0:
