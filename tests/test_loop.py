@@ -152,7 +152,8 @@ def uninterrupted_run(tmp_path_factory, tiny_model_path) -> Path:
     return root / "runs" / "tiny" / "iter_0"
 
 
-@pytest.mark.parametrize("moment", ["collect", "train"])
+# A kill during collection is also covered, in-process, by test_collect.py's resume test.
+@pytest.mark.parametrize("moment", [pytest.param("collect", marks=pytest.mark.slow), "train"])
 def test_kill_and_resume_matches_an_uninterrupted_run(
     tmp_path, tiny_model_path, uninterrupted_run, moment
 ):
