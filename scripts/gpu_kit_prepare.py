@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from gpu_kit import MIB, KitError, pack
+from gpu_kit_parts import MIB, KitError, pack
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGE = Path(__file__).parent / "gpu_kit_image.txt"

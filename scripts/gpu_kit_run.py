@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpu_kit import KitError, join, read_manifest
+from gpu_kit_parts import KitError, join, read_manifest
 
 IDPO = [
     "method=iterative-dpo",

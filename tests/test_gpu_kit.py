@@ -127,7 +127,7 @@ def test_run_installs_offline_from_the_kit_and_prints_the_table(kit, tmp_path):
 
 def test_image_lists_decide_what_the_kit_carries(tmp_path):
     sys.path.insert(0, str(SCRIPTS))
-    from gpu_kit import KitError
+    from gpu_kit_parts import KitError
     from gpu_kit_prepare import image_packages, missing_packages, running_packages
 
     here = running_packages()
