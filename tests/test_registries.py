@@ -37,3 +37,14 @@ def test_a_name_registered_twice_fails():
     table.register("a")(len)
     with pytest.raises(ValueError, match="'a' is registered twice"):
         table.register("a")(len)
+
+
+def test_every_reward_source_can_be_closed():
+    """The stages close every source they build, through the protocol (no getattr fallback)."""
+    from aries.rewards.judge import Judge
+    from aries.rewards.reward_model import RewardModel
+    from aries.rewards.verifiers import ExactMatch, RegexVerifier, Verifier
+
+    for source in (Verifier, ExactMatch, RegexVerifier, RewardModel, Judge):
+        assert callable(source.close), source
+    Verifier().close()

@@ -238,7 +238,7 @@ def score_into(
     try:
         stats = score_file(chains, source, out)
     finally:
-        getattr(source, "close", lambda: None)()
+        source.close()
     return {**{k: v for k, v in stats.items() if k != "source"}, "source": stats["source"]}
 
 

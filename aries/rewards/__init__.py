@@ -37,6 +37,9 @@ class RewardSource(Protocol):
         """One score per item, in input order; higher is better; None = could not score."""
         ...
 
+    def close(self) -> None:
+        """Release what the source holds (a model, a server); the verifiers hold nothing."""
+
 
 REWARD_TYPES = ("verifier", "exact-match", "regex", "reward-model", "judge")
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 from aries import AriesError
 from aries.core.config import FieldError, Options, Range
-from aries.rewards import ScoreItem
+from aries.rewards import RewardSource, ScoreItem
 
 REASONING_GYM_PREFIX = "reasoning-gym:"
 
@@ -216,7 +216,7 @@ def math_equal(response: str, reference: str, config: VerifierConfig) -> float |
     return 1.0 if verify(gold, predicted, timeout_seconds=timeout) else 0.0
 
 
-class Verifier:
+class Verifier(RewardSource):
     """`verifier`: reasoning-gym scorer for `reasoning-gym:<task>` records, math-verify otherwise.
 
     Items without a reference answer (and not from reasoning-gym) cannot be verified: None.
@@ -241,7 +241,7 @@ class Verifier:
         return math_equal(item.response, item.reference, self.config)
 
 
-class ExactMatch:
+class ExactMatch(RewardSource):
     """`exact-match`: normalised final answer == normalised reference (1.0 / 0.0)."""
 
     name = "exact-match"
@@ -264,7 +264,7 @@ class ExactMatch:
         return float(same)
 
 
-class RegexVerifier:
+class RegexVerifier(RewardSource):
     """`regex`: see `RegexConfig` for the two modes."""
 
     def __init__(self, config: RegexConfig):
