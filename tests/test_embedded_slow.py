@@ -11,15 +11,16 @@ from aries.cli import main
 pytestmark = pytest.mark.slow
 
 
-def test_refine_two_rounds_prints_three_answers(embedded_path, capsys):
+def test_refine_two_rounds_prints_three_answers_and_the_pick(embedded_path, capsys):
     assert main(["refine", "--rounds", "2", "--max-new-tokens", "48", "What is 17 * 23?"]) == 0
     out = capsys.readouterr().out
-    blocks = out.split("── ")[1:]
+    *blocks, pick = out.split("── ")[1:]
     assert len(blocks) == 3
     titles = [block.splitlines()[0] for block in blocks]
     assert [t.split(" (")[0] for t in titles] == ["answer", "refinement 1", "refinement 2"]
     for block in blocks:
         assert "\n".join(block.splitlines()[1:]).strip()  # a non-empty answer
+    assert pick.strip() == "final answer (last): round 2"
 
 
 def test_embedded_model_stops_at_eos_and_batches_like_single(embedded_path):
