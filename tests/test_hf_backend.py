@@ -308,6 +308,56 @@ def test_static_decode_equals_the_default_path_token_for_token(chatty_model_path
         HFBackend(str(chatty_model_path), device="cpu", decode="graph")
 
 
+def test_grouped_sdpa_attention_repeats_no_heads_and_decodes_the_same_tokens(
+    chatty_model_path, backend, monkeypatch
+):
+    """The static path's GPU attention (grouped SDPA: the query heads of a key/value head stacked
+    in place of the one query token, no repeated cache heads) equals transformers' sdpa with its
+    repeated heads, and the static path attending with it writes the default path's tokens."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    from aries.backends import hf_decode
+    from aries.backends.hf_decode import grouped_sdpa_attention, use_grouped_sdpa_attention
+    from aries.core.models import load_causal_lm
+
+    shapes = []  # (query, key) of every SDPA call of the grouped path
+
+    def sdpa(query, key, value, **kwargs):
+        shapes.append((tuple(query.shape), tuple(key.shape)))
+        return torch.nn.functional.scaled_dot_product_attention(query, key, value, **kwargs)
+
+    monkeypatch.setattr(hf_decode, "scaled_dot_product_attention", sdpa)
+
+    torch.manual_seed(0)
+    module = SimpleNamespace(num_key_value_groups=1, is_causal=True, training=False)
+    query, key, value = (
+        torch.randn(3, 8, 1, 16),
+        torch.randn(3, 2, 10, 16),
+        torch.randn(3, 2, 10, 16),
+    )
+    mask = torch.ones(3, 1, 1, 10, dtype=torch.bool)
+    mask[0, ..., :4] = False  # a left-padded row
+    mask[2, ..., 7:] = False  # a slot's columns past its length
+    expected, _ = sdpa_attention_forward(
+        module, query, repeat_kv(key, 4), repeat_kv(value, 4), mask, scaling=0.3
+    )
+    got, _ = grouped_sdpa_attention(module, query, key, value, mask, scaling=0.3)
+    assert got.shape == expected.shape == (3, 1, 8, 16)
+    assert torch.allclose(got, expected, atol=1e-5)
+    model = load_causal_lm(str(chatty_model_path), dtype="float32", device="cpu")
+    use_grouped_sdpa_attention(model)  # what a GPU's static path does (2 kv heads for 4 heads)
+    assert model.config._attn_implementation == "aries_grouped_sdpa"
+    static = HFBackend.from_loaded(model, backend.tokenizer, batch_size=3, decode="static")
+    conversations = [chat(q) for q in QUESTIONS]
+    sampling = Sampling(max_new_tokens=9)
+    assert static.generate(conversations, sampling) == backend.generate(conversations, sampling)
+    # every decode step of both layers: 2 kv heads x a group of 2 query heads, cache unrepeated
+    assert len(shapes) > 2 * 8 and {(q[1:3], k[1]) for q, k in shapes} == {((2, 2), 2)}
+
+
 def test_static_decode_stops_at_eos_and_refills_the_freed_slot(stopping_model_path):
     dynamic = HFBackend(str(stopping_model_path), batch_size=2, device="cpu")
     static = HFBackend(str(stopping_model_path), batch_size=2, device="cpu", decode="static")

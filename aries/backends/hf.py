@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from aries.backends.base import Generation, Sampling
-from aries.backends.hf_decode import use_grouped_decode_attention
+from aries.backends.hf_decode import use_grouped_decode_attention, use_grouped_sdpa_attention
 from aries.backends.hf_pool import RowPool
 from aries.core.views import Message, prompt_token_ids, render_prompt
 
@@ -91,8 +91,13 @@ class HFBackend:
         self.decode = decode
         self.slot_decoder = None
         """The static path's cache and captured graph, kept between calls (hf_static.py)."""
-        # Both decode paths attend alike on one device (a GPU keeps sdpa), so greedy tokens agree.
+        self.attention = model.config._attn_implementation
+        """The model's attention as it came: close() restores it (a loaded model is shared)."""
+        # Both decode paths attend alike on a CPU; on a GPU the static path's graph attends with
+        # grouped SDPA (no repeated key/value heads), the default path keeps sdpa.
         use_grouped_decode_attention(self.model)
+        if decode == "static":
+            use_grouped_sdpa_attention(self.model)
 
     @property
     def context_length(self) -> int | None:
@@ -196,6 +201,8 @@ class HFBackend:
     def close(self) -> None:
         import gc
 
+        if self.model.config._attn_implementation != self.attention:
+            self.model.set_attn_implementation(self.attention)
         del self.model
         self.slot_decoder = None
         gc.collect()

@@ -1,11 +1,11 @@
-"""CPU decoding pieces of the `hf` backend: an in-place KV cache layer and grouped decode
-attention. Both remove a copy of the whole KV cache per layer and step, the main cost of decoding
-many rows of a small model on a CPU [design]."""
+"""Decoding pieces of the `hf` backend: an in-place KV cache layer and grouped decode attention
+(CPU), and grouped SDPA attention (the static path on a GPU). Each removes a copy of the whole KV
+cache per layer and step, the main cost of decoding many rows [design]."""
 
 from __future__ import annotations
 
 import torch
-from torch.nn.functional import pad
+from torch.nn.functional import pad, scaled_dot_product_attention
 
 from aries.core.compat import check_private_api
 
@@ -84,3 +84,38 @@ def use_grouped_decode_attention(model) -> None:
     AttentionInterface.register(GROUPED_DECODE_ATTENTION, grouped_decode_attention)
     AttentionMaskInterface.register(GROUPED_DECODE_ATTENTION, sdpa_mask)
     model.set_attn_implementation(GROUPED_DECODE_ATTENTION)
+
+
+GROUPED_SDPA_ATTENTION = "aries_grouped_sdpa"
+
+
+def grouped_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
+    """SDPA for one new token per row over a grouped-query cache, without repeating its heads.
+
+    With a mask, transformers' sdpa path repeats each key/value head for its query heads (a copy
+    of the whole cache per layer and step; the static path always passes a mask). One query
+    token per row lets the query heads of a key/value head stand in SDPA's query-length place:
+    queries (rows, kv heads, group, dim) against keys (rows, kv heads, length, dim), the mask
+    (rows, 1, 1, length) broadcast over the group. Prefill goes to the sdpa path unchanged.
+    """
+    rows, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    if length != 1 or kv_heads == heads or attention_mask is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim)
+    output = scaled_dot_product_attention(
+        grouped, key, value, attn_mask=attention_mask, scale=kwargs.get("scaling")
+    )  # rows, kv heads, group, dim
+    return output.reshape(rows, heads, 1, dim).transpose(1, 2), None
+
+
+def use_grouped_sdpa_attention(model) -> None:
+    """The static path on a GPU: grouped SDPA where the model uses sdpa with grouped-query
+    heads (e.g. Llama-3.1-8B's 32 query heads over 8 key/value heads) [design]."""
+    config = model.config
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    if config._attn_implementation != "sdpa" or kv_heads == config.num_attention_heads:
+        return
+    AttentionInterface.register(GROUPED_SDPA_ATTENTION, grouped_sdpa_attention)
+    AttentionMaskInterface.register(GROUPED_SDPA_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(GROUPED_SDPA_ATTENTION)
