@@ -346,7 +346,8 @@ def test_grouped_sdpa_attention_repeats_no_heads_and_decodes_the_same_tokens(
     )
     got, _ = grouped_sdpa_attention(module, query, key, value, mask, scaling=0.3)
     assert got.shape == expected.shape == (3, 1, 8, 16)
-    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(got, expected, atol=1e-5) and shapes == [((3, 2, 4, 16), (3, 2, 10, 16))]
+    shapes.clear()
     model = load_causal_lm(str(chatty_model_path), dtype="float32", device="cpu")
     use_grouped_sdpa_attention(model)  # what a GPU's static path does (2 kv heads for 4 heads)
     assert model.config._attn_implementation == "aries_grouped_sdpa"
