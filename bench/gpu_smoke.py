@@ -17,6 +17,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 SHAPE = Path("runs/gpu_smoke/shape")
 
@@ -65,7 +69,7 @@ def prepare(_args) -> None:
 
 def generate(args) -> None:
     """Generation tokens/s of each decode path in `--decode`, on the same prompts; with two
-    paths, whether their greedy outputs are equal token for token."""
+    paths, how far their greedy outputs agree (`decode_agreement`)."""
     import torch
 
     from aries.backends.base import Sampling
@@ -77,7 +81,7 @@ def generate(args) -> None:
         [{"role": "user", "content": record["prompt"]}]
         for record in load_prompts({"name": "mt-bench", "size": prompts})
     ]
-    texts = {}
+    texts, logits = {}, {}
     for decode in args.decode.split(","):
         backend = HFBackend(
             str(model_folder(args.model)),
@@ -87,7 +91,8 @@ def generate(args) -> None:
             decode=decode,
         )
         backend.stop_ids = [backend.model.config.vocab_size + 7]  # never stops: exact counts
-        backend.generate(conversations[:2], Sampling(max_new_tokens=2))  # warm-up (and capture)
+        # warm-up at the timed call's length: the static path captures its graph for it here
+        backend.generate(conversations[:2], Sampling(max_new_tokens=new))
         synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
         synchronize()
         start = time.perf_counter()
@@ -97,16 +102,58 @@ def generate(args) -> None:
         tokens = sum(r.completion_tokens for r in results)
         assert tokens == new * len(conversations), tokens
         texts[decode] = [r.text for r in results]
+        logits[decode] = first_decode_logits(backend, conversations[:batch])
         print(
             f"generate: hf backend, decode {decode}, {backend.model.dtype} on "
             f"{backend.model.device}, batch {batch}: {tokens / elapsed:.0f} tokens/s "
             f"({len(conversations)} MT-Bench prompts x {new} tokens, {elapsed:.1f} s)"
         )
+        tokenizer = backend.tokenizer
         backend.close()
     if len(texts) == 2:
-        first, second = texts.values()
-        same = sum(a == b for a, b in zip(first, second, strict=True))
-        print(f"generate: greedy outputs equal across decode paths: {same} of {len(first)}")
+        print(f"generate: decode paths agree: {decode_agreement(texts, logits, tokenizer)}")
+
+
+def first_decode_logits(backend, conversations: list) -> torch.Tensor:
+    """The logits of the first decode step (after each row's first greedy token) on the
+    backend's own decode path, rows in prompt order: the first step the two paths compute
+    differently (their prefill is the same code). At most `batch_size` distinct prompts."""
+    import torch
+
+    from aries.backends.base import Sampling
+    from aries.backends.hf_pool import RowPool
+    from aries.backends.hf_static import StaticRowPool
+
+    encoded = [backend._encode(conversation) for conversation in conversations]
+    pool_class = StaticRowPool if backend.decode == "static" else RowPool
+    pool = pool_class(backend, encoded, [0] * len(encoded), Sampling(max_new_tokens=2))
+    with torch.inference_mode():
+        pool._admit(backend.batch_size)
+        pool._step()
+    return pool.logits[torch.tensor(pool.rows).argsort()].float().cpu()
+
+
+def decode_agreement(texts: dict[str, list[str]], logits: dict, tokenizer) -> str:
+    """What can hold between two decode paths: exact equality only where one argmax flip
+    cannot happen (fp32, a trained model); elsewhere the mean share of each completion's tokens
+    before the first difference, and the largest first-decode-step logit difference, which
+    is what a broken path would show (differences of order one, not of the dtype's rounding)."""
+    first, second = texts.values()
+    same = sum(a == b for a, b in zip(first, second, strict=True))
+    shares = []
+    for a, b in zip(first, second, strict=True):
+        ids_a, ids_b = (tokenizer.encode(t, add_special_tokens=False) for t in (a, b))
+        prefix = next(
+            (i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y), min(len(ids_a), len(ids_b))
+        )
+        shares.append(prefix / max(len(ids_a), len(ids_b), 1))
+    one, two = logits.values()
+    difference = (one - two).abs().max().item()
+    return (
+        f"{same} of {len(first)} greedy outputs equal, mean agreeing prefix "
+        f"{100 * sum(shares) / len(shares):.0f} %; first decode step max |logit diff| "
+        f"{difference:.2g} (logits up to {one.abs().max().item():.3g})"
+    )
 
 
 def both_view_pairs(tokenizer, count: int):

@@ -50,9 +50,12 @@ def split(path: Path, out: Path, part_bytes: int) -> list[dict]:
     return parts
 
 
-def pack(staging: Path, out: Path, part_bytes: int, transfer_bytes: int) -> dict:
+def pack(
+    staging: Path, out: Path, part_bytes: int, transfer_bytes: int, target: dict | None = None
+) -> dict:
     """Split every file of `staging` into parts under `out/parts`, group them (and the kit's
-    scripts and manifest, first) into transfers, and write the manifest. Returns it."""
+    scripts and manifest, first) into transfers, and write the manifest (with `target`: what
+    the wheels are for and which they are). Returns it."""
     if part_bytes > transfer_bytes:
         raise KitError(f"parts of {part_bytes} bytes cannot fit transfers of {transfer_bytes}")
     (out / "parts").mkdir(parents=True, exist_ok=True)
@@ -80,6 +83,7 @@ def pack(staging: Path, out: Path, part_bytes: int, transfer_bytes: int) -> dict
         "part_bytes": part_bytes,
         "transfer_bytes": transfer_bytes,
         "scripts": scripts,
+        "target": target or {},
         "files": files,
         "transfers": [
             {"number": n, "parts": names, "bytes": sum(_part(files, x)["bytes"] for x in names)}
@@ -111,12 +115,18 @@ def _lay_out_transfers(out: Path, manifest: dict, scripts_dir: Path) -> None:
     write_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
+def find_manifest(kit: Path) -> Path:
+    """The manifest in `kit` itself or in the transfer folder it arrived in (kit/transfer-1)."""
+    for path in [kit / MANIFEST, *sorted(kit.glob(f"transfer-*/{MANIFEST}"))]:
+        if path.is_file():
+            return path
+    raise KitError(f"{kit}: no {MANIFEST} in it or in its transfer-N folders: carry transfer 1")
+
+
 def read_manifest(kit: Path) -> dict:
-    path = kit / MANIFEST
+    path = find_manifest(kit)
     try:
         manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise KitError(f"{path}: no manifest: carry transfer 1 into {kit}") from None
     except json.JSONDecodeError as error:
         raise KitError(f"{path}: not valid JSON (line {error.lineno}): carry it again") from None
     if manifest.get("kit") != 1:
@@ -126,7 +136,7 @@ def read_manifest(kit: Path) -> dict:
 
 def join(kit: Path, out: Path) -> dict[str, Path]:
     """Verify every part against the manifest and join each file into `out`, verified again
-    whole. Parts may sit in `kit` or in `kit/transfer-N` or `kit/parts`."""
+    whole. Parts may sit in `kit`, `kit/parts` or any `kit/transfer-N`."""
     manifest = read_manifest(kit)
     joined = {}
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +159,8 @@ def join(kit: Path, out: Path) -> dict[str, Path]:
 
 
 def _find_part(kit: Path, part: dict) -> Path:
-    for folder in (kit, kit / "parts", kit / f"transfer-{part['transfer']}"):
+    folders = [kit, kit / "parts", kit / f"transfer-{part['transfer']}"]
+    for folder in folders + sorted(kit.glob("transfer-*")):  # a transfer carried under another N
         if (folder / part["name"]).is_file():
             return folder / part["name"]
     raise KitError(f"{kit}: part {part['name']} is missing: carry transfer {part['transfer']}")

