@@ -299,3 +299,34 @@ def test_full_dry_run_runs_every_step(kit, tmp_path):
     for name in ("recipe-s0", "recipe-s1", "idpo-s0", "idpo-s1"):
         assert f"| aries run {name} | done | " in table and "held-out accuracy" in table
     assert "FAILED" not in table and "not run" not in table
+
+
+@pytest.mark.slow
+def test_prepare_writes_a_complete_kit_for_the_default_target(tmp_path):
+    """The README's prepare, for real (PyPI; python3.12 on PATH builds what has no wheel): every
+    package the image lacks has a wheel that Python 3.12 on manylinux_2_28 x86_64 installs,
+    parts fit their limit, every part has its sha256 (about 1-3 minutes, mostly downloads)."""
+    from packaging.tags import compatible_tags, cpython_tags
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
+    out = tmp_path / "kit"
+    done = kit_command("prepare", "--out", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    target = manifest["target"]
+    platforms = [*target["platforms"], "linux_x86_64"]  # pip installs a locally built wheel too
+    assert platforms[0] == "manylinux_2_28_x86_64" and "manylinux2014_x86_64" in platforms
+    accepted = {*cpython_tags((3, 12), platforms=platforms)}
+    accepted |= {*compatible_tags((3, 12), "cp312", platforms)}
+    wheels = {}
+    for name in target["wheels"]:
+        package, _, _, tags = parse_wheel_filename(name)
+        wheels[package] = tags
+    for requirement in target["packages"]:
+        package = canonicalize_name(requirement.split("==")[0])
+        assert wheels[package] & accepted, f"{requirement}: no wheel the target installs"
+    assert {f["name"] for f in manifest["files"]} == {"model.gguf", "project.tar.gz", "wheels.tar"}
+    for part in (p for f in manifest["files"] for p in f["parts"]):
+        assert part["bytes"] <= 60 * MIB and len(part["sha256"]) == 64
+        assert (out / f"transfer-{part['transfer']}" / part["name"]).stat().st_size == part["bytes"]
+    assert all(t["bytes"] <= 56 * MIB for t in manifest["transfers"])
