@@ -7,12 +7,16 @@ manifest's `processes` and the trainer's `[aries] train: 2 processes` line.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from safetensors.torch import load_file
 
@@ -21,6 +25,7 @@ from aries.cli import main
 from aries.core.testing import tiny_run_config
 from aries.pipeline.loop import run
 from aries.pipeline.runconfig import resolve_config
+from aries.pipeline.runlock import RunLock
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TWO_PROCESSES = shlex.join([*TORCHRUN, "--standalone", "--nproc_per_node", "2"])
@@ -176,3 +181,72 @@ def test_a_rank_without_the_run_directory_stops_with_one_line_and_the_run_resume
     manifest = run(resolve_config(data), progress=False)  # the same run, resumed
     assert manifest["iterations"]["0"]["stages"]["train"]["status"] == "done"
     assert (tmp_path / "runs" / "tiny" / "iter_0" / "model" / "model.safetensors").is_file()
+
+
+def test_a_rerun_waits_for_a_trainer_still_running_then_names_it(tmp_path):
+    """After a SIGKILL of the loop, the lock file still lists its trainer: a rerun waits for it,
+    then stops with one line naming its pid, rather than start a second trainer."""
+    orphan = subprocess.Popen(["sleep", "30"])
+    try:
+        dead_loop = RunLock(tmp_path).__enter__()
+        dead_loop.record(orphan.pid)
+        dead_loop._file.close()  # a SIGKILLed loop: the lock released, its record left behind
+        with pytest.raises(AriesError) as held:
+            RunLock(tmp_path, wait_s=0.5).__enter__()
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert str(held.value) == (
+        f"{tmp_path}: another aries process still works on this run (pid {orphan.pid}); "
+        "wait for it to end or stop it, then rerun"
+    )
+    with RunLock(tmp_path, wait_s=0.5):  # the trainer gone: the run goes on
+        with pytest.raises(AriesError, match=f"pid {os.getpid()}"):  # one loop at a time
+            RunLock(tmp_path, wait_s=0.5).__enter__()
+
+
+def _sft_config(tmp_path: Path, model: Path, launcher: str) -> Path:
+    """A run whose first stage trains (SFT), under `launcher`."""
+    data = tmp_path / "sft.jsonl"
+    data.write_text(json.dumps({"prompt": "1 + 1?", "chosen": "2", "rejected": "3"}) + "\n")
+    config = _config(tmp_path, model, "runs", batch_size=2)
+    config["sft"] = {"enabled": True, "dataset": str(data)}
+    config["train"]["launcher"] = launcher
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_stopping_the_loop_stops_the_launched_tree(tmp_path, tiny_model_path, stop):
+    """The launched trainer's process (here a rank that sets its parent-death signal, in a
+    session of its own as torchrun starts ranks) ends with the loop: SIGTERM stops the tree,
+    SIGKILL leaves it to the kernel; then the same command runs again."""
+    pid_file = tmp_path / "rank.pid"
+    rank = (
+        "import os, time; from aries.core.processes import die_with_parent; die_with_parent(); "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
+    )
+    script = tmp_path / "launcher.sh"
+    script.write_text(f"#!/bin/sh\nsetsid {shlex.join([sys.executable, '-c', rank])} &\nwait\n")
+    script.chmod(0o755)
+    config = _sft_config(tmp_path, tiny_model_path, str(script))
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "aries.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **ENV},
+    )
+    deadline = time.monotonic() + 120
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert loop.poll() is None and time.monotonic() < deadline, loop.stdout.read()
+        time.sleep(0.1)
+    trainer = psutil.Process(int(pid_file.read_text()))
+    loop.send_signal(getattr(signal, stop))
+    assert loop.wait(timeout=60) != 0
+    psutil.wait_procs([trainer], timeout=30)
+    assert not trainer.is_running() or trainer.status() == psutil.STATUS_ZOMBIE
+    lock = json.loads((tmp_path / "runs" / "tiny" / "aries.lock").read_text())
+    assert lock["trainer"] if stop == "SIGKILL" else not lock["trainer"]
+    with RunLock(tmp_path / "runs" / "tiny", wait_s=5):  # nothing left holding the run
+        pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -34,10 +35,19 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a+")
         deadline = time.monotonic() + self.wait_s
+        waited = False
         while True:
             holder = self._holders()
             if not holder:
                 break
+            if not waited:
+                print(
+                    f"[aries] waiting up to {self.wait_s:.0f} s for pid "
+                    f"{', '.join(map(str, holder))}, still working on {self.path.parent}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                waited = True
             if time.monotonic() > deadline:
                 self._file.close()
                 raise AriesError(
