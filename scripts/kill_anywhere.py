@@ -17,6 +17,10 @@ equal the uninterrupted run's, and no temporary folder may be left.
     python scripts/kill_anywhere.py --mode accelerate --processes 2 --kills 12
         # `torchrun --standalone --nproc_per_node 2 -m aries.cli train RUN --iteration 0`:
         # two gloo ranks (accelerate's launcher starts one process with --cpu)
+    python scripts/kill_anywhere.py --mode loop --kills 10
+        # `aries run --launcher 'torchrun --standalone --nproc_per_node 2'`, the loop process
+        # alone SIGKILLed (its launched trainer is left to die with it); the restarts must never
+        # run two trainers at once, and no process may be left at the end
 
 Exit status 0 when everything matches. Run it under the shared CPU lock: it is a torch job.
 """
@@ -27,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import shutil
 import sys
 import tempfile
@@ -49,6 +54,16 @@ RUN_PLAN = {
     "model save": 3,
     "evaluation": 2,
 }
+TRAINER_PHASES = (
+    "training setup",
+    "reference log-probs",
+    "training steps",
+    "checkpoint write",
+    "checkpoint rotation",
+    "model save",
+    "tidy-up after the model save",
+)
+"""Where a launched trainer runs (loop mode counts the kills that land in it)."""
 TRAIN_PLAN = {
     "reference log-probs": 2,
     "training steps": 3,
@@ -121,6 +136,19 @@ def compare(clean: Path, killed: Path) -> list[tuple[str, bool, str]]:
     return results
 
 
+def leftover_processes(workdir: Path) -> list[str]:
+    """Processes still running whose command line names the work folder (orphaned ranks)."""
+    import psutil
+
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}  # this script's own
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        words = process.info["cmdline"] or []
+        if process.pid not in mine and any(str(workdir) in word for word in words):
+            found.append(f"{process.pid}: {' '.join(words)[:80]}")
+    return found
+
+
 def _eval_numbers(path: Path) -> dict:
     """eval.json without what differs between two folders or moments (paths, times)."""
     data = json.loads(path.read_text())
@@ -129,12 +157,12 @@ def _eval_numbers(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("run", "accelerate"), default="run")
+    parser.add_argument("--mode", choices=("run", "accelerate", "loop"), default="run")
     parser.add_argument(
         "--processes",
         type=int,
-        default=1,
-        help="accelerate mode: train with this many CPU ranks (torchrun, gloo) when above 1",
+        help="accelerate mode: train with this many CPU ranks (torchrun, gloo) when above 1 "
+        "(default 1); loop mode: the launcher's ranks (default 2)",
     )
     parser.add_argument("--kills", type=int, default=24, help="planned SIGKILLs (at least)")
     parser.add_argument("--prompts", type=int, default=24, help="training prompts")
@@ -146,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
+    if args.processes is None:
+        args.processes = 2 if args.mode == "loop" else 1
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="kill-anywhere-"))
     workdir.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else workdir / "tiny-llama"
@@ -172,11 +202,14 @@ def main(argv: list[str] | None = None) -> int:
         """(before, killed, after): the commands run uninterrupted, under kills, and after."""
         config, run_dir = runs[name]
         run = aries("run", "--config", str(config))
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        torchrun += [f"--nproc_per_node={args.processes}"]
         if args.mode == "run":
             return [], run, []
+        if args.mode == "loop":
+            return [], run + ["--launcher", shlex.join(torchrun)], []
         if args.processes > 1:  # `accelerate launch --cpu` would start one process
-            launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-            launch += [f"--nproc_per_node={args.processes}"]
+            launch = torchrun
         else:
             launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
             launch += ["--num_machines", "1", "--cpu", "--mixed_precision", "no"]
@@ -208,12 +241,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{' '.join(command)} failed; see {logs}")
     rng = random.Random(args.seed)
     landed: Counter[str] = Counter()
-    pending = allocate(RUN_PLAN if args.mode == "run" else TRAIN_PLAN, args.kills)
+    pending = allocate(TRAIN_PLAN if args.mode == "accelerate" else RUN_PLAN, args.kills)
     attempt, finished = 0, False
     while pending and attempt < 3 * args.kills:
         attempt += 1
         log = logs / f"killed-{attempt:03d}.log"
-        phase = aimed_kills(main_command, log, watcher, env, pending, durations, rng)
+        phase = aimed_kills(
+            main_command, log, watcher, env, pending, durations, rng, tree=args.mode != "loop"
+        )
         if phase is None:
             finished = True
             break
@@ -231,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. the summary
     results = compare(runs["clean"][1], runs["killed"][1])
-    if args.processes > 1:  # a world of N ranks, not N independent one-process worlds
+    if args.mode == "loop":
+        during = sum(landed[phase] for phase in TRAINER_PHASES)
+        results.append(("kills in training", during >= 3, f"{during} while the trainer ran"))
+        left = leftover_processes(workdir)
+        results.append(("leftover processes", not left, ", ".join(left) or "none"))
+    if args.processes > 1 and args.mode != "run":  # a world of N ranks, not N worlds of one
         world = f"[aries] train: {args.processes} processes"
         ranks = [world in p.read_text(errors="replace") for p in sorted(logs.glob("clean-*"))]
         results.append(("world size", any(ranks), f"{world!r} in the trainer's output"))

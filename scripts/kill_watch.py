@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+from aries.core.processes import kill_tree
 from aries.training.checkpoints import CHECKPOINT_COMPLETE  # imports nothing heavy
 
 ITERATION = "0"
@@ -94,6 +94,7 @@ class Watcher:
         """Follow the trainer's progress bars (reference log-probs first, then the steps)."""
         *lines, self.tail = re.split(r"[\r\n]", self.tail + text)
         for line in lines + [self.tail]:
+            line = line.removeprefix("  | ")  # a trainer that `aries run` launched
             if "reference log probs" in line:
                 self.progress = "reference log-probs"
             elif re.match(r"\s*\d+%\|.*\| \d+/\d+ \[", line) or line.startswith("{'loss'"):
@@ -152,22 +153,14 @@ class Attempt:
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def kill(self) -> None:
-        """SIGKILL the command and everything it started: torchrun starts each rank in a
-        session of its own, which a kill of the launcher's process group would leave running."""
-        import psutil  # accelerate's dependency
-
-        try:
-            ranks = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            ranks = []
-        os.killpg(self.process.pid, signal.SIGKILL)
-        for rank in ranks:
-            try:
-                rank.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(ranks, timeout=30)
+    def kill(self, *, tree: bool = True) -> None:
+        """SIGKILL the command and everything it started (torchrun starts each rank in a session
+        of its own, which a kill of the launcher's process group would leave running); with
+        `tree` False the command's own process only, as when a machine kills the loop alone."""
+        if tree:
+            kill_tree(self.process.pid)
+        else:
+            self.process.kill()
         self.wait()
 
     def wait(self) -> int:
@@ -191,13 +184,16 @@ def follow(command, log, watcher, env, durations: dict[str, list[float]]) -> int
     return attempt.wait()
 
 
-def aimed_kills(command, log, watcher, env, pending: list[str], durations, rng) -> str | None:
+def aimed_kills(
+    command, log, watcher, env, pending: list[str], durations, rng, *, tree: bool = True
+) -> str | None:
     """Start `command`, wait for the first target of `pending` still ahead, kill at a random
     moment in the first half of that phase's uninterrupted length. A phase that recurs (steps,
     checkpoint writes) is hit at its first, second or third occurrence, so kills spread over
     steps. Targets the run has passed are dropped from `pending`.
 
-    Returns the phase the kill landed in, or None when the command ran to its end.
+    Returns the phase the kill landed in, or None when the command ran to its end. `tree`
+    False kills the command's own process only (`Attempt.kill`).
     """
     attempt = Attempt(command, log, watcher, env)
     aimed, skip, entered, previous, length = None, 0, 0, None, DEFAULT_SECONDS
@@ -220,7 +216,7 @@ def aimed_kills(command, log, watcher, env, pending: list[str], durations, rng) 
                 time.sleep(0.0002)
             landed = watcher.phase()
             if attempt.running():
-                attempt.kill()
+                attempt.kill(tree=tree)
                 return landed
         time.sleep(0.0002 if length < 0.1 else 0.002)  # short phases need a quick eye
     code = attempt.wait()

@@ -122,7 +122,7 @@ def test_replace_folder_never_leaves_a_partial_folder(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode,kills", [("run", 12), ("accelerate", 6)])
+@pytest.mark.parametrize("mode,kills", [("run", 12), ("accelerate", 6), ("loop", 8)])
 def test_kill_anywhere_script(tmp_path, tiny_model_path, mode, kills):
     """scripts/kill_anywhere.py with small settings (the README's numbers come from --kills 24)."""
     command = [sys.executable, str(SCRIPT), "--mode", mode, "--kills", str(kills)]

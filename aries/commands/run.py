@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def register(subparsers) -> None:
@@ -32,6 +33,13 @@ def register(subparsers) -> None:
         help="stop when this stage is next (e.g. train: run it with `accelerate launch -m "
         "aries.cli train RUN --iteration t`, then rerun `aries run` to continue)",
     )
+    parser.add_argument(
+        "--launcher",
+        metavar="COMMAND",
+        help="run every training stage under this command prefix (sets train.launcher), e.g. "
+        "'torchrun --nproc_per_node 8' or 'accelerate launch --config_file "
+        "accelerate/deepspeed_zero2.yaml'",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument(
         "--check",
@@ -52,12 +60,21 @@ def run(args: argparse.Namespace) -> int:
     from aries.pipeline.rundir import RunDir
     from aries.pipeline.status import summary_table
 
-    config = load_run_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.launcher is not None:
+        overrides.append(f"train.launcher={json.dumps(args.launcher)}")
+    config = load_run_config(args.config, overrides)
+    if config.train.launcher:
+        from aries.pipeline.launch import describe_launch, launcher_words
+
+        launcher_words(config)  # a program not on PATH: one line, before anything runs
     if args.check:
         from aries.pipeline.plan import check_config, describe_plan
 
         check_config(config)
         print(f"{args.config}: valid\n{describe_plan(config)}")
+        if config.train.launcher:
+            print(f"training stages:\n{describe_launch(config)}")
         return 0
     manifest = run_loop(
         config, overwrite=args.overwrite, progress=not args.quiet, stop_before=args.stop_before

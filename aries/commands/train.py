@@ -23,7 +23,17 @@ def register(subparsers) -> None:
         "on several GPUs, then continue the run with `aries run` (the stage is marked done).",
     )
     parser.add_argument("run_dir", help="the run folder (runs/<name>) holding config.yaml")
-    parser.add_argument("--iteration", type=int, required=True, help="iteration t to train")
+    parser.add_argument(
+        "--iteration", type=int, help="iteration t to train (all stages but --stage sft)"
+    )
+    parser.add_argument(
+        "--stage",
+        choices=("train", "sft", "warm_start", "future_model"),
+        default="train",
+        help="which training stage of the run: train (default), sft (before the first "
+        "iteration), warm_start or future_model (temporal-self-rewarding); `aries run` with "
+        "train.launcher runs each this way",
+    )
     parser.set_defaults(func=train_stage)
 
     sft = subparsers.add_parser(
@@ -41,16 +51,20 @@ def register(subparsers) -> None:
 
 def train_stage(args: argparse.Namespace) -> int:
     from aries import AriesError
+    from aries.pipeline.launch import check_shared_run_dir
     from aries.pipeline.loop import run_stage
     from aries.pipeline.runconfig import load_run_config
     from aries.pipeline.rundir import RunDir
 
     run = RunDir(args.run_dir)
+    check_shared_run_dir(run.root)
+    if (args.iteration is None) != (args.stage == "sft"):
+        raise AriesError("--iteration is needed for every stage but --stage sft, and only then")
     if not run.config.is_file():
         raise AriesError(f"{args.run_dir}: no config.yaml (start the run with aries run first)")
-    if not run.selections(args.iteration).is_file():
+    if args.stage == "train" and not run.selections(args.iteration).is_file():
         raise AriesError(f"iteration {args.iteration} has no selected pairs yet")
-    run_stage(load_run_config(run.config), args.iteration, "train")
+    run_stage(load_run_config(run.config), args.iteration, args.stage)
     return 0
 
 

@@ -11,6 +11,7 @@ configuration back out with every default filled in.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -181,8 +182,17 @@ def _choices(choices: tuple) -> str:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The resolved configuration as plain data, every default written out."""
-    return dataclasses.asdict(config)
+    """The resolved configuration as plain data, every default written out.
+
+    Fields marked `"execution": True` (how to run, e.g. `train.launcher`) are left out: they change
+    no result, so a run started with or without them saves the same file and hash.
+    """
+    return {
+        f.name: to_dict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+        for f in dataclasses.fields(config)
+        if not f.metadata.get("execution")
+        for value in (getattr(config, f.name),)
+    }
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -14,11 +14,21 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+LAUNCH_TOKEN_ENV = "ARIES_LAUNCH_TOKEN"
+"""Set in the processes `aries run` launches (train.launcher); aries.pipeline.launch."""
 
 
 def launched() -> bool:
     """Whether a launcher started this process as one rank of several."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launched_processes() -> int | None:
+    """How many processes run this stage when `aries run` launched it (train.launcher); None when
+    it runs in the loop's own process or was started by hand."""
+    if LAUNCH_TOKEN_ENV not in os.environ:
+        return None
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _state():
@@ -27,10 +37,12 @@ def _state():
     from accelerate import PartialState
 
     # CPU-only machines: gloo ranks (what `accelerate launch --cpu` would set, had it started
-    # several processes); accelerate reads the variable when it builds the state.
-    if not torch.cuda.is_available():
+    # several processes). `cpu=True` too: a state built without it under torchrun takes the
+    # one-process path, and every rank then believes it is the main process.
+    cpu = not torch.cuda.is_available()
+    if cpu:
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    return PartialState()
+    return PartialState(cpu=cpu)
 
 
 def is_main_process() -> bool:

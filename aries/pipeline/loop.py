@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aries import AriesError
+from aries.core.distributed import launched_processes
 from aries.core.memory import return_freed_memory
 from aries.method.teacher import teacher
 from aries.pipeline import stages, temporal
@@ -106,18 +107,28 @@ def run(
     With `stop_before`, stop when the next iteration stage to run is that one (e.g. 'train', to
     run it under `accelerate launch` with `aries train`).
     """
-    run_dir = prepare_run_dir(config, overwrite=overwrite)
-    manifest = Manifest(run_dir, config)
-    session = Session(config, progress=progress)
-    try:
-        for t, step in pending_steps(config, manifest):
-            if t is not None:
-                if step.name == stop_before:
-                    return manifest.data
-                session.log(f"iteration {t}: {step.name}")
-            _run_step(step, run_dir, config, t, manifest, session)
-    finally:
-        session.release()
+    from aries.pipeline.launch import TRAINING_STAGES, run_launched
+    from aries.pipeline.runlock import RunLock
+
+    run_dir = RunDir(config.run_dir)
+    with RunLock(run_dir.root) as lock:
+        prepare_run_dir(config, overwrite=overwrite)
+        manifest = Manifest(run_dir, config)
+        session = Session(config, progress=progress)
+        try:
+            for t, step in pending_steps(config, manifest):
+                if t is not None:
+                    if step.name == stop_before:
+                        return manifest.data
+                    session.log(f"iteration {t}: {step.name}")
+                if config.train.launcher and step.name in TRAINING_STAGES:
+                    session.release()  # the trainer gets the GPUs
+                    run_launched(run_dir, config, step.name, t, lock, progress)
+                    manifest.reload()
+                else:
+                    _run_step(step, run_dir, config, t, manifest, session)
+        finally:
+            session.release()
     return manifest.data
 
 
@@ -134,11 +145,15 @@ def pending_steps(config: RunConfig, manifest: Manifest) -> Iterator[tuple[int |
                 yield t, step
 
 
-def run_stage(config: RunConfig, t: int, name: str) -> None:
-    """Run one iteration stage on its own (`aries train` under `accelerate launch`)."""
-    step = next((s for s in PLANS[config.method].per_iteration if s.name == name), None)
+def run_stage(config: RunConfig, t: int | None, name: str) -> None:
+    """Run one stage on its own (`aries train` under `accelerate launch`); t None: a stage of the
+    initial model (sft)."""
+    plan = PLANS[config.method]
+    steps = plan.once if t is None else plan.per_iteration
+    step = next((s for s in steps if s.name == name and s.when(config, t)), None)
     if step is None:
-        raise AriesError(f"method {config.method} has no {name} stage")
+        where = "before the first iteration" if t is None else f"in iteration {t}"
+        raise AriesError(f"method {config.method} runs no {name} stage {where} with this config")
     run_dir = RunDir(config.run_dir)
     session = Session(config)
     try:
@@ -155,7 +170,7 @@ def _run_step(
     manifest: Manifest,
     session: Session,
 ) -> None:
-    with manifest.stage(t, step.name) as counts:
+    with manifest.stage(t, step.name, processes=launched_processes()) as counts:
         counts.update(step.stage(run_dir, config, t, session))
     # A finished trainer dies in reference cycles: collect it now, not while the next stage's
     # model is loading on top of it.

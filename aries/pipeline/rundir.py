@@ -223,6 +223,10 @@ class Manifest:
             "iterations": {},
             "baseline": {"stages": {}},
         }
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the file again (a launched stage recorded itself there)."""
         if self.path.exists():
             self.data = json.loads(self.path.read_text())
 
@@ -235,8 +239,11 @@ class Manifest:
         return self.stages(iteration).get(stage, {}).get("status") == "done"
 
     @contextlib.contextmanager
-    def stage(self, iteration: int | None, name: str) -> Iterator[dict[str, Any]]:
-        """Run a stage: mark it running, time it, store its counts and mark it done."""
+    def stage(
+        self, iteration: int | None, name: str, processes: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Run a stage: mark it running, time it, store its counts and mark it done; a stage
+        run by a launcher also records how many processes ran it."""
         entry = self.stages(iteration).setdefault(name, {})
         entry.update(status="running", attempts=entry.get("attempts", 0) + 1)
         self.save()
@@ -249,6 +256,8 @@ class Manifest:
             counts=counts,
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         )
+        if processes is not None:
+            entry["processes"] = processes
         self.save()
 
     def save(self) -> None:

@@ -108,8 +108,9 @@ def sft(run: RunDir, config: RunConfig, t: None, session: Session) -> dict[str, 
     """Stage 0 (METHOD.md Eq. 4) on the preference data of `sft.dataset`."""
     from aries.method.pairs import sft_dataset
 
-    count = sft_dataset(
-        config.sft.dataset, run.sft_examples, config.generation.instruction, config.system_prompt
+    dataset, instruction = config.sft.dataset, config.generation.instruction
+    count = on_main_process(  # one writer under a launcher
+        lambda: sft_dataset(dataset, run.sft_examples, instruction, config.system_prompt)
     )
     return {"examples": count, **_train_sft(run, config)}
 
@@ -125,7 +126,7 @@ def warm_start(run: RunDir, config: RunConfig, t: int, session: Session) -> dict
     )
     if not examples:
         raise AriesError(f"{run.selections(t)}: no selected pair to warm-start from")
-    save_dataset(examples, run.sft_examples)
+    on_main_process(lambda: save_dataset(examples, run.sft_examples))
     session.release()  # hand the memory to the trainer
     return {"examples": len(examples), **_train_sft(run, config)}
 
@@ -281,8 +282,8 @@ def pairs_into(
         w_keep=config.pairs.w_keep,
         seed=config.seed + t,
     )
-    if examples:
-        save_dataset(examples, out)
+    if examples:  # the future model's pairs are written by its launched trainer
+        on_main_process(lambda: save_dataset(examples, out))
     views = ("direct", "refine", "keep")
     return {"pairs": len(examples), **{v: sum(e["view"] == v for e in examples) for v in views}}
 

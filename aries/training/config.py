@@ -216,6 +216,17 @@ class TrainConfig(Options):
     hub_model_id: str | None = field(
         default=None, metadata={"help": "Hub repository for push_to_hub, e.g. your-name/aries-run."}
     )
+    launcher: str | None = field(
+        default=None,
+        metadata={
+            "execution": True,
+            "help": "Command prefix that runs every training stage of `aries run` in processes of "
+            "its own, as `<launcher> -m aries.cli train RUN ...`, e.g. `torchrun --nproc_per_node "
+            "8`, `accelerate launch --config_file accelerate/deepspeed_zero2.yaml`, or `srun "
+            "...` for several machines; None: train in the loop's process. How to run, not what: "
+            "not saved in config.yaml, so it may change between restarts.",
+        },
+    )
 
 
 @dataclass
