@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,3 +184,57 @@ def test_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model
     assert max((expected[k] - actual[k]).abs().max().item() for k in expected) <= 1e-5
     history = json.loads((tmp_path / "model" / "log_history.json").read_text())
     assert [e["step"] for e in history if "loss" in e] == [1, 2, 3, 4]
+
+
+def _can_mount_tmpfs() -> bool:
+    """A user and mount namespace of our own (`unshare -rm`) lets a test mount a small tmpfs."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /tmp"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+FILL_AND_RESUME = """
+set -u
+mount -t tmpfs -o size={size} tmpfs {disk}
+{aries} run --quiet --config {config} 2> {out}/first.err; echo $? > {out}/first.rc
+mount -o remount,size=1g {disk}  # room again
+{aries} run --quiet --config {config} 2> {out}/second.err; echo $? > {out}/second.rc
+cp -r {disk}/runs/tiny/iter_0/model {out}/model
+"""
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare -rm (user namespaces)")
+def test_a_run_on_a_filesystem_that_fills_resumes_to_the_same_weights(tmp_path, tiny_model_path):
+    """`aries run` with its run folder on a 40 MB tmpfs: the disk fills while training writes,
+    the error is one line, and after the filesystem grows the same command finishes with the
+    weights of a run that had room from the start."""
+    import yaml
+
+    from aries.core.testing import tiny_run_config
+
+    def config_file(name: str) -> Path:
+        config = tiny_run_config(tiny_model_path, tmp_path / name / "runs")
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    assert main(["run", "--config", str(config_file("roomy")), "--quiet"]) == 0
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir(), out.mkdir()
+    aries = f"{sys.executable} -m aries.cli"
+    script = FILL_AND_RESUME.format(
+        size="40m", disk=disk, out=out, aries=aries, config=config_file("disk")
+    )
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], check=True, timeout=600)
+    first_err = (out / "first.err").read_text()
+    assert (out / "first.rc").read_text().strip() == "2", first_err
+    [line] = [x for x in first_err.splitlines() if x.startswith("aries run: error:")]
+    assert "out of disk space while writing" in line and f"{disk}/runs/tiny" in line
+    assert "Traceback" not in first_err
+    assert (out / "second.rc").read_text().strip() == "0", (out / "second.err").read_text()
+    expected = load_file(
+        tmp_path / "roomy" / "runs" / "tiny" / "iter_0" / "model" / "model.safetensors"
+    )
+    actual = load_file(out / "model" / "model.safetensors")
+    assert max((expected[k] - actual[k]).abs().max().item() for k in expected) <= 1e-5
