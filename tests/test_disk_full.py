@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from aries import AriesError
 from aries.cli import main
 from aries.core.jsonl import JsonlAppender, atomic_write_jsonl, read_jsonl
+from aries.core.testing import tiny_pairs
 
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -93,18 +94,6 @@ def test_a_full_disk_the_commands_do_not_name_is_still_one_line(tmp_path, monkey
     _assert_one_line(err, tmp_path / "somewhere", "files")
 
 
-def _pairs(folder: Path) -> Path:
-    from aries.core.views import DEFAULT_REFINE_INSTRUCTION
-    from aries.method.pairs import build_pairs, save_dataset
-
-    selections = [
-        {"id": str(i), "prompt": f"What is {i} + 1?", "chosen": f"{i + 1}", "rejected": "no idea"}
-        for i in range(4)
-    ]
-    save_dataset(build_pairs(selections, instruction=DEFAULT_REFINE_INSTRUCTION), folder)
-    return folder
-
-
 def test_pairs_folder(tmp_path, monkeypatch):
     import datasets
 
@@ -115,11 +104,11 @@ def test_pairs_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", full)
     with pytest.raises(AriesError) as error:
-        _pairs(tmp_path / "pairs")
+        tiny_pairs(tmp_path / "pairs")
     _assert_one_line(str(error.value), tmp_path / "pairs", "the preference pairs")
     assert list(tmp_path.iterdir()) == []  # the partial folder is gone
     monkeypatch.undo()
-    assert datasets.load_from_disk(str(_pairs(tmp_path / "pairs"))).num_rows > 0
+    assert datasets.load_from_disk(str(tiny_pairs(tmp_path / "pairs"))).num_rows > 0
 
 
 def _config(**changes):
@@ -136,7 +125,7 @@ def test_model_folder(tmp_path, tiny_model_path, monkeypatch):
 
     from aries.training import train
 
-    pairs = _pairs(tmp_path / "pairs")
+    pairs = tiny_pairs(tmp_path / "pairs")
     write = transformers.modeling_utils.safe_save_file
 
     def full(tensors, filename, *args, **kwargs):
@@ -161,7 +150,7 @@ def test_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model
 
     from aries.training import train
 
-    pairs = _pairs(tmp_path / "pairs")
+    pairs = tiny_pairs(tmp_path / "pairs")
     config = _config(save_steps=1)
     clean = train.train_preference(str(tiny_model_path), pairs, tmp_path / "clean", config)
     save = torch.save
