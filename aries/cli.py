@@ -14,6 +14,7 @@ import pkgutil
 import sys
 
 from aries import AriesError, __version__, commands
+from aries.core.jsonl import disk_full_message, out_of_space
 from aries.core.memory import return_large_allocations_promptly
 
 
@@ -45,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `aries ... | head`: the reader left; no traceback (Python docs)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as error:  # a full disk where no `writing` block names what was written
+        if not out_of_space(error):
+            raise
+        where = getattr(error, "filename", None) or os.getcwd()
+        print(
+            f"aries {args.command}: error: {disk_full_message(error, where, 'files')}",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

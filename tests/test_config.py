@@ -238,3 +238,16 @@ def test_train_settings_pass_through_to_dpoconfig_unchanged(tmp_path):
     assert args.loss_type == ["sigmoid", "sft"] and args.seed == args.data_seed == 3
     assert loss_names(["simpo"]) == loss_names(" simpo") == ("simpo",)
     assert aries_loss(["simpo"]) == "simpo" and aries_loss("sigmoid,sft") is None
+
+
+def test_check_proves_the_output_dir_writable_and_leaves_no_trace(tmp_path, tiny_model_path):
+    from aries.pipeline.plan import check_config
+
+    fresh = tmp_path / "new" / "runs"
+    check_config(resolve_config({"model": str(tiny_model_path), "output_dir": str(fresh)}))
+    assert list(tmp_path.iterdir()) == []  # made to prove it, then removed again
+    (tmp_path / "file").write_text("not a folder")
+    never = tmp_path / "file" / "runs"
+    with pytest.raises(AriesError, match=rf"^output_dir: cannot write to {never} \("):
+        check_config(resolve_config({"model": str(tiny_model_path), "output_dir": str(never)}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

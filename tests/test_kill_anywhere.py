@@ -12,6 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from aries.core.jsonl import replace_folder
+from aries.core.testing import tiny_pairs
 from aries.training import checkpoints as checkpoints_module
 from aries.training import train
 
@@ -22,24 +23,12 @@ class Killed(Exception):
     """Stands for a SIGKILL: training stops where it is, nothing is tidied up."""
 
 
-def _pairs(folder: Path) -> Path:
-    from aries.core.views import DEFAULT_REFINE_INSTRUCTION
-    from aries.method.pairs import build_pairs, save_dataset
-
-    selections = [
-        {"id": str(i), "prompt": f"What is {i} + 1?", "chosen": f"{i + 1}", "rejected": "no idea"}
-        for i in range(4)
-    ]
-    save_dataset(build_pairs(selections, instruction=DEFAULT_REFINE_INSTRUCTION), folder)
-    return folder
-
-
 def test_resume_skips_the_checkpoint_a_kill_left_half_written(
     tmp_path, tiny_model_path, monkeypatch, capsys
 ):
     from transformers import TrainerCallback
 
-    pairs = _pairs(tmp_path / "pairs")
+    pairs = tiny_pairs(tmp_path / "pairs")
     config = train.TrainConfig(
         batch_size=2, learning_rate=1e-3, warmup_ratio=0.0, save_steps=1, max_length=256
     )

@@ -189,3 +189,78 @@ def test_estimated_token_counts_are_in_the_right_range(tiny_server):
     estimate = backend_for("http://127.0.0.1:9/v1").count_prompt_tokens(question)
     exact = hf.count_prompt_tokens(question)
     assert exact / 3 <= estimate <= exact * 3
+
+
+class Throttling(ThreadingHTTPServer):
+    """Answers 429 or 503 with a given Retry-After header (None: without one), then 200."""
+
+    def __init__(self, failures: list[tuple[int, str | None]]):
+        self.failures = list(failures)
+        self.requests = 0
+        super().__init__(("127.0.0.1", 0), ThrottleHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class ThrottleHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests += 1
+        status, after = self.server.failures.pop(0) if self.server.failures else (200, None)
+        reply = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}
+        data = json.dumps(reply if status == 200 else {"error": "busy"}).encode()
+        self.send_response(status)
+        if after is not None:
+            self.send_header("Retry-After", after)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def recorded_waits(backend: OpenAIBackend, now: float = 1_000_000_000.0) -> list[float]:
+    """Replace the backend's sleep by a recorder and fix its clock at `now`."""
+    waits: list[float] = []
+    backend.sleep, backend.clock = waits.append, lambda: now
+    return waits
+
+
+def test_retry_after_seconds_and_http_dates_are_honoured_and_capped():
+    now = 1_000_000_000.0  # Sun, 09 Sep 2001 01:46:40 GMT
+    upstream = Throttling(
+        [(429, "7"), (503, "Sun, 09 Sep 2001 01:46:52 GMT"), (503, "86400"), (429, "soon")]
+    )
+    backend = backend_for(upstream.url, max_retries=4, backoff=0.5)
+    waits = recorded_waits(backend, now)
+    [answer] = backend.generate([QUESTION], GREEDY)
+    assert answer.text == "ok" and upstream.requests == 5
+    assert waits[:3] == [7.0, 12.0, 60.0]  # seconds, a date 12 s ahead, a day capped at MAX_WAIT
+    assert 0.0 <= waits[3] <= 0.5 * 2**3  # unreadable header: the jittered backoff
+
+
+def test_without_retry_after_the_backoff_is_full_jitter():
+    upstream = Throttling([(503, None)] * 40)
+    backend = backend_for(upstream.url, max_retries=40, backoff=1.0)
+    waits = recorded_waits(backend)
+    backend.generate([QUESTION], GREEDY)
+    assert len(waits) == 40
+    for k, wait in enumerate(waits):
+        assert 0.0 <= wait <= min(60.0, 2.0**k)
+    assert len(set(waits)) == 40  # random, not a fixed schedule
+    assert min(waits[6:]) < 30.0 < max(waits[6:])  # spread over [0, 60], not pinned at the cap
+
+
+def test_retry_after_on_other_statuses_is_ignored_and_rounds_wait_once():
+    """A 500 carries no Retry-After meaning; with two endpoints the wait comes after both fail."""
+    first, second = Throttling([(500, "30"), (429, "2")]), Throttling([(503, "5")])
+    backend = backend_for(first.url, second.url, max_retries=3, backoff=0.1)
+    waits = recorded_waits(backend)
+    backend.generate([QUESTION], GREEDY)
+    # round 1: first 500 (its header ignored), second 503 asks 5; round 2: first 429, second 200
+    assert waits == [5.0]
+    assert (first.requests, second.requests) == (2, 2)

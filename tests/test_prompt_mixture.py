@@ -64,7 +64,31 @@ def test_prompts_stage_draws_each_source_by_weight_and_fresh_slices_per_iteratio
 
 
 def test_bad_weights_fail_at_config_load(tmp_path):
-    with pytest.raises(AriesError, match="prompts.sources: .*must be > 0"):
+    with pytest.raises(AriesError, match=r"prompts.sources\[0\].weight must be > 0, not 0.0"):
         _config(tmp_path, [{**TINY_ARITHMETIC, "weight": 0}])
-    with pytest.raises(AriesError, match="prompts.sources: every weight must be a number"):
+    with pytest.raises(AriesError, match=r"prompts.sources\[0\].weight: expected float"):
         _config(tmp_path, [{**TINY_ARITHMETIC, "weight": "heavy"}])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"seed": "1"}, r"prompts.sources\[1\].seed: expected int, got '1'"),
+        ({"seed": -3}, r"prompts.sources\[1\].seed must be >= 0, not -3"),
+        ({"size": 0}, r"prompts.sources\[1\].size must be >= 1, not 0"),
+        ({"size": 2.5}, r"prompts.sources\[1\].size: .*2.5"),
+        ({"offset": -1}, r"prompts.sources\[1\].offset must be >= 0"),
+        ({"weight": float("nan")}, r"prompts.sources\[1\].weight must be > 0"),
+        ({"options": [1]}, r"prompts.sources\[1\].options: expected a mapping"),
+        ({"fields": "question"}, r"prompts.sources\[1\].fields: expected a mapping"),
+        ({"split": 3}, r"prompts.sources\[1\].split: expected str"),
+    ],
+)
+def test_each_prompt_source_field_is_checked_and_named(tmp_path, change, message):
+    with pytest.raises(AriesError, match=message):
+        _config(tmp_path, [TINY_ARITHMETIC, {**TINY_ARITHMETIC, **change}])
+
+
+def test_query_string_sources_are_checked_the_same_way(tmp_path):
+    with pytest.raises(AriesError, match=r"prompts.sources\[0\].seed: expected int, got 'x'"):
+        _config(tmp_path, ["reasoning-gym:basic_arithmetic?seed=x"])

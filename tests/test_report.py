@@ -130,3 +130,34 @@ def test_training_curves_from_tensorboard_events(tmp_path):
     assert curves["loss"] == [(1, 1.0), (2, 0.5)]
     assert curves["rewards/margins"] == [(1, 0.5), (2, 1.0)]
     assert "learning_rate" not in curves
+
+
+def test_each_stage_records_its_own_memory_peak(tmp_path, capsys):
+    """A stage after a memory-hungry one reports its own peak, and a child's memory counts."""
+    import subprocess
+    import sys
+
+    from aries.pipeline.runconfig import RunConfig
+    from aries.pipeline.rundir import Manifest, RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    manifest = Manifest(run, RunConfig())
+    with manifest.stage(0, "hungry"):
+        block = b"\x01" * (300 * 2**20)  # written, so resident
+        del block
+    with manifest.stage(0, "light"):
+        pass
+    with manifest.stage(0, "child"):
+        grow = "b = b'\\x01' * (200 * 2**20); import time; time.sleep(1.0)"
+        subprocess.run([sys.executable, "-c", grow], check=True)
+    stages = manifest.stages(0)
+    growth = {k: v["peak_rss_mb"] - v["start_rss_mb"] for k, v in stages.items()}
+    assert growth["hungry"] >= 290
+    assert growth["light"] < 50
+    assert stages["light"]["peak_rss_mb"] < stages["hungry"]["peak_rss_mb"] - 200
+    assert growth["child"] >= 150  # sampled over the process tree
+    assert main(["status", str(run.root)]) == 0
+    light = stages["light"]
+    line = f"light ✓ 0s {light['peak_rss_mb']} MB (+{growth['light']})"
+    assert line in capsys.readouterr().out

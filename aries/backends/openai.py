@@ -4,8 +4,10 @@ This is how generation scales past one process: start `vllm serve` (or SGLang, T
 `aries serve`) on every GPU or machine and list their base URLs. Requests are spread round-robin,
 each endpoint gets at most `max_concurrency` requests in flight (its server batches them), and a
 request that fails with a connection error, a timeout, 429 or 5xx is retried on the next endpoint,
-backing off exponentially once every endpoint has failed it. Other failures stop with an error
-that names the endpoint, the HTTP status and the start of the response body.
+backing off once every endpoint has failed it: a random wait up to an exponentially growing bound
+(full jitter, so that many clients do not retry in step), or what a 429/503 asked for in
+`Retry-After`, capped at `MAX_WAIT`. Other failures stop with an error that names the endpoint,
+the HTTP status and the start of the response body.
 
 *Managed* mode (`serve_command=...`): the backend starts the server(s) itself, waits until they
 answer, and stops them on `close()` — so the loop can give the GPU to the trainer between
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import shlex
 import socket
 import subprocess
@@ -24,6 +27,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +36,29 @@ from aries.backends.base import Generation, Sampling, request_seeds
 from aries.core.views import Message, prompt_token_ids
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+MAX_WAIT = 60.0
+"""The longest wait between retries, whatever the backoff or a server's `Retry-After` says."""
 
 
-def _httpx():
+def backoff_wait(round_: int, base: float, rng: random.Random, cap: float = MAX_WAIT) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**round_)], so retries of many clients spread
+    out instead of hitting a recovering server in step."""
+    return rng.uniform(0.0, min(cap, base * 2**round_))
+
+
+def retry_after(value: str | None, now: float, cap: float = MAX_WAIT) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date, read against
+    `now`, a Unix time), capped at `cap`; None when the header is missing or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), cap)
     try:
-        import httpx
-    except ImportError:
-        raise AriesError("the openai backend needs httpx: pip install 'aries-llm[serve]'") from None
-    return httpx
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return min(max(when - now, 0.0), cap)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -117,7 +136,8 @@ class ManagedServer:
 
     def wait_ready(self) -> None:
         """Poll `/v1/models` until it answers 200; fail clearly if the process dies or stalls."""
-        httpx = _httpx()
+        import httpx
+
         deadline = time.monotonic() + self.startup_timeout
         while True:
             code = self.process.poll()
@@ -214,7 +234,8 @@ class OpenAIBackend:
         http://127.0.0.1:8000/v1). `tokenizer`: a model spec whose tokenizer counts prompt tokens
         exactly (else they are estimated). `serve_command`: managed mode, see `ManagedServer`.
         `chat_template`: only for managed servers whose command takes it as {chat_template}."""
-        httpx = _httpx()
+        import httpx
+
         self.servers: list[ManagedServer] = []
         self._template_file = None
         if chat_template is not None:
@@ -245,6 +266,9 @@ class OpenAIBackend:
         self.max_retries = max_retries
         self.backoff = backoff
         self.timeout = timeout
+        self.sleep = time.sleep  # replaceable, so that tests can record the waits
+        self.clock = time.time  # Unix time, to read a Retry-After date against
+        self._rng = random.Random()
         self._context_length = context_length
         self._tokenizer = None
         self._tokenizer_lock = threading.Lock()
@@ -325,9 +349,12 @@ class OpenAIBackend:
         )
 
     def _request(self, method: str, path: str, turn: int, **kwargs) -> dict[str, Any]:
-        """One API call with failover: attempt a goes to endpoint (turn + a) mod n."""
-        httpx = _httpx()
+        """One API call with failover: attempt a goes to endpoint (turn + a) mod n; once every
+        endpoint has failed it, wait (the longest `Retry-After` of that round, else backoff)."""
+        import httpx
+
         failures = []
+        asked = None  # the longest Retry-After of this round of endpoints
         for attempt in range(self.max_retries + 1):
             url = self.base_urls[(turn + attempt) % len(self.base_urls)]
             try:
@@ -345,8 +372,15 @@ class OpenAIBackend:
                 if response.status_code != 429 and response.status_code < 500:
                     raise AriesError(failure)
                 failures.append(failure)
+                if response.status_code in (429, 503):
+                    wait = retry_after(response.headers.get("Retry-After"), self.clock())
+                    if wait is not None:
+                        asked = max(asked or 0.0, wait)
             if (attempt + 1) % len(self.base_urls) == 0 and attempt < self.max_retries:
-                time.sleep(min(self.backoff * 2 ** (attempt // len(self.base_urls)), 60.0))
+                round_ = attempt // len(self.base_urls)
+                jitter = backoff_wait(round_, self.backoff, self._rng)
+                self.sleep(asked if asked is not None else jitter)
+                asked = None
         raise AriesError(
             f"{method} {path} failed after {len(failures)} attempts; last: {failures[-1]}"
         )

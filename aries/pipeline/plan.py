@@ -8,8 +8,11 @@ stages of the method in order, the models, what each iteration collects, selects
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
+from aries import AriesError
 from aries.core.registry import Registry
 from aries.pipeline.runconfig import RunConfig
 
@@ -20,6 +23,23 @@ def check_config(config: RunConfig) -> None:
     from aries.pipeline.references import check_references
 
     check_references(config)
+    check_writable(Path(config.output_dir), "output_dir")
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Create `folder` and a file in it, then remove what this made: an output folder that can
+    never be written fails now, not after collection has spent its minutes."""
+    folder = folder.expanduser().absolute()
+    made = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise AriesError(f"{key}: cannot write to {folder} ({error.strerror})") from None
+    finally:
+        for path in made:  # deepest first
+            if path.is_dir():
+                path.rmdir()
 
 
 def describe_plan(config: RunConfig) -> str:

@@ -304,6 +304,6 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
     )
     sections.insert(0, overview)
     paths = {"markdown": run.report_markdown, "html": run.report_html}
-    atomic_write_text(paths["markdown"], to_markdown(title, sections))
-    atomic_write_text(paths["html"], to_html(title, sections, plots))
+    atomic_write_text(paths["markdown"], to_markdown(title, sections), "the report")
+    atomic_write_text(paths["html"], to_html(title, sections, plots), "the report")
     return paths

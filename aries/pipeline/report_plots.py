@@ -25,7 +25,7 @@ def _save(figure, plots: Path, name: str) -> str:
     figure.tight_layout()
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=110)
-    atomic_write_bytes(plots / name, png.getvalue())  # never a torn plot after a kill
+    atomic_write_bytes(plots / name, png.getvalue(), "a report plot")  # never torn by a kill
     _pyplot().close(figure)
     return name
 

@@ -265,10 +265,10 @@ def _check_prompt_mixture(prompts: PromptsConfig) -> None:
     """Bad source weights fail at config load, not at the first prompts stage."""
     from aries.method.sources import PromptSource, mixture_counts
 
-    try:
-        weights = [float(PromptSource.parse(spec).weight) for spec in prompts.sources]
-    except (TypeError, ValueError):
-        raise AriesError("prompts.sources: every weight must be a number") from None
+    sources = [
+        PromptSource.parse(s, f"prompts.sources[{i}]") for i, s in enumerate(prompts.sources)
+    ]
+    weights = [source.weight for source in sources]
     try:
         mixture_counts(weights, prompts.per_iteration)
     except AriesError as error:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import resource
 import shutil
 import time
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from aries import AriesError
 from aries.core.config import config_hash, to_dict
 from aries.core.distributed import is_main_process
 from aries.core.jsonl import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+from aries.core.memory import PeakRSS
 
 
 class RunDir:
@@ -242,19 +242,22 @@ class Manifest:
     def stage(
         self, iteration: int | None, name: str, processes: int | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Run a stage: mark it running, time it, store its counts and mark it done; a stage
-        run by a launcher also records how many processes ran it."""
+        """Run a stage: mark it running, time it, store its counts and its own memory peak (not
+        an earlier stage's: `PeakRSS`) and mark it done; a stage run by a launcher also records
+        how many processes ran it."""
         entry = self.stages(iteration).setdefault(name, {})
         entry.update(status="running", attempts=entry.get("attempts", 0) + 1)
         self.save()
         started = time.time()
         counts: dict[str, Any] = {}
-        yield counts
+        with PeakRSS() as memory:
+            yield counts
         entry.update(
             status="done",
             seconds=round(time.time() - started, 1),
             counts=counts,
-            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            start_rss_mb=_mb(memory.start_mb),
+            peak_rss_mb=_mb(memory.peak_mb),
         )
         if processes is not None:
             entry["processes"] = processes
@@ -264,3 +267,7 @@ class Manifest:
         # Under `accelerate launch` every rank runs the stage; only the main process records it.
         if is_main_process():
             atomic_write_json(self.path, self.data)
+
+
+def _mb(value: float | None) -> int | None:
+    return None if value is None else round(value)

@@ -14,7 +14,7 @@ from typing import Any
 from aries import AriesError
 from aries.backends import Backend, Sampling
 from aries.core.distributed import on_main_process
-from aries.core.jsonl import atomic_write_jsonl, replace_folder
+from aries.core.jsonl import atomic_write_jsonl, replace_folder, writing
 from aries.core.memory import return_freed_memory
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import RunDir
@@ -298,8 +298,9 @@ def train(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str,
         def carry_over() -> None:
             tmp = run.model(t).with_name(run.model(t).name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(resolve_model(training_start(run, config, t)), tmp)
-            replace_folder(tmp, run.model(t))
+            with writing(run.model(t), "the carried-over model", partial=tmp):
+                shutil.copytree(resolve_model(training_start(run, config, t)), tmp)
+                replace_folder(tmp, run.model(t))
 
         on_main_process(carry_over)
         return {"steps": 0, "skipped": "no pairs"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from aries.core.jsonl import atomic_write_json, fsync_tree, replace_folder
+from aries.core.jsonl import atomic_write_json, fsync_tree, replace_folder, writing
 
 CHECKPOINT_COMPLETE = "aries-checkpoint-complete.json"
 """Written into `checkpoint-<step>/` once all of it is on disk; resume trusts nothing else."""
@@ -94,16 +94,17 @@ def save_policy(trainer, tokenizer, output_dir: str | Path) -> None:
     main = trainer.accelerator.is_main_process
     if main:
         shutil.rmtree(tmp, ignore_errors=True)  # what a killed save left
-    trainer.save_model(  # _internal_call: no push of the checkpoint folder (push_policy)
-        str(tmp / "adapter") if hasattr(trainer.model, "merge_and_unload") else str(tmp),
-        _internal_call=True,
-    )
-    trainer.accelerator.wait_for_everyone()
-    if main:
-        if hasattr(trainer.model, "merge_and_unload"):  # a PEFT model: also save merged weights
-            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "log_history.json", trainer.state.log_history)
-        replace_folder(tmp, output_dir)
+    with writing(output_dir, "the trained model", partial=tmp if main else None):
+        trainer.save_model(  # _internal_call: no push of the checkpoint folder (push_policy)
+            str(tmp / "adapter") if hasattr(trainer.model, "merge_and_unload") else str(tmp),
+            _internal_call=True,
+        )
+        trainer.accelerator.wait_for_everyone()
+        if main:
+            if hasattr(trainer.model, "merge_and_unload"):  # PEFT: also save merged weights
+                merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+                merged.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / "log_history.json", trainer.state.log_history)
+            replace_folder(tmp, output_dir)
     trainer.accelerator.wait_for_everyone()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aries import AriesError
-from aries.core.jsonl import atomic_write_json, replace_folder
+from aries.core.jsonl import atomic_write_json, replace_folder, writing
 
 MOMENTUM_RECORD = "momentum.json"
 """Written into the extrapolated folder: α and the two folders it was computed from."""
@@ -84,11 +84,12 @@ def write_extrapolated(
     trained, out = Path(trained), Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # what a killed write left
-    shutil.copytree(trained, tmp, ignore=shutil.ignore_patterns("*.safetensors", "adapter"))
-    before = load_weights(previous)
-    for file in weight_files(trained):
-        tensors = load_file(file)
-        save_file(extrapolate(tensors, before, alpha), tmp / file.name, metadata={"format": "pt"})
-    record = {"alpha": alpha, "trained": str(trained), "previous": str(previous)}
-    atomic_write_json(tmp / MOMENTUM_RECORD, record)
-    replace_folder(tmp, out)
+    with writing(out, "the extrapolated model", partial=tmp):
+        shutil.copytree(trained, tmp, ignore=shutil.ignore_patterns("*.safetensors", "adapter"))
+        before = load_weights(previous)
+        for file in weight_files(trained):
+            tensors = extrapolate(load_file(file), before, alpha)
+            save_file(tensors, tmp / file.name, metadata={"format": "pt"})
+        record = {"alpha": alpha, "trained": str(trained), "previous": str(previous)}
+        atomic_write_json(tmp / MOMENTUM_RECORD, record)
+        replace_folder(tmp, out)

@@ -19,6 +19,7 @@ from typing import Any
 from aries import AriesError
 from aries.core.compat import training_arguments
 from aries.core.integrations import log_to, push_policy, trainer_arguments
+from aries.core.jsonl import writing
 from aries.training.checkpoints import (
     checkpoint_folders,
     checkpoint_marker,
@@ -297,7 +298,9 @@ def _train_and_save(trainer, tokenizer, checkpoints: Path, output_dir: Path) -> 
         keep, trainer.args.save_total_limit = trainer.args.save_total_limit, None
         trainer.add_callback(checkpoint_marker(trainer.accelerator, checkpoints, keep))
         main = trainer.accelerator.is_main_process
-        trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints, tidy=main))
+        # a checkpoint the full disk cut short has no completion marker: the rerun skips it
+        with writing(checkpoints, "a training checkpoint"):
+            trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints, tidy=main))
         save_policy(trainer, tokenizer, output_dir)
     push_policy(trainer, output_dir)  # also when a rerun found the policy saved but not pushed
     if trainer.accelerator.is_main_process:
