@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aries import AriesError
+from aries.core.console import quiet_libraries
 from aries.core.memory import return_freed_memory
 from aries.method.teacher import teacher
 from aries.pipeline import stages, temporal
@@ -155,7 +156,7 @@ def _run_step(
     manifest: Manifest,
     session: Session,
 ) -> None:
-    with manifest.stage(t, step.name) as counts:
+    with manifest.stage(t, step.name) as counts, quiet_libraries():
         counts.update(step.stage(run_dir, config, t, session))
     # A finished trainer dies in reference cycles: collect it now, not while the next stage's
     # model is loading on top of it.
