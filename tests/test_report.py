@@ -31,6 +31,12 @@ def _eval(metrics: list[float]) -> dict:
             "per_round": rows}  # fmt: skip
 
 
+def _chain(id: str) -> dict:
+    texts = ["<script>alert(1)</script> 2+2 = 5", "2 + 2 = 4 | Answer: 4", "Answer: 4"]
+    return {"id": id, "prompt": "What is 2 + 2?", "chain": [{"round": k, "text": text}
+            for k, text in enumerate(texts)]}  # fmt: skip
+
+
 @pytest.fixture
 def run_dir(tmp_path):
     run = tmp_path / "demo"
@@ -45,6 +51,7 @@ def run_dir(tmp_path):
         run / "iter_1" / "scores.jsonl",
         [{"id": str(i), "chain_scores": [0.0, 1.0, None]} for i in range(4)],
     )
+    atomic_write_jsonl(run / "iter_1" / "chains.jsonl", [_chain(str(i)) for i in range(4)])
     history = [
         {"step": s, "loss": 0.7 - 0.1 * s, "rewards/margins": 0.1 * s, "rewards/chosen": 0.05 * s,
          "rewards/rejected": -0.05 * s} for s in range(1, 4)
@@ -104,7 +111,7 @@ def test_empty_run_degrades_gracefully(tmp_path):
     (run / "iter_0").mkdir(parents=True)
     assert main(["report", str(run)]) == 0
     markdown = (run / "report.md").read_text()
-    assert markdown.count("not available") == 6  # five sections and the manifest
+    assert markdown.count("not available") == 7  # six sections and the manifest
     assert not list(run.rglob("*.png"))
     assert "<h2>Training curves</h2>" in (run / "report.html").read_text()
 
@@ -130,3 +137,26 @@ def test_training_curves_from_tensorboard_events(tmp_path):
     assert curves["loss"] == [(1, 1.0), (2, 0.5)]
     assert curves["rewards/margins"] == [(1, 0.5), (2, 1.0)]
     assert "learning_rate" not in curves
+
+
+def test_example_chains_of_iteration_0(tmp_path):
+    run = tmp_path / "run"
+    atomic_write_jsonl(run / "iter_0" / "chains.jsonl", [_chain("a"), _chain("b")])
+    atomic_write_jsonl(
+        run / "iter_0" / "scores.jsonl",
+        [{"id": "a", "chain_scores": [1.0, 1.0, 1.0]}, {"id": "b", "chain_scores": [0, 1, 0]}],
+    )
+    pair = {"id": "a", "prompt": "What is 2 + 2?", "chosen": "Answer: 4", "rejected": "<b>5</b>",
+            "chosen_score": 1.0, "rejected_score": 0.0, "chosen_from": "round:1",
+            "rejected_from": "round:0"}  # fmt: skip
+    atomic_write_jsonl(run / "iter_0" / "selections.jsonl", [pair])
+    assert main(["report", str(run)]) == 0
+    markdown = (run / "report.md").read_text()
+    page = (run / "report.html").read_text()
+    assert "1 iteration folder(s) (iter_0)" in markdown
+    assert "## Example chain: wrong → right\n\nIteration 0, `b`: the reward rose" in markdown
+    assert "## Example chain: right → wrong\n\nIteration 0, `b`: the reward fell" in markdown
+    assert "## Example kept pair\n\nIteration 0, `a`: chosen from round:1, rejected" in markdown
+    assert "| round 1 | 2 + 2 = 4 \\| Answer: 4 | 1 |" in markdown
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>5</b>" not in page and "&lt;b&gt;5&lt;/b&gt;" in page
