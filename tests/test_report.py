@@ -1,8 +1,13 @@
-"""Report on a tiny synthetic run directory: files exist, PNGs decode, HTML is self-contained."""
+"""Report on a tiny synthetic run directory: files exist, PNGs decode, HTML is self-contained,
+and it renders in a real headless Chromium (where `chromium` or Chrome is on PATH; Debian's
+`chromium` package; skipped otherwise)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 
 import matplotlib.image
 import pytest
@@ -160,3 +165,53 @@ def test_example_chains_of_iteration_0(tmp_path):
     assert "| round 1 | 2 + 2 = 4 \\| Answer: 4 | 1 |" in markdown
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>5</b>" not in page and "&lt;b&gt;5&lt;/b&gt;" in page
+
+
+BROWSER = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+    None,
+)
+WIDTH = 1280
+
+CHECK = """
+<script>
+window.errors = [];
+window.addEventListener("error", e => window.errors.push(String(e.message || e.target.src)), true);
+window.addEventListener("load", () => {
+  const images = [...document.images].map(i => ({alt: i.alt, natural: i.naturalWidth,
+                                                 shown: i.getBoundingClientRect().width}));
+  const tables = [...document.querySelectorAll("table")].map(
+      t => Math.ceil(t.getBoundingClientRect().right));
+  const out = document.createElement("pre");
+  out.id = "aries-check";
+  out.textContent = JSON.stringify({errors: window.errors, images, tables,
+                                    viewport: document.documentElement.clientWidth});
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no chromium/google-chrome on PATH (apt: chromium)")
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    assert main(["report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("<head>", "<head>" + CHECK, 1))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--window-size={WIDTH},900"]
+    flags += [f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run(
+        [BROWSER, *flags, "--dump-dom", checked.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    found = re.search(r'<pre id="aries-check">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert result["errors"] == []
+    assert len(result["images"]) == 5
+    for image in result["images"]:
+        assert image["natural"] > 0 and image["shown"] >= 300, image
+    assert result["tables"] and max(result["tables"]) <= result["viewport"], result
