@@ -1,8 +1,13 @@
-"""Report on a tiny synthetic run directory: files exist, PNGs decode, HTML is self-contained."""
+"""Report on a tiny synthetic run directory: files exist, PNGs decode, HTML is self-contained,
+and it renders in a real headless Chromium (where `chromium` or Chrome is on PATH; Debian's
+`chromium` package; skipped otherwise)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 
 import matplotlib.image
 import pytest
@@ -31,6 +36,12 @@ def _eval(metrics: list[float]) -> dict:
             "per_round": rows}  # fmt: skip
 
 
+def _chain(id: str) -> dict:
+    texts = ["<script>alert(1)</script> 2+2 = 5", "2 + 2 = 4 | Answer: 4", "Answer: 4"]
+    return {"id": id, "prompt": "What is 2 + 2?", "chain": [{"round": k, "text": text}
+            for k, text in enumerate(texts)]}  # fmt: skip
+
+
 @pytest.fixture
 def run_dir(tmp_path):
     run = tmp_path / "demo"
@@ -45,6 +56,7 @@ def run_dir(tmp_path):
         run / "iter_1" / "scores.jsonl",
         [{"id": str(i), "chain_scores": [0.0, 1.0, None]} for i in range(4)],
     )
+    atomic_write_jsonl(run / "iter_1" / "chains.jsonl", [_chain(str(i)) for i in range(4)])
     history = [
         {"step": s, "loss": 0.7 - 0.1 * s, "rewards/margins": 0.1 * s, "rewards/chosen": 0.05 * s,
          "rewards/rejected": -0.05 * s} for s in range(1, 4)
@@ -104,7 +116,7 @@ def test_empty_run_degrades_gracefully(tmp_path):
     (run / "iter_0").mkdir(parents=True)
     assert main(["report", str(run)]) == 0
     markdown = (run / "report.md").read_text()
-    assert markdown.count("not available") == 6  # five sections and the manifest
+    assert markdown.count("not available") == 7  # six sections and the manifest
     assert not list(run.rglob("*.png"))
     assert "<h2>Training curves</h2>" in (run / "report.html").read_text()
 
@@ -161,3 +173,76 @@ def test_each_stage_records_its_own_memory_peak(tmp_path, capsys):
     light = stages["light"]
     line = f"light ✓ 0s {light['peak_rss_mb']} MB (+{growth['light']})"
     assert line in capsys.readouterr().out
+
+
+def test_example_chains_of_iteration_0(tmp_path):
+    run = tmp_path / "run"
+    atomic_write_jsonl(run / "iter_0" / "chains.jsonl", [_chain("a"), _chain("b")])
+    atomic_write_jsonl(
+        run / "iter_0" / "scores.jsonl",
+        [{"id": "a", "chain_scores": [1.0, 1.0, 1.0]}, {"id": "b", "chain_scores": [0, 1, 0]}],
+    )
+    pair = {"id": "a", "prompt": "What is 2 + 2?", "chosen": "Answer: 4", "rejected": "<b>5</b>",
+            "chosen_score": 1.0, "rejected_score": 0.0, "chosen_from": "round:1",
+            "rejected_from": "round:0"}  # fmt: skip
+    atomic_write_jsonl(run / "iter_0" / "selections.jsonl", [pair])
+    assert main(["report", str(run)]) == 0
+    markdown = (run / "report.md").read_text()
+    page = (run / "report.html").read_text()
+    assert "1 iteration folder(s) (iter_0)" in markdown
+    assert "## Example chain: wrong → right\n\nIteration 0, `b`: the reward rose" in markdown
+    assert "## Example chain: right → wrong\n\nIteration 0, `b`: the reward fell" in markdown
+    assert "## Example kept pair\n\nIteration 0, `a`: chosen from round:1, rejected" in markdown
+    assert "| round 1 | 2 + 2 = 4 \\| Answer: 4 | 1 |" in markdown
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>5</b>" not in page and "&lt;b&gt;5&lt;/b&gt;" in page
+
+
+BROWSER = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+    None,
+)
+WIDTH = 1280
+
+CHECK = """
+<script>
+window.errors = [];
+window.addEventListener("error", e => window.errors.push(String(e.message || e.target.src)), true);
+window.addEventListener("load", () => {
+  const images = [...document.images].map(i => ({alt: i.alt, natural: i.naturalWidth,
+                                                 shown: i.getBoundingClientRect().width}));
+  const tables = [...document.querySelectorAll("table")].map(
+      t => Math.ceil(t.getBoundingClientRect().right));
+  const out = document.createElement("pre");
+  out.id = "aries-check";
+  out.textContent = JSON.stringify({errors: window.errors, images, tables,
+                                    viewport: document.documentElement.clientWidth});
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no chromium/google-chrome on PATH (apt: chromium)")
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    assert main(["report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("<head>", "<head>" + CHECK, 1))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--window-size={WIDTH},900"]
+    flags += [f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run(
+        [BROWSER, *flags, "--dump-dom", checked.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    found = re.search(r'<pre id="aries-check">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert result["errors"] == []
+    assert len(result["images"]) == 5
+    for image in result["images"]:
+        assert image["natural"] > 0 and image["shown"] >= 300, image
+    assert result["tables"] and max(result["tables"]) <= result["viewport"], result

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aries.backends import Backend, Generation, Sampling
+from aries.core.console import progress_bar
 from aries.core.jsonl import JsonlAppender, read_jsonl
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION, direct_messages, refine_messages
 
@@ -83,7 +84,9 @@ def run_chains(
         appender = JsonlAppender(out_path)
         done = {r["id"]: r for r in read_jsonl(out_path, allow_torn_tail=True)}
     pending = [p for p in prompts if p["id"] not in done]
-    bar = _progress_bar(len(pending) * (rounds + 1 + n_samples), enabled=progress)
+    bar = progress_bar(
+        len(pending) * (rounds + 1 + n_samples), desc="generating", unit="answer", enabled=progress
+    )
     try:
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start : start + chunk_size]
@@ -163,9 +166,3 @@ def _fields(generation: Generation) -> dict[str, Any]:
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": generation.completion_tokens,
     }
-
-
-def _progress_bar(total: int, *, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="generating", unit="answer", disable=not enabled or total == 0)

@@ -18,6 +18,7 @@ from typing import Any
 
 from aries import AriesError
 from aries.core.distributed import launched_processes
+from aries.core.console import quiet_libraries
 from aries.core.memory import return_freed_memory
 from aries.method.teacher import teacher
 from aries.pipeline import stages, temporal
@@ -170,7 +171,7 @@ def _run_step(
     manifest: Manifest,
     session: Session,
 ) -> None:
-    with manifest.stage(t, step.name, processes=launched_processes()) as counts:
+    with manifest.stage(t, step.name, processes=launched_processes()) as counts, quiet_libraries():
         counts.update(step.stage(run_dir, config, t, session))
     # A finished trainer dies in reference cycles: collect it now, not while the next stage's
     # model is loading on top of it.

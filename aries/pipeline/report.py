@@ -229,7 +229,7 @@ def to_markdown(title: str, sections: list[Section]) -> str:
         for header, rows in section.tables:
             lines.append("| " + " | ".join(header) + " |")
             lines.append("|" + "---|" * len(header))
-            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
             lines.append("")
         lines += [f"![{name}](plots/{name})\n" for name in section.plots]
     return "\n".join(lines)
@@ -240,6 +240,7 @@ STYLE = (
     "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
     "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}"
+    "td{overflow-wrap:anywhere}td.text{text-align:left}"
     "img{max-width:100%;border:1px solid #eee}"
 )
 
@@ -256,13 +257,19 @@ def to_html(title: str, sections: list[Section], plots: Path) -> str:
         for header, rows in section.tables:
             parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header))
             for row in rows:
-                parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+                parts.append("<tr>" + "".join(_td(c) for c in row) + "</tr>")
             parts.append("</table>")
         for name in section.plots:
             data = base64.b64encode((plots / name).read_bytes()).decode()
             parts.append(f"<img alt='{name}' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _td(cell: str) -> str:
+    """A table cell; prose (a model's text) reads from the left, numbers from the right."""
+    kind = " class='text'" if len(cell) > 40 else ""
+    return f"<td{kind}>{html.escape(cell)}</td>"
 
 
 def _inline(text: str) -> str:
@@ -285,6 +292,8 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
     run = RunDir(run_dir)
     plots = run.plots
     manifest = run.read_manifest() or {}
+    from aries.pipeline.report_chains import chains_sections  # it imports this module
+
     its = run.iterations()
     sections = [
         eval_section(run.evals(), plots),
@@ -292,12 +301,14 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
         selection_section(manifest, plots),
         training_section(run, its, plots),
         stages_section(manifest, plots),
+        *chains_sections(run, its),
     ]
     title = f"ARIES run report: {run.root.resolve().name}"
     overview = Section(
         "Run",
         text=[
-            f"Directory `{run.root}`; iterations found: {', '.join(map(str, its)) or 'none'}; "
+            f"Directory `{run.root}`; {len(its)} iteration folder(s)"
+            f"{' (' + ', '.join(f'iter_{t}' for t in its) + ')' if its else ''}; "
             f"manifest: {'present' if manifest else NOT_AVAILABLE}; config hash "
             f"`{manifest.get('config_hash', '-')}`."
         ],

@@ -112,7 +112,7 @@ def sft(run: RunDir, config: RunConfig, t: None, session: Session) -> dict[str, 
     count = on_main_process(  # one writer under a launcher
         lambda: sft_dataset(dataset, run.sft_examples, instruction, config.system_prompt)
     )
-    return {"examples": count, **_train_sft(run, config)}
+    return {"examples": count, **_train_sft(run, config, session.progress)}
 
 
 def warm_start(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
@@ -128,10 +128,10 @@ def warm_start(run: RunDir, config: RunConfig, t: int, session: Session) -> dict
         raise AriesError(f"{run.selections(t)}: no selected pair to warm-start from")
     on_main_process(lambda: save_dataset(examples, run.sft_examples))
     session.release()  # hand the memory to the trainer
-    return {"examples": len(examples), **_train_sft(run, config)}
+    return {"examples": len(examples), **_train_sft(run, config, session.progress)}
 
 
-def _train_sft(run: RunDir, config: RunConfig) -> dict[str, float]:
+def _train_sft(run: RunDir, config: RunConfig, progress: bool) -> dict[str, float]:
     """The initial model trained on the run's SFT examples, saved as the run's SFT model."""
     from aries.training.train import train_sft
 
@@ -145,6 +145,7 @@ def _train_sft(run: RunDir, config: RunConfig) -> dict[str, float]:
         report_to=config.train.report_to,
         trust_remote_code=config.trust_remote_code,
         chat_template=config.chat_template,
+        progress=progress,
     )
     return _numbers(metrics)
 
@@ -306,7 +307,7 @@ def train(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str,
         return {"steps": 0, "skipped": "no pairs"}
     alpha = config.train.momentum
     trained = run.before_momentum(t) if alpha else run.model(t)
-    metrics = train_into(run, config, t, run.pairs(t), trained)
+    metrics = train_into(run, config, t, run.pairs(t), trained, progress=session.progress)
     if alpha:
         from aries.training.momentum import write_extrapolated
 
@@ -328,7 +329,7 @@ def before_training(run: RunDir, config: RunConfig, t: int) -> str:
 
 
 def train_into(
-    run: RunDir, config: RunConfig, t: int, pairs_dir: Path, out: Path
+    run: RunDir, config: RunConfig, t: int, pairs_dir: Path, out: Path, *, progress: bool = True
 ) -> dict[str, float]:
     """Iteration t's preference training on `pairs_dir`, from its training start, into `out`."""
     from aries.core.models import resolve_model
@@ -347,6 +348,7 @@ def train_into(
         log_dir=run.logs(t),
         trust_remote_code=config.trust_remote_code,
         chat_template=config.chat_template,
+        progress=progress,
     )
     return _numbers(metrics)
 

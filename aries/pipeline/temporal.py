@@ -121,7 +121,9 @@ def future_model(run: RunDir, config: RunConfig, t: int, session: Session) -> di
     if not counts["pairs"]:
         return {"pairs": 0, "skipped": "no anchored pairs: no future model"}
     session.release()  # hand the memory to the trainer
-    trained = train_into(run, config, t, folder / "pairs", folder / "model")
+    trained = train_into(
+        run, config, t, folder / "pairs", folder / "model", progress=session.progress
+    )
     return {"pairs": counts["pairs"], **trained}
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from aries import AriesError
 from aries.core.compat import training_arguments
+from aries.core.console import watch
 from aries.core.integrations import log_to, push_policy, trainer_arguments
 from aries.core.jsonl import writing
 from aries.training.checkpoints import (
@@ -141,12 +142,14 @@ def train_preference(
     log_dir: str | Path | None = None,
     trust_remote_code: bool = False,
     chat_template: str | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train π_{t+1} from π_t (`policy`) on a both-view pair dataset; returns the final metrics.
 
     `reference` is the reference model's path when it is not the policy itself (π_0). Checkpoints
     go to `<output_dir>.checkpoints/` and a rerun resumes from the last one. A `chat_template`
     override renders the pairs and is saved with the policy's tokenizer (aries.core.views).
+    The console shows one progress line; the trainer's logs go to `<log_dir>/train.log`.
     """
     import datasets
     from trl import DPOConfig
@@ -204,8 +207,7 @@ def train_preference(
         simpo_gamma=config.simpo_gamma,
         inpo_tau=config.inpo_tau,
     )
-    log_to(trainer, log_dir)
-    return _train_and_save(trainer, tokenizer, checkpoints, output_dir)
+    return _train_and_save(trainer, tokenizer, checkpoints, output_dir, log_dir, progress)
 
 
 def train_sft(
@@ -219,6 +221,7 @@ def train_sft(
     report_to: str = "tensorboard",
     trust_remote_code: bool = False,
     chat_template: str | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """METHOD.md stage 0 with TRL's `SFTTrainer` on prompt-completion examples of both views."""
     import datasets
@@ -252,8 +255,7 @@ def train_sft(
         train_dataset=dataset,
         processing_class=tokenizer,
     )
-    log_to(trainer, log_dir)
-    return _train_and_save(trainer, tokenizer, checkpoints, output_dir)
+    return _train_and_save(trainer, tokenizer, checkpoints, output_dir, log_dir, progress)
 
 
 def _for_policy(dataset, policy: str, trust_remote_code: bool, chat_template: str | None):
@@ -286,13 +288,26 @@ def _load_policy(policy: str, trust_remote_code: bool, chat_template: str | None
     return model, tokenizer
 
 
-def _train_and_save(trainer, tokenizer, checkpoints: Path, output_dir: Path) -> dict[str, Any]:
+def _train_and_save(
+    trainer,
+    tokenizer,
+    checkpoints: Path,
+    output_dir: Path,
+    log_dir: str | Path | None,
+    progress: bool,
+) -> dict[str, Any]:
     """Train (resuming from the last complete checkpoint), save the policy with its log history,
     tidy up; returns the final metrics and the step count.
+
+    TensorBoard events and the trainer's full logs (`train.log`, one JSON line per log) go to
+    `log_dir`; the console gets one progress line (aries.core.console).
 
     The policy folder is renamed into place only when whole, so if it exists next to the
     checkpoints, the run was killed while removing them: the training is done, not redone.
     """
+    log_to(trainer, log_dir)
+    log_file = Path(log_dir) / "train.log" if log_dir is not None else None
+    watch(trainer, log_file, desc="training", progress=progress)
     history = output_dir / "log_history.json"
     if not (history.is_file() and checkpoints.is_dir()):
         keep, trainer.args.save_total_limit = trainer.args.save_total_limit, None
