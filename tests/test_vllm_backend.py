@@ -1,9 +1,12 @@
-"""The `vllm` backend. vLLM needs a CUDA GPU: these tests skip where it is not installed, except
-the one that checks the message a user gets when it is missing."""
+"""The `vllm` backend. The tests marked `vllm` run the real engine (vLLM's x86 CPU build, in
+.venv-vllm: `make test-vllm`) on the embedded model; elsewhere they skip, and the others check
+what needs no engine (the install hint, prompt tokens, request seeds)."""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,32 +39,55 @@ def test_request_seeds_depend_on_content_and_repeat_only():
     assert request_seeds(6, [a])[0] != seeds[0]
 
 
+# Eager mode: torch.compile would add about a minute to every engine start on a CPU.
+ENGINE = {"dtype": "float32", "max_model_len": 1024, "engine_options": {"enforce_eager": True}}
+PROMPTS = [
+    [{"role": "user", "content": f"What is {a} + {b}? Answer with the number."}]
+    for a, b in [(i * 7 % 23, i * 5 % 17) for i in range(16)]
+]
+
+
+def child_processes() -> dict[int, str]:
+    """This process's children and their command lines (vLLM's engine core runs in one), less
+    multiprocessing's resource tracker, which lives as long as this process."""
+    me = str(os.getpid())
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if fields[1] == me and "resource_tracker" not in command:
+            children[int(stat.parent.name)] = command
+    return children
+
+
 @pytest.fixture(scope="module")
 def vllm_backend(embedded_path):
-    pytest.importorskip("vllm")
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("vLLM needs a CUDA GPU")
-    backend = make_backend("vllm", str(embedded_path), dtype="float32", gpu_memory_utilization=0.3)
-    yield backend
+    pytest.importorskip("vllm", reason="the real engine runs in .venv-vllm: make test-vllm")
+    return make_backend("vllm", str(embedded_path), **ENGINE)
 
 
-def test_vllm_generates_hf_compatible_records(vllm_backend, embedded_path):
+@pytest.mark.vllm
+def test_vllm_greedy_agrees_with_the_hf_backend(vllm_backend, embedded_path):
     from aries.backends.hf import HFBackend
 
-    conversations = [[{"role": "user", "content": f"What is {i} + {i}?"}] for i in range(4)]
-    greedy = Sampling(max_new_tokens=16, temperature=0.0)
-    generations = vllm_backend.generate(conversations, greedy)
-    hf = HFBackend(str(embedded_path), device="cuda", dtype="float32")
-    expected = hf.generate(conversations, greedy)
+    greedy = Sampling(max_new_tokens=32, temperature=0.0)
+    generations = vllm_backend.generate(PROMPTS, greedy)
+    hf = HFBackend(str(embedded_path), dtype="float32", batch_size=16)
+    expected = hf.generate(PROMPTS, greedy)
     assert [g.prompt_tokens for g in generations] == [g.prompt_tokens for g in expected]
     assert all(g.finish_reason in ("stop", "length") for g in generations)
-    assert all(1 <= g.completion_tokens <= 16 for g in generations)
-    # Greedy fp32 decoding of the same tokens: the first words agree with transformers.
-    assert [g.text[:10] for g in generations] == [g.text[:10] for g in expected]
-    assert vllm_backend.context_length == hf.context_length
+    # Two fp32 engines on the same tokens: their matmuls sum in different orders, so a near tie
+    # may go the other way after a few tokens. Measured: all 16 identical (vLLM 0.32
+    # CPU build, transformers 5.19); fewer than 14 means something is really wrong.
+    same = sum(g.text == e.text for g, e in zip(generations, expected))
+    assert same >= 14, [(g.text, e.text) for g, e in zip(generations, expected)]
+    assert vllm_backend.context_length == 1024
 
 
+@pytest.mark.vllm
 def test_vllm_sampling_is_seeded(vllm_backend):
     conversation = [[{"role": "user", "content": "Tell me a story."}]]
     sampled = Sampling(max_new_tokens=12, temperature=1.0, seed=3)
@@ -69,11 +95,21 @@ def test_vllm_sampling_is_seeded(vllm_backend):
     again = vllm_backend.generate(conversation * 2, sampled)
     assert [g.text for g in first] == [g.text for g in again]
     assert first[0].text != first[1].text  # parallel samples are not copies
+    other = vllm_backend.generate(conversation, Sampling(12, 1.0, seed=4))
+    assert other[0].text != first[0].text
 
 
-def test_vllm_close_frees_gpu_memory(vllm_backend):
-    import torch
-
-    vllm_backend.close()
-    free, total = torch.cuda.mem_get_info()
-    assert free > 0.8 * total
+@pytest.mark.vllm
+def test_vllm_close_ends_the_engine_and_another_starts(vllm_backend, embedded_path):
+    greedy = Sampling(max_new_tokens=12, temperature=0.0)
+    before = vllm_backend.generate(PROMPTS[:2], greedy)
+    engines = child_processes()
+    assert engines
+    vllm_backend.close()  # the last test of the module: the fixture's engine is gone after it
+    left = {pid: command for pid, command in child_processes().items() if pid in engines}
+    assert not left, left
+    again = make_backend("vllm", str(embedded_path), **ENGINE)
+    try:
+        assert [g.text for g in again.generate(PROMPTS[:2], greedy)] == [g.text for g in before]
+    finally:
+        again.close()

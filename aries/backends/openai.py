@@ -16,6 +16,7 @@ collections. Only `httpx` is needed, not the `openai` package.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -166,21 +167,25 @@ class ManagedServer:
         return self
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
+        """SIGTERM the process group, then SIGKILL what is left after `grace` seconds; last,
+        SIGKILL the group's stragglers (vLLM's engine core can outlive its server by a moment)."""
         import signal
 
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        if self.process.poll() is None:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.process.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def log_tail(self, lines: int = 20) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
