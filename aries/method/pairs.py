@@ -1,4 +1,5 @@
-"""From selected `(x, y_w, y_l)` to training examples for both views (METHOD.md stage 3).
+"""From selected `(x, y_w, y_l)` to training examples for both views (docs/specification.md,
+stage 3).
 
     direct view:  x               -> chosen y_w, rejected y_l
     refine view:  (x, y_l, z)     -> chosen y_w, rejected y_l   (y_l "repeated unchanged")
@@ -26,7 +27,7 @@ from aries.core.config import FieldError, Options, Range
 from aries.core.views import direct_messages, refine_messages, render_plain
 
 VIEWS = ("direct", "refine")
-"""The views of METHOD.md; `keep` is the optional design extension."""
+"""The views of docs/specification.md; `keep` is the optional design extension."""
 
 
 @dataclass
@@ -129,7 +130,7 @@ def preference_example(
 def sft_examples(
     selections: list[dict[str, Any]], *, instruction: str, system_prompt: str | None = None
 ) -> list[dict[str, Any]]:
-    """METHOD.md stage 0 (Eq. 4): `x -> y_w` and `(x, y_l, z) -> y_w` per row, in TRL's
+    """docs/specification.md stage 0 (Eq. 4): `x -> y_w` and `(x, y_l, z) -> y_w` per row, in TRL's
     conversational prompt-completion format."""
     examples = []
     for selection in selections:
@@ -147,7 +148,8 @@ def sft_examples(
 
 
 def sft_dataset(path: str, out_dir, instruction: str, system_prompt: str | None = None) -> int:
-    """Write METHOD.md Eq. 4's both-view SFT examples from a prompt/chosen/rejected file."""
+    """Write the both-view SFT examples of Eq. 4 (docs/specification.md) from a
+    prompt/chosen/rejected file."""
     from aries.method.sources import PromptSource, load_prompts
 
     rows = load_prompts(PromptSource(name=path))

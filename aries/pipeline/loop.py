@@ -1,4 +1,5 @@
-"""The ARIES loop (METHOD.md stages 0-4): which stages run, in what order, for each method.
+"""The ARIES loop (docs/specification.md stages 0-4): which stages run, in what order, for
+each method.
 
     once:           sft → eval (the initial model)
     per iteration:  prompts → collect → score → select → (warm_start) → pairs → train → eval

@@ -1,4 +1,5 @@
-"""The run directory: the one module that knows where a run keeps what (DESIGN.md's contract).
+"""The run directory: the one module that knows where a run keeps what (the contract between
+stages, docs/concepts.md).
 
 Every stage reads its inputs from here and writes its outputs here; the loop, `aries report`,
 `aries status`, the commands and the benchmarks all ask this module for paths, so the layout is
