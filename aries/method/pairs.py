@@ -24,6 +24,7 @@ from typing import Any
 
 from aries import AriesError
 from aries.core.config import FieldError, Options, Range
+from aries.core.docs import page
 from aries.core.views import direct_messages, refine_messages, render_plain
 
 VIEWS = ("direct", "refine")
@@ -80,7 +81,10 @@ def build_pairs(
     prompt opens with `system_prompt` when given (as in collection and evaluation)."""
     weights = {"direct": w_direct, "refine": w_refine, "keep": w_keep}
     if min(weights.values()) < 0 or w_direct + w_refine == 0:
-        raise AriesError("view weights must be >= 0 and w_direct, w_refine not both 0")
+        raise AriesError(
+            "view weights must be >= 0 and w_direct, w_refine not both 0 "
+            f"({page('concepts', 'the-two-views')})"
+        )
     top = max(weights.values())
     by_view: dict[str, list[dict[str, Any]]] = {view: [] for view in weights}
     for selection in selections:  # a record with a `view` (on-policy steps) gives that view only

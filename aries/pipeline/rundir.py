@@ -34,6 +34,7 @@ import yaml
 from aries import AriesError
 from aries.core.config import config_hash, to_dict
 from aries.core.distributed import is_main_process
+from aries.core.docs import page
 from aries.core.jsonl import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 
 
@@ -123,7 +124,10 @@ class RunDir:
         """The model of the last iteration that has one."""
         trained = [self.model(t) for t in self.iterations() if self.model(t).is_dir()]
         if not trained:
-            raise AriesError(f"{self.root}: no iter_*/model folder (is it a run directory?)")
+            raise AriesError(
+                f"{self.root}: no iter_*/model folder (is it a run directory? "
+                f"{page('concepts', 'the-run-directory')})"
+            )
         return trained[-1]
 
     def trained_model(self, t: int) -> Path:
