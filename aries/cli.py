@@ -12,21 +12,62 @@ import importlib
 import os
 import pkgutil
 import sys
+import textwrap
 
 from aries import AriesError, __version__, commands
+from aries.core.docs import DOCS_URL, page
 from aries.core.jsonl import disk_full_message, out_of_space
 from aries.core.memory import return_large_allocations_promptly
+
+COMMAND_PAGES: dict[str, str] = {
+    "run": page("concepts", "the-loop"),
+    "status": page("concepts", "the-run-directory"),
+    "report": page("concepts", "the-run-directory"),
+    "train": page("scaling", "training-on-several-gpus"),
+    "sft": page("specification", "stage-0-sft-paper-eq-4"),
+    "refine": page("getting-started", "using-it"),
+    "score": page("your-own-model", "4-the-reward-a-reward-model-a-verifier-or-a-judge"),
+    "select": page("concepts", "selection"),
+    "eval": page("your-own-model", "7-evaluate-aries-eval"),
+    "export": page(
+        "your-own-model", "8-publish-aries-export-into-alpacaeval-2-arena-hard-and-mt-bench"
+    ),
+    "serve": page("scaling", "aries-serve-self-refinement-as-a-service"),
+}
+"""The docs page each subcommand's --help ends with (a test checks every anchor exists)."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that it never breaks a word at a hyphen: the documentation
+    address at the end of every --help stays one line that a terminal can open."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.fill(
+            text,
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aries",
+        formatter_class=HelpFormatter,
         description="ARIES: iterative preference training that teaches a model to refine itself.",
+        epilog=f"documentation: {DOCS_URL}",
     )
     parser.add_argument("--version", action="version", version=f"aries {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"aries.commands.{module.name}").register(subparsers)
+    for name, sub in subparsers.choices.items():
+        docs = f"documentation: {COMMAND_PAGES.get(name, DOCS_URL)}"  # a test asks for each
+        sub.epilog = f"{sub.epilog}\n\n{docs}" if sub.epilog else docs
+        sub.formatter_class = HelpFormatter
     return parser
 
 

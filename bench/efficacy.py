@@ -2,7 +2,7 @@
 
 Runs a named list of variants (a method plus `--set` overrides of one run config) on each task of
 a spec file, every variant with several training seeds, and evaluates every model on one shared
-pool of problems from the task's held-out generator (EFFICACY.md's protocol; the code is the
+pool of problems from the task's held-out generator (docs/efficacy-protocol.md; the code is the
 `aries.sweep` package):
 
 - two pools per task from the same generator with disjoint seeds: `validation` (choose recipes

@@ -4,7 +4,7 @@
 command that reproduces a bench and the machine it runs on (CPUs, torch and its threads, load
 average at the start), and `Record.write` adds the load average at the end and writes the
 figures to `results/bench/<bench>.json` (`--json` elsewhere), from which
-`scripts/readme_tables.py` renders the README's speed table: no figure is copied by hand.
+`scripts/readme_tables.py` renders the speed table of docs/results.md: no figure is copied by hand.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def add_json_flag(parser: argparse.ArgumentParser, bench: str) -> None:
         type=Path,
         default=RESULTS / f"{bench}.json",
         help=f"where to write the figures (default results/bench/{bench}.json, which the "
-        "README's table is rendered from)",
+        "speed table of docs/results.md is rendered from)",
     )
 
 

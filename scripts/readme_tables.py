@@ -1,11 +1,11 @@
-"""Render the README's speed table from the bench records in results/bench/*.json.
+"""Render the speed table of docs/results.md from the bench records in results/bench/*.json.
 
 Every bench script writes its figures there (`bench/timing.py`); this script turns them into the
-table between the `<!-- bench-table -->` markers of README.md, so no figure is copied by hand
-(a test checks the README is what this renders). Standard library only.
+table between the `<!-- bench-table -->` markers of docs/results.md, so no figure is copied by
+hand (a test checks the page is what this renders). Standard library only.
 
-    python scripts/readme_tables.py            # rewrite the table in README.md
-    python scripts/readme_tables.py --check    # exit 1 if README.md's table is not current
+    python scripts/readme_tables.py            # rewrite the table in docs/results.md
+    python scripts/readme_tables.py --check    # exit 1 if docs/results.md's table is not current
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "results" / "bench"
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "results.md"
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
@@ -142,10 +142,10 @@ def render(records: Path = RECORDS) -> str:
     return "\n".join([*lines, END])
 
 
-def replaced(readme: str, table: str) -> str:
-    if readme.count(START) != 1 or readme.count(END) != 1:
-        raise SystemExit(f"{README}: needs one {START} and one {END} line")
-    before, rest = readme.split(START)
+def replaced(page: str, table: str) -> str:
+    if page.count(START) != 1 or page.count(END) != 1:
+        raise SystemExit(f"{PAGE}: needs one {START} and one {END} line")
+    before, rest = page.split(START)
     return before + table + rest.split(END, 1)[1]
 
 
@@ -153,16 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare only, write nothing")
     args = parser.parse_args(argv)
-    readme = README.read_text()
-    current = replaced(readme, render())
+    page = PAGE.read_text()
+    current = replaced(page, render())
     if args.check:
-        if current != readme:
-            print("README.md's speed table is stale: run python scripts/readme_tables.py")
+        if current != page:
+            print("docs/results.md's speed table is stale: run python scripts/readme_tables.py")
             return 1
         return 0
-    partial = README.with_name(README.name + ".tmp")  # atomic: a kill leaves the old README
+    partial = PAGE.with_name(PAGE.name + ".tmp")  # atomic: a kill leaves the old page
     partial.write_text(current)
-    os.replace(partial, README)
+    os.replace(partial, PAGE)
     return 0
 
 

@@ -237,3 +237,26 @@ def test_check_piped_into_head_ends_without_a_traceback():
     done = subprocess.run(command, shell=True, capture_output=True, text=True)
     assert done.stdout.strip() == f"{config}: valid"
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_the_your_own_model_config_passes_check(tmp_path, tiny_model_path, capsys):
+    """configs/your-model.yaml (docs/your-own-model.md) with local folders standing in for its hub
+    ids: the model, the reward model and the hub dataset of prompts."""
+    data = yaml.safe_load(Path("configs/your-model.yaml").read_text())
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt_id": "a", "prompt": "Explain DPO."}) + "\n")
+    source = data["prompts"]["sources"][0]
+    assert (data["model"], data["reward"]["model"], source["name"]) == (
+        "Qwen/Qwen2.5-1.5B-Instruct",
+        "Skywork/Skywork-Reward-V2-Llama-3.1-8B",
+        "HuggingFaceH4/ultrafeedback_binarized",
+    )
+    data["model"] = data["reward"]["model"] = str(tiny_model_path)
+    source["name"] = str(prompts)
+    data["output_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "your-model.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", "--config", str(path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "collect: π_t writes 1 answer + 2 refinement round(s) + 2 direct sample(s)" in out
+    assert "'type': 'reward-model'" in out and not (tmp_path / "runs").exists()

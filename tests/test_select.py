@@ -1,4 +1,4 @@
-"""Selection strategies: every drop reason and the edge cases of METHOD.md stage 2."""
+"""Selection strategies: every drop reason and the edge cases of docs/specification.md stage 2."""
 
 from __future__ import annotations
 

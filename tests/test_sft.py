@@ -1,4 +1,4 @@
-"""The SFT stage (METHOD.md Eq. 4) through TRL's SFTTrainer, from the command line."""
+"""The SFT stage (docs/specification.md Eq. 4) through TRL's SFTTrainer, from the command line."""
 
 import json
 

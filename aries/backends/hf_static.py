@@ -13,7 +13,7 @@ graph replays all of them with one launch, but only for fixed shapes and address
 Prefill stays eager (bucketed; long sequences are compute-bound already) and its cache is copied
 into the new rows' slots. Off a GPU the same path runs without a graph, which is how the tests
 show its greedy tokens equal the default path's. Off by default until a GPU run has shown it
-equal and faster (README, GPU section).
+equal and faster (docs/scaling.md, the GPU kit).
 """
 
 from __future__ import annotations

@@ -87,11 +87,15 @@ def show_status(args: argparse.Namespace) -> int:
     import json
 
     from aries import AriesError
+    from aries.core.docs import page
     from aries.pipeline.rundir import RunDir
     from aries.pipeline.status import summary_table
 
     run = RunDir(args.run_dir)
     if not run.manifest.is_file():
-        raise AriesError(f"{args.run_dir}: no manifest.json (not a run folder, or not started)")
+        raise AriesError(
+            f"{args.run_dir}: no manifest.json (not a run folder, or not started; "
+            f"{page('concepts', 'the-run-directory')})"
+        )
     print(summary_table(run, json.loads(run.manifest.read_text())))
     return 0

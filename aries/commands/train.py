@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
     sft = subparsers.add_parser(
         "sft",
-        help="SFT on both views from preference data (METHOD.md Eq. 4)",
+        help="SFT on both views from preference data (docs/specification.md Eq. 4)",
         description="Supervised fine-tuning on x -> y_w and (x, y_l, z) -> y_w for every row of "
         "a preference file with prompt / chosen / rejected fields (ARIES, arXiv 2502.05605, "
         "Eq. 4), through TRL's SFTTrainer.",

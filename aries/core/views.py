@@ -1,4 +1,5 @@
-"""The two views of one model (METHOD.md): direct `π(y | x)` and refine `π(y' | x, y, z)`.
+"""The two views of one model (docs/specification.md): direct `π(y | x)` and refine
+`π(y' | x, y, z)`.
 
 Every stage that builds a prompt (collection, pair construction, evaluation, serving) goes through
 these functions, so the model is trained on exactly the conversations it is later asked to refine.

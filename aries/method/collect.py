@@ -1,4 +1,4 @@
-"""Stage 1, collect: answer, then refine K rounds (METHOD.md), for many prompts at once.
+"""Stage 1, collect: answer, then refine K rounds (docs/specification.md), for many prompts at once.
 
     y^0 ~ π(. | x)                      direct view
     y^k ~ π(. | x, y^{k-1}, z)          refine view, k = 1..K

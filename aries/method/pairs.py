@@ -1,4 +1,5 @@
-"""From selected `(x, y_w, y_l)` to training examples for both views (METHOD.md stage 3).
+"""From selected `(x, y_w, y_l)` to training examples for both views (docs/specification.md,
+stage 3).
 
     direct view:  x               -> chosen y_w, rejected y_l
     refine view:  (x, y_l, z)     -> chosen y_w, rejected y_l   (y_l "repeated unchanged")
@@ -23,10 +24,11 @@ from typing import Any
 
 from aries import AriesError
 from aries.core.config import FieldError, Options, Range
+from aries.core.docs import page
 from aries.core.views import direct_messages, refine_messages, render_plain
 
 VIEWS = ("direct", "refine")
-"""The views of METHOD.md; `keep` is the optional design extension."""
+"""The views of docs/specification.md; `keep` is the optional design extension."""
 
 
 @dataclass
@@ -79,7 +81,10 @@ def build_pairs(
     prompt opens with `system_prompt` when given (as in collection and evaluation)."""
     weights = {"direct": w_direct, "refine": w_refine, "keep": w_keep}
     if min(weights.values()) < 0 or w_direct + w_refine == 0:
-        raise AriesError("view weights must be >= 0 and w_direct, w_refine not both 0")
+        raise AriesError(
+            "view weights must be >= 0 and w_direct, w_refine not both 0 "
+            f"({page('concepts', 'the-two-views')})"
+        )
     top = max(weights.values())
     by_view: dict[str, list[dict[str, Any]]] = {view: [] for view in weights}
     for selection in selections:  # a record with a `view` (on-policy steps) gives that view only
@@ -129,7 +134,7 @@ def preference_example(
 def sft_examples(
     selections: list[dict[str, Any]], *, instruction: str, system_prompt: str | None = None
 ) -> list[dict[str, Any]]:
-    """METHOD.md stage 0 (Eq. 4): `x -> y_w` and `(x, y_l, z) -> y_w` per row, in TRL's
+    """docs/specification.md stage 0 (Eq. 4): `x -> y_w` and `(x, y_l, z) -> y_w` per row, in TRL's
     conversational prompt-completion format."""
     examples = []
     for selection in selections:
@@ -147,7 +152,8 @@ def sft_examples(
 
 
 def sft_dataset(path: str, out_dir, instruction: str, system_prompt: str | None = None) -> int:
-    """Write METHOD.md Eq. 4's both-view SFT examples from a prompt/chosen/rejected file."""
+    """Write the both-view SFT examples of Eq. 4 (docs/specification.md) from a
+    prompt/chosen/rejected file."""
     from aries.method.sources import PromptSource, load_prompts
 
     rows = load_prompts(PromptSource(name=path))

@@ -1,4 +1,5 @@
-"""Selection (METHOD.md stage 2): turn each scored chain into preference pairs (one by default).
+"""Selection (docs/specification.md stage 2): turn each scored chain into preference pairs (one
+by default).
 
 A pure function of chains records and their scores, so every rule is easy to test and rerun.
 Strategies:

@@ -1,4 +1,4 @@
-"""The selection strategies (METHOD.md stage 2) as functions of one prompt's candidates.
+"""The selection strategies (docs/specification.md stage 2) as functions of one prompt's candidates.
 
 Each strategy ranks the candidates into (chosen, rejected) pairs, best against worst first, or
 returns the reason the prompt is dropped (one of `aries.method.select.DROP_REASONS`); they take

@@ -1,4 +1,5 @@
-"""The ARIES loop (METHOD.md stages 0-4): which stages run, in what order, for each method.
+"""The ARIES loop (docs/specification.md stages 0-4): which stages run, in what order, for
+each method.
 
     once:           sft → eval (the initial model)
     per iteration:  prompts → collect → score → select → (warm_start) → pairs → train → eval
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aries import AriesError
-from aries.core.distributed import launched_processes
 from aries.core.console import quiet_libraries
+from aries.core.distributed import launched_processes
 from aries.core.memory import return_freed_memory
 from aries.method.teacher import teacher
 from aries.pipeline import stages, temporal

@@ -92,7 +92,7 @@ DESCRIPTIONS: Registry[Callable[[RunConfig], str]] = Registry()
 
 @DESCRIPTIONS.register("sft")
 def _sft(config: RunConfig) -> str:
-    return f"SFT (METHOD.md Eq. 4) of {config.model} on {config.sft.dataset}"
+    return f"SFT (docs/specification.md Eq. 4) of {config.model} on {config.sft.dataset}"
 
 
 @DESCRIPTIONS.register("eval")

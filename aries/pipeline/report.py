@@ -1,6 +1,6 @@
 """A run's report: Markdown and a self-contained HTML page with tables and PNG plots.
 
-Everything is read from the run directory (the contract between stages, DESIGN.md), and every
+Everything is read from the run directory (the contract between stages, docs/concepts.md), and every
 part is optional: a run stopped after collection still gets a report, with "not available" where
 a stage has not produced its files yet. What is read, per iteration `t`:
 

@@ -57,7 +57,8 @@ class PromptsConfig(Options):
         default_factory=list,
         metadata={
             "help": "Prompt sources never trained on besides eval.sources (e.g. a validation "
-            "pool kept apart from the held-out one; EFFICACY.md): matching prompts are dropped."
+            "pool kept apart from the held-out one; docs/efficacy-protocol.md): matching prompts "
+            "are dropped."
         },
     )
 

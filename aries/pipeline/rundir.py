@@ -1,4 +1,5 @@
-"""The run directory: the one module that knows where a run keeps what (DESIGN.md's contract).
+"""The run directory: the one module that knows where a run keeps what (the contract between
+stages, docs/concepts.md).
 
 Every stage reads its inputs from here and writes its outputs here; the loop, `aries report`,
 `aries status`, the commands and the benchmarks all ask this module for paths, so the layout is
@@ -32,6 +33,7 @@ import yaml
 from aries import AriesError
 from aries.core.config import config_hash, to_dict
 from aries.core.distributed import is_main_process
+from aries.core.docs import page
 from aries.core.jsonl import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 from aries.core.memory import PeakRSS
 
@@ -122,7 +124,10 @@ class RunDir:
         """The model of the last iteration that has one."""
         trained = [self.model(t) for t in self.iterations() if self.model(t).is_dir()]
         if not trained:
-            raise AriesError(f"{self.root}: no iter_*/model folder (is it a run directory?)")
+            raise AriesError(
+                f"{self.root}: no iter_*/model folder (is it a run directory? "
+                f"{page('concepts', 'the-run-directory')})"
+            )
         return trained[-1]
 
     def trained_model(self, t: int) -> Path:

@@ -1,4 +1,5 @@
-"""The loop's stages (METHOD.md 0-4), one plain function each: `stage(run, config, t, session)`.
+"""The loop's stages (docs/specification.md 0-4), one plain function each:
+`stage(run, config, t, session)`.
 
 A stage reads its inputs from the run directory, writes its outputs there and returns the counts
 that the manifest records; `t` is the iteration (None: work on the initial model). `Session`
@@ -105,7 +106,7 @@ def eval_settings(config: RunConfig) -> dict[str, Any]:
 
 
 def sft(run: RunDir, config: RunConfig, t: None, session: Session) -> dict[str, Any]:
-    """Stage 0 (METHOD.md Eq. 4) on the preference data of `sft.dataset`."""
+    """Stage 0 (docs/specification.md Eq. 4) on the preference data of `sft.dataset`."""
     from aries.method.pairs import sft_dataset
 
     dataset, instruction = config.sft.dataset, config.generation.instruction

@@ -1,8 +1,8 @@
 """Reward sources: one interface for verifiers, reward models and LLM judges.
 
-Selection (METHOD.md stage 2) only needs a number per response. Every source takes a batch of
-`ScoreItem`s (all responses of many prompts at once, so models batch well) and returns one float
-per item, or `None` when it could not score that item (no reference answer, unparseable judge
+Selection (docs/specification.md stage 2) only needs a number per response. Every source takes a
+batch of `ScoreItem`s (all responses of many prompts at once, so models batch well) and returns one
+float per item, or `None` when it could not score that item (no reference answer, unparseable judge
 output, prompt longer than the reward model's context). `None` is counted and reported, never
 turned into a zero: a silent zero would become a "rejected" answer.
 """

@@ -35,6 +35,7 @@ from typing import Any
 
 from aries import AriesError
 from aries.backends import Backend, Sampling
+from aries.core.docs import page
 from aries.core.jsonl import atomic_write_json, atomic_write_jsonl, read_jsonl
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION
 
@@ -55,7 +56,9 @@ def load_chains(path: str | Path) -> list[dict[str, Any]]:
         path = path.parent / result["chains_path"]
     records = read_jsonl(path)
     if not records or "chain" not in records[0]:
-        raise AriesError(f"{path}: not a chains file (records need a 'chain' list)")
+        raise AriesError(
+            f"{path}: not a chains file (records need a 'chain' list; {page('concepts', 'chains')})"
+        )
     return records
 
 

@@ -1,4 +1,4 @@
-"""The efficacy sweep (`bench/efficacy.py`, EFFICACY.md's protocol): named variants of one run
+"""The efficacy sweep (`bench/efficacy.py`, docs/efficacy-protocol.md): named variants of one run
 config on each task of a spec, several training seeds each, every model evaluated on one shared
 problem pool, and paired statistics over (seeds × problems).
 

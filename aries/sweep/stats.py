@@ -29,7 +29,7 @@ def seeds_problems_ci(
     Each resample draws the seeds and the problems with replacement, independently (a two-way
     bootstrap), so the interval covers both sources of noise: which problems were drawn and how
     training went. Given paired differences (model A minus model B on the same problem and seed),
-    it is the paired interval EFFICACY.md asks for. One seed reduces it to
+    it is the paired interval docs/efficacy-protocol.md asks for. One seed reduces it to
     `aries.evaluation.metrics.bootstrap_ci` (Efron 1979).
     """
     table = np.asarray(values, dtype=float)

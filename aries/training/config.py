@@ -231,7 +231,8 @@ class TrainConfig(Options):
 
 @dataclass
 class SFTConfig(Options):
-    """The optional SFT stage (`sft:` in a run config): METHOD.md Eq. 4 on both views."""
+    """The optional SFT stage (`sft:` in a run config): Eq. 4 of docs/specification.md on both
+    views."""
 
     section = "sft"
 
@@ -240,7 +241,8 @@ class SFTConfig(Options):
         default=False,
         metadata={
             "help": "SFT on iteration 0's own selected pairs instead of an external dataset "
-            "(METHOD.md Eq. 4: x -> y_w and (x, y_l, z) -> y_w; the paper's stage 0 built from "
+            "(docs/specification.md Eq. 4: x -> y_w and (x, y_l, z) -> y_w; the paper's stage 0 "
+            "built from "
             "the first collection [design]) before iteration 0's preference training, which "
             "then starts from the SFT model. Method aries only."
         },

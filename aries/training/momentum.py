@@ -4,7 +4,7 @@ He, Yuan and Gu 2024, "Accelerated Preference Optimization for Large Language Mo
 (arXiv 2410.06293), read iterative preference optimisation as a proximal point method and add
 Nesterov's extrapolation after each iteration's optimisation step (their Algorithm 1, the
 extrapolation line; equation reference not verified against the paper's text, see
-docs/methods.md):
+docs/methods-and-baselines.md):
 
     π̂_{t+1} = the policy trained from π_t with reference π_t        (the proximal step)
     π_{t+1}(y|x) ∝ π̂_{t+1}(y|x) · (π̂_{t+1}(y|x) / π̂_t(y|x))^α       (the extrapolation)

@@ -1,11 +1,10 @@
 """Stage 3, train: preference training (and the optional SFT stage) through TRL.
 
 Everything numerical is TRL's: `DPOTrainer` with any of its loss types for the both-view pairs
-(or an aries loss of losses.py on TRL's batches),
-`SFTTrainer` for METHOD.md's Eq. 4. This module only decides the settings that matter for ARIES
-(reference policy, view mixture, LoRA, checkpoints for resume) and writes the next policy as a
-normal model folder, atomically, so a killed run never leaves a half-saved model that the next
-iteration would trust.
+(or an aries loss of losses.py on TRL's batches), `SFTTrainer` for Eq. 4 of docs/specification.md.
+This module only decides the settings that matter for ARIES (reference policy, view mixture, LoRA,
+checkpoints for resume) and writes the next policy as a normal model folder, atomically, so a
+killed run never leaves a half-saved model that the next iteration would trust.
 """
 
 from __future__ import annotations
@@ -223,7 +222,8 @@ def train_sft(
     chat_template: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """METHOD.md stage 0 with TRL's `SFTTrainer` on prompt-completion examples of both views."""
+    """Stage 0 (docs/specification.md) with TRL's `SFTTrainer` on prompt-completion examples of
+    both views."""
     import datasets
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
