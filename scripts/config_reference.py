@@ -56,8 +56,8 @@ suggestion for a misspelt key or choice; `aries run --config F --check` also res
 folder, cached hub id, prompt source and dataset the run will read, without loading weights.
 `configs/demo.yaml` (CPU demo), `configs/your-model.yaml` (a hub model, your prompts, a reward
 model: [your own model](your-own-model.md)), `configs/gpu-8b.yaml` (8 GPUs: managed vLLM
-servers, the launcher, a reward model) and `configs/lora.yaml` (LoRA) are complete examples; the resolved configuration with all
-defaults is saved as `config.yaml` in the run folder.
+servers, the launcher, a reward model) and `configs/lora.yaml` (LoRA) are complete examples;
+the resolved configuration with all defaults is saved as `config.yaml` in the run folder.
 """
 HEADER = "| key | default | allowed | meaning |\n|---|---|---|---|"
 
