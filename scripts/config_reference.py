@@ -7,11 +7,11 @@ declarations: help text, default, and the allowed values (a number's `Range`, a 
 
 import argparse
 import dataclasses
-import os
 import sys
 import typing
 from pathlib import Path
 
+from aries.core.jsonl import atomic_write_text
 from aries.pipeline.runconfig import RunConfig
 from aries.rewards import REWARD_TYPES, _builders
 
@@ -83,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             print("docs/configuration.md is stale: run python scripts/config_reference.py")
             return 1
         return 0
-    partial = PAGE.with_name(PAGE.name + ".tmp")  # atomic: a kill leaves the old page
-    partial.write_text(page)
-    os.replace(partial, PAGE)
+    atomic_write_text(PAGE, page, "the docs page")  # a kill leaves the old page
     return 0
 
 

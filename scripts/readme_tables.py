@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from aries.core.jsonl import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "results" / "bench"
@@ -160,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             print("docs/results.md's speed table is stale: run python scripts/readme_tables.py")
             return 1
         return 0
-    partial = PAGE.with_name(PAGE.name + ".tmp")  # atomic: a kill leaves the old page
-    partial.write_text(current)
-    os.replace(partial, PAGE)
+    atomic_write_text(PAGE, current, "the docs page")  # a kill leaves the old page
     return 0
 
 
