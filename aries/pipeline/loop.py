@@ -130,7 +130,7 @@ def run(
                 else:
                     _run_step(step, run_dir, config, t, manifest, session)
         finally:
-            session.release()
+            session.close()
     return manifest.data
 
 
@@ -161,7 +161,7 @@ def run_stage(config: RunConfig, t: int | None, name: str) -> None:
     try:
         _run_step(step, run_dir, config, t, Manifest(run_dir, config), session)
     finally:
-        session.release()
+        session.close()
 
 
 def _run_step(
