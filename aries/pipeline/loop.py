@@ -174,7 +174,7 @@ def run(
                 else:
                     _run_step(step, run_dir, config, t, manifest, session)
         finally:
-            session.release()
+            session.close()
     return manifest.data
 
 
@@ -205,7 +205,7 @@ def run_stage(config: RunConfig, t: int | None, name: str) -> None:
     try:
         _run_step(step, run_dir, config, t, Manifest(run_dir, config), session)
     finally:
-        session.release()
+        session.close()
 
 
 def _run_step(

@@ -22,13 +22,19 @@ from aries.pipeline.rundir import RunDir
 
 
 class Session:
-    """One generation backend at a time, reused while the model stays the same; progress output."""
+    """One generation backend at a time, reused while the model stays the same; progress output.
+
+    For LoRA policies on managed servers it also holds the servers of the whole run
+    (aries.backends.lora.LoraServers), which outlive the backends and stop on `close()`.
+    """
 
     def __init__(self, config: RunConfig, *, progress: bool = True):
         self.config = config
         self.progress = progress
         self._backend: Backend | None = None
         self._model: str | None = None
+        self.servers = None
+        """The run's LoraServers, once a backend needed them."""
 
     def backend(self, model: str) -> Backend:
         if self._model != model:
@@ -42,9 +48,28 @@ class Session:
                 options.setdefault("trust_remote_code", self.config.trust_remote_code)
             if self.config.chat_template is not None:
                 options.setdefault("chat_template", self.config.chat_template)
+            if (
+                generation.backend == "openai"
+                and options.get("serve_command")
+                and self.config.train.lora
+            ):
+                options = self._lora_servers(options).backend_options(model, options)
             self._backend = make_backend(generation.backend, model, **options)
             self._model = model
         return self._backend
+
+    def _lora_servers(self, options: dict[str, Any]):
+        if self.servers is None:
+            from aries.backends.lora import LoraServers
+
+            self.servers = LoraServers(
+                options["serve_command"],
+                num_servers=options.get("num_servers", 1),
+                startup_timeout=options.get("startup_timeout", 600.0),
+                chat_template=options.get("chat_template"),
+                rank=self.config.iterations * self.config.train.lora_r,
+            )
+        return self.servers
 
     def release(self) -> None:
         """Free the backend's memory (before training, or a judge that loads its own model)."""
@@ -52,6 +77,13 @@ class Session:
             self._backend.close()
         self._backend, self._model = None, None
         return_freed_memory()
+
+    def close(self) -> None:
+        """Release the backend and stop the run's servers (the end of a run, or its failure)."""
+        self.release()
+        if self.servers is not None:
+            self.servers.close()
+            self.servers = None
 
     def log(self, message: str) -> None:
         if self.progress:
