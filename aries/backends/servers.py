@@ -2,21 +2,36 @@
 
 The `openai` backend's *managed* mode (`serve_command=...`) runs its servers through
 `ManagedServer`, so that the loop can give the GPU to the trainer between collections.
+
+A server must not outlive the run that started it, holding its port and its GPU memory. It runs
+under a guard that takes its whole process group down with its parent where Linux allows
+(PR_SET_PDEATHSIG, aries.core.processes.guarded), and each one is recorded in
+`RUN/servers/<port>.json` (its processes as pid and create time, so that a pid the system has
+since given to another process is never signalled): `aries run` stops what a killed run left
+before it starts, and a clean stop deletes the record.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from aries import AriesError
+from aries.core.jsonl import atomic_write_json
+from aries.core.processes import guarded, kill, same_processes, tree
+
+_record_dir: Path | None = None
+"""Where servers started now record themselves (`recording`); None: nowhere."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -33,7 +48,9 @@ class ManagedServer:
     (the server's number, e.g. `env CUDA_VISIBLE_DEVICES={index} vllm serve {model} --port
     {port}`) and {chat_template} (the file of a `chat_template` setting, for --chat-template).
     The process runs in its own process group so that stopping it also stops the workers it
-    spawned. Its output goes to a log file whose tail is shown if it fails to start.
+    spawned, and it is killed with them when the thread that started it ends (start it from
+    a thread that outlives it). Its output goes to a log file whose tail is shown if it
+    fails to start. `record_dir` (default: the one `recording` set) gets its record.
     """
 
     def __init__(
@@ -47,6 +64,7 @@ class ManagedServer:
         startup_timeout: float = 600.0,
         log_path: str | Path | None = None,
         chat_template: str = "",
+        record_dir: str | Path | None = None,
     ):
         self.host = host
         self.port = port or free_port(host)
@@ -66,6 +84,9 @@ class ManagedServer:
             os.close(handle)
         self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
+        folder = Path(record_dir) if record_dir is not None else _record_dir
+        self.record_path = folder / f"{self.port}.json" if folder is not None else None
+        self._recorded: list[list] = []
 
     @property
     def base_url(self) -> str:
@@ -73,15 +94,34 @@ class ManagedServer:
 
     def launch(self) -> None:
         """Start the process without waiting (so several servers can load in parallel)."""
+        if shutil.which(self.command[0]) is None:
+            raise AriesError(
+                f"cannot start server {shlex.join(self.command)}: no program {self.command[0]}"
+            )
         with open(self.log_path, "wb") as log:
-            try:
-                self.process = subprocess.Popen(
-                    self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            except OSError as error:
-                raise AriesError(
-                    f"cannot start server {shlex.join(self.command)}: {error}"
-                ) from None
+            self.process = subprocess.Popen(
+                guarded(self.command), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.record()
+
+    def record(self) -> None:
+        """Write the server's process tree to its record when it has changed (workers start
+        while it loads), so that a later run can stop whatever of it a SIGKILL left."""
+        if self.record_path is None or self.process is None:
+            return
+        processes = [[p.pid, p.create_time()] for p in tree(self.process.pid)]
+        if not processes or processes == self._recorded:
+            return
+        self._recorded = processes
+        record = {
+            "pid": self.process.pid,
+            "port": self.port,
+            "command": self.command,
+            "started": processes[0][1],
+            "log": str(self.log_path),
+            "processes": processes,
+        }
+        atomic_write_json(self.record_path, record, "a managed server's record")
 
     def wait_ready(self) -> None:
         """Poll `/v1/models` until it answers 200; fail clearly if the process dies or stalls."""
@@ -91,12 +131,15 @@ class ManagedServer:
         while True:
             code = self.process.poll()
             if code is not None:
+                self.stop()
                 raise AriesError(
                     f"server {shlex.join(self.command)} exited with code {code} before answering; "
                     f"last lines of {self.log_path}:\n{self.log_tail()}"
                 )
+            self.record()
             try:
                 if httpx.get(f"{self.base_url}/models", timeout=2.0).status_code == 200:
+                    self.record()  # what answered is in the record
                     return
             except httpx.HTTPError:
                 pass
@@ -116,7 +159,8 @@ class ManagedServer:
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left after `grace` seconds; last,
-        SIGKILL the group's stragglers (vLLM's engine core can outlive its server by a moment)."""
+        SIGKILL the group's stragglers (vLLM's engine core can outlive its server by a moment)
+        and any recorded process that left the group. Then the record goes."""
         import signal
 
         if self.process is None:
@@ -134,6 +178,9 @@ class ManagedServer:
                     continue
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        kill(same_processes(self._recorded))
+        if self.record_path is not None:
+            self.record_path.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 20) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -157,3 +204,40 @@ def template_file(chat_template: str) -> str | None:
     with os.fdopen(handle, "w", encoding="utf-8") as file:
         file.write(chat_template_text(chat_template))
     return path
+
+
+@contextlib.contextmanager
+def recording(folder: str | Path) -> Iterator[None]:
+    """Record the servers started inside the block in `folder`, after stopping what the records
+    there name (`reap`): what a killed run left."""
+    global _record_dir
+    reap(folder)
+    previous, _record_dir = _record_dir, Path(folder)
+    try:
+        yield
+    finally:
+        _record_dir = previous
+
+
+def reap(folder: str | Path) -> list[int]:
+    """Stop the processes of the server records in `folder` that still run (checked by pid and
+    create time) and delete the records; returns the pids stopped."""
+    stopped = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            processes = same_processes([(pid, created) for pid, created in record["processes"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            processes, record = [], {}
+        if processes:
+            print(
+                f"[aries] stopping server {shlex.join(record['command'])} (port "
+                f"{record['port']}, pid {', '.join(str(p.pid) for p in processes)}) left by a "
+                f"run that did not stop it",
+                file=sys.stderr,
+                flush=True,
+            )
+            kill(processes, grace=5.0)
+            stopped += [p.pid for p in processes]
+        path.unlink(missing_ok=True)
+    return stopped

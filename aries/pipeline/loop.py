@@ -153,11 +153,13 @@ def run(
     With `stop_before`, stop when the next iteration stage to run is that one (e.g. 'train', to
     run it under `accelerate launch` with `aries train`).
     """
+    from aries.backends.servers import recording
     from aries.pipeline.launch import TRAINING_STAGES, run_launched
     from aries.pipeline.runlock import RunLock
 
     run_dir = RunDir(config.run_dir)
-    with RunLock(run_dir.root) as lock:
+    # Managed servers are recorded in RUN/servers; those a killed run left are stopped first.
+    with RunLock(run_dir.root) as lock, recording(run_dir.servers):
         prepare_run_dir(config, overwrite=overwrite)
         manifest = Manifest(run_dir, config)
         session = Session(config, progress=progress)
