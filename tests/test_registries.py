@@ -11,7 +11,7 @@ from aries.backends import ENGINES, BackendName
 from aries.core.registry import Registry
 from aries.method.select import Strategy
 from aries.method.strategies import RANKINGS
-from aries.pipeline.loop import PLANS
+from aries.pipeline.methods import METHODS
 from aries.pipeline.plan import DESCRIPTIONS
 
 
@@ -26,14 +26,14 @@ def test_every_selection_strategy_has_a_ranking():
     assert set(RANKINGS) == set(typing.get_args(Strategy))
 
 
-def test_every_stage_of_every_plan_is_described():
-    names = {step.name for plan in PLANS.values() for step in plan.once + plan.per_iteration}
-    temporal_only = {"anchor", "future_model", "future"}  # described by aries.pipeline.temporal
-    assert names - temporal_only <= set(DESCRIPTIONS)
+def test_every_stage_of_every_method_is_described():
+    for method in METHODS.values():
+        names = {step.name for step in method.plan.once + method.plan.per_iteration}
+        assert names <= set(DESCRIPTIONS) | set(method.describe), method.name
 
 
 def test_a_name_registered_twice_fails():
-    table = Registry()
+    table = Registry("test entry")
     table.register("a")(len)
     with pytest.raises(ValueError, match="'a' is registered twice"):
         table.register("a")(len)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from aries.pipeline.methods import StageNames
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -29,7 +31,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--stop-before",
-        choices=("collect", "teacher", "score", "select", "pairs", "train", "eval"),
+        choices=StageNames(),  # every declared method's iteration stages
         help="stop when this stage is next (e.g. train: run it with `accelerate launch -m "
         "aries.cli train RUN --iteration t`, then rerun `aries run` to continue)",
     )

@@ -101,7 +101,25 @@ def validate(config: Any) -> None:
         allowed = f.metadata.get("range")
         if allowed is not None and value is not None and value not in allowed:
             raise FieldError(section, f.name, f" must be {allowed}, not {value!r}")
+        table = f.metadata.get("choices")
+        if table is not None and value is not None and value not in table:
+            raise FieldError(section, f.name, _not_a_choice(tuple(table), value))
         object.__setattr__(config, f.name, value)
+
+
+def choices(hint: Any, f: dataclasses.Field) -> tuple | None:
+    """The values a field may take: its `Literal`'s, or those of the registry it declares as
+    `"choices"` (aries.core.registry: the table the name picks from); None for a free value."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    table = f.metadata.get("choices")
+    return None if table is None else tuple(table)
+
+
+def help_text(f: dataclasses.Field) -> str:
+    """A field's help; a callable one is built when read (a list of registered names)."""
+    text = f.metadata.get("help", "")
+    return text() if callable(text) else text
 
 
 def number_type(hint: Any) -> type | None:
@@ -151,11 +169,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
             errors[-1] if len(errors) == 1 else f"{path}: {value!r} fits none of {hint}"
         )
     if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint_text = f"; did you mean {close[0]!r}?" if close else ""
-            raise AriesError(f"{path} must be {_choices(choices)}, not {value!r}{hint_text}")
+        if value not in typing.get_args(hint):
+            raise AriesError(f"{path}{_not_a_choice(typing.get_args(hint), value)}")
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -175,10 +190,15 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     return value
 
 
-def _choices(choices: tuple) -> str:
-    if len(choices) == 2:
-        return f"{choices[0]!r} or {choices[1]!r}"
-    return "one of " + ", ".join(map(repr, choices))
+def _not_a_choice(allowed: tuple, value: Any) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in allowed], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listed = (
+        f"{allowed[0]!r} or {allowed[1]!r}"
+        if len(allowed) == 2
+        else "one of " + ", ".join(map(repr, allowed))
+    )
+    return f" must be {listed}, not {value!r}{hint}"
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -44,9 +44,9 @@ def check_writable(folder: Path, key: str) -> None:
 
 def describe_plan(config: RunConfig) -> str:
     """The resolved plan, one line per stage that the config asks for."""
-    from aries.pipeline.loop import PLANS
+    from aries.pipeline.methods import METHODS
 
-    plan = PLANS[config.method]
+    plan = METHODS[config.method].plan
     lines = [
         f"run {config.run_dir}: method {config.method}, {config.iterations} iteration(s), "
         f"seed {config.seed}",
@@ -78,15 +78,16 @@ def _when_note(step, config: RunConfig) -> str:
 
 
 def _describe(name: str, config: RunConfig) -> str:
-    from aries.pipeline.temporal import STEP_DESCRIPTIONS
+    from aries.pipeline.methods import METHODS
 
-    if config.method == "temporal-self-rewarding" and name in STEP_DESCRIPTIONS:
-        return STEP_DESCRIPTIONS[name]
+    own = METHODS[config.method].describe  # the method's own stages first
+    if name in own:
+        return own[name]
     describe = DESCRIPTIONS.get(name)
     return describe(config) if describe else "(see the stage's docstring)"
 
 
-DESCRIPTIONS: Registry[Callable[[RunConfig], str]] = Registry()
+DESCRIPTIONS: Registry[Callable[[RunConfig], str]] = Registry("stage description")
 """Stage name -> what that stage will do under a config, one line for `aries run --check`."""
 
 

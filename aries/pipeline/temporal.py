@@ -9,7 +9,7 @@ so they improve together and the pairs' contrast fades. Temporal Self-Rewarding 
   answers the same prompts, and its best-judged response replaces the chosen one when it is
   judged better. π_{t+1} is then trained from π_t on these pairs.
 
-Per iteration (`method: temporal-self-rewarding`, see loop.PLANS): prompts → collect (π_t) →
+Per iteration (`method: temporal-self-rewarding`, declared in loop.py): prompts → collect (π_t) →
 score → anchor (π_0's responses, t > 0; at t = 0 π_t is π_0 and its own responses are the
 anchors) → select (anchored pairs) → future_model (the temporary model) → future (its
 responses, judged; the final selections) → pairs → train → eval.
