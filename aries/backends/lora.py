@@ -59,7 +59,13 @@ def _servable(config: dict) -> bool:
 
 def lora_policy(model: str) -> LoraPolicy | None:
     """The base and adapters of `model` (a folder), following each adapter's base while that is
-    a LoRA policy too; None when `model` is not a LoRA policy vLLM can serve as one adapter."""
+    a LoRA policy too; None when `model` is not a LoRA policy that vLLM serves as one adapter
+    (a trained policy folder then serves its merged weights)."""
+    policy = _adapter_chain(model)
+    return policy if policy is not None and policy.rank <= VLLM_LORA_RANKS[-1] else None
+
+
+def _adapter_chain(model: str) -> LoraPolicy | None:
     from aries.core.models import resolve_model
 
     folder = adapter_folder(model)
@@ -69,7 +75,7 @@ def lora_policy(model: str) -> LoraPolicy | None:
     if not _servable(config):
         return None
     base = resolve_model(config["base_model_name_or_path"])
-    below = lora_policy(base) if Path(base).is_dir() else None
+    below = _adapter_chain(base) if Path(base).is_dir() else None
     if below is None:
         return LoraPolicy(base, (folder,), (int(config["r"]),))
     return LoraPolicy(below.base, (*below.adapters, folder), (*below.ranks, int(config["r"])))
@@ -177,8 +183,6 @@ class LoraServers:
 
         path = resolve_model(model)
         policy = lora_policy(path)
-        if policy is not None and policy.rank > VLLM_LORA_RANKS[-1]:
-            policy = None  # more than vLLM serves as one adapter: the merged weights
         base = policy.base if policy is not None else path
         if base != self.base or (policy is not None and policy.rank > self.rank):
             self.rank = max(self.rank, max_lora_rank(policy.rank) if policy else 1)
