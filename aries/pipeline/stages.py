@@ -33,16 +33,10 @@ class Session:
     def backend(self, model: str) -> Backend:
         if self._model != model:
             self.release()
-            from aries.backends import make_backend
-
             generation = self.config.generation
-            options = dict(generation.backend_options)
-            if generation.backend == "hf":
-                options.setdefault("batch_size", generation.batch_size)
-                options.setdefault("trust_remote_code", self.config.trust_remote_code)
-            if self.config.chat_template is not None:
-                options.setdefault("chat_template", self.config.chat_template)
-            self._backend = make_backend(generation.backend, model, **options)
+            self._backend = run_backend(
+                self.config, generation.backend, model, generation.backend_options
+            )
             self._model = model
         return self._backend
 
@@ -56,6 +50,20 @@ class Session:
     def log(self, message: str) -> None:
         if self.progress:
             print(f"[aries] {message}", flush=True)
+
+
+def run_backend(config: RunConfig, name: str, model: str, options: dict[str, Any]) -> Backend:
+    """A generation backend of the run (the policy's, the teacher's): the config's own `options`
+    first, then the run's batch size and trust_remote_code (hf) and chat template."""
+    from aries.backends import make_backend
+
+    options = dict(options)
+    if name == "hf":
+        options.setdefault("batch_size", config.generation.batch_size)
+        options.setdefault("trust_remote_code", config.trust_remote_code)
+    if config.chat_template is not None:
+        options.setdefault("chat_template", config.chat_template)
+    return make_backend(name, model, **options)
 
 
 def policy(run: RunDir, config: RunConfig, t: int) -> str:

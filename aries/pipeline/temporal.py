@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from aries.core.jsonl import atomic_write_jsonl, read_jsonl
-from aries.method.select import Selection, _pair, candidates_of
+from aries.method.select import Selection, candidates_of, selection_record
 from aries.method.strategies import Candidate, normalised
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import RunDir
@@ -73,7 +73,7 @@ def temporal_pairs(
         if reason:
             drops[reason] = drops.get(reason, 0) + 1
             continue
-        pairs.append(_pair(record, chosen, rejected, "temporal"))
+        pairs.append(selection_record(record, chosen, rejected, "temporal"))
     return Selection(pairs, dict(sorted(drops.items())))
 
 
