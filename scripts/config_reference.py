@@ -14,7 +14,7 @@ from pathlib import Path
 from aries.core.config import choices, help_text
 from aries.core.jsonl import atomic_write_text
 from aries.pipeline.runconfig import RunConfig
-from aries.rewards import REWARD_TYPES, _builders
+from aries.rewards import REWARDS
 
 
 def allowed(hint, field) -> str:
@@ -69,8 +69,8 @@ def render() -> str:
     parts.append("## Reward sources\n")
     parts.append("`reward:` and `eval.verifier:` take a `type` and the settings of that type.\n")
     parts.append(HEADER)
-    for kind in REWARD_TYPES:
-        parts.append("\n".join(rows(_builders()[kind][0], f"reward[{kind}].")))
+    for kind, reward in REWARDS.items():
+        parts.append("\n".join(rows(reward.config, f"reward[{kind}].")))
     return "\n".join(parts) + "\n"
 
 

@@ -87,7 +87,7 @@ def test_an_old_run_folder_resumes_under_the_moved_keys(tmp_path):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"selection": {"strategy": "rewad"}}, "'reward', 'rule', 'verifier'.*did you mean"),
+        ({"selection": {"strategy": "rewad"}}, "'reward', 'verifier', 'rule'.*did you mean"),
         ({"selection": {"tie_break": "short"}}, "'shorter' or 'reward'"),
         ({"generation": {"backend": "vlm"}}, "'hf', 'vllm', 'openai'"),
         ({"reward": {"type": "judge", "mode": "pairwse"}}, "'pointwise' or 'pairwise'"),

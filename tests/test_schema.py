@@ -11,7 +11,7 @@ import pytest
 from aries import AriesError
 from aries.core.config import Range, choices, help_text, number_type
 from aries.pipeline.runconfig import RunConfig, resolve_config
-from aries.rewards import REWARD_TYPES, _builders
+from aries.rewards import REWARDS
 
 REWARD_REQUIRED = {"reward-model": {"model": "some/reward-model"}, "regex": {"pattern": "x"}}
 """Settings a reward type cannot do without, so that a walk reaches its other fields."""
@@ -33,10 +33,10 @@ def schema_fields():
 
     yield from walk(RunConfig, "", {})
     for where in ("reward", "eval.verifier"):
-        for kind in REWARD_TYPES:
+        for kind in REWARDS:
             spec = {"type": kind, **REWARD_REQUIRED.get(kind, {})}
             base = with_value({}, where, spec)
-            yield from walk(_builders()[kind][0], f"{where}.", base, f"[{kind}]")
+            yield from walk(REWARDS[kind].config, f"{where}.", base, f"[{kind}]")
 
 
 def with_value(base, key, value):

@@ -64,9 +64,9 @@ def test_a_lora_run_keeps_one_server_and_swaps_adapters(embedded_path, tmp_path,
     import httpx
 
     from aries.core.testing import tiny_run_config
-    from aries.pipeline import stages
     from aries.pipeline.loop import run
     from aries.pipeline.runconfig import resolve_config
+    from aries.pipeline.session import Session
 
     config = tiny_run_config(embedded_path, tmp_path / "runs", prompts=4)
     config["iterations"] = 2
@@ -78,7 +78,7 @@ def test_a_lora_run_keeps_one_server_and_swaps_adapters(embedded_path, tmp_path,
         backend_options={"serve_command": SERVE, "tokenizer": str(embedded_path)},
     )
     seen, servers = {}, []
-    backend = stages.Session.backend
+    backend = Session.backend
 
     def watch(session, model):  # the real method; then what the server lists at that point
         answer = backend(session, model)
@@ -88,7 +88,7 @@ def test_a_lora_run_keeps_one_server_and_swaps_adapters(embedded_path, tmp_path,
         servers.append(server)
         return answer
 
-    monkeypatch.setattr(stages.Session, "backend", watch)
+    monkeypatch.setattr(Session, "backend", watch)
     manifest = run(resolve_config(config), progress=False)
     assert all(manifest["iterations"][t]["stages"]["train"]["counts"]["steps"] > 0 for t in "01")
     base = str(embedded_path)

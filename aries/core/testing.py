@@ -149,17 +149,3 @@ def completion_logps(model, tokenizer, examples: list[dict[str, Any]]) -> dict[s
             token_logps = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
             result[key].append(token_logps[len(prompt_ids) - 1 :].sum().item())
     return result
-
-
-def tiny_pairs(folder: str | Path) -> Path:
-    """Eight preference examples (four prompts, direct and refine views) saved as a `datasets`
-    folder: enough for a few training steps on the tiny model."""
-    from aries.core.views import DEFAULT_REFINE_INSTRUCTION
-    from aries.method.pairs import build_pairs, save_dataset
-
-    selections = [
-        {"id": str(i), "prompt": f"What is {i} + 1?", "chosen": f"{i + 1}", "rejected": "no idea"}
-        for i in range(4)
-    ]
-    save_dataset(build_pairs(selections, instruction=DEFAULT_REFINE_INSTRUCTION), folder)
-    return Path(folder)

@@ -140,7 +140,7 @@ def _chains_for_chunk(
         if round_index == 0 and answer_temperature is not None:
             round_sampling = replace(round_sampling, temperature=answer_temperature)
         for record, generation in zip(records, backend.generate(conversations, round_sampling)):
-            record["chain"].append({"round": round_index, **_fields(generation)})
+            record["chain"].append({"round": round_index, **response_fields(generation)})
         bar.update(len(chunk))
         conversations = [refine(r) for r in records]
     if n_samples:
@@ -149,7 +149,7 @@ def _chains_for_chunk(
         generations = backend.generate(repeated, sample_sampling)
         for index, record in enumerate(records):
             mine = generations[index * n_samples : (index + 1) * n_samples]
-            record["samples"] = [{"sample": i, **_fields(g)} for i, g in enumerate(mine)]
+            record["samples"] = [{"sample": i, **response_fields(g)} for i, g in enumerate(mine)]
         bar.update(len(chunk) * n_samples)
     return records
 
@@ -159,7 +159,8 @@ def _history(prompt: dict[str, Any]) -> list[dict[str, str]]:
     return prompt.get("history") or []
 
 
-def _fields(generation: Generation) -> dict[str, Any]:
+def response_fields(generation: Generation) -> dict[str, Any]:
+    """What a chains record keeps of one generation (a chain round, a sample, a teacher's)."""
     return {
         "text": generation.text,
         "finish_reason": generation.finish_reason,

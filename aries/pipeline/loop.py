@@ -23,12 +23,12 @@ from aries.core.console import quiet_libraries
 from aries.core.distributed import launched_processes
 from aries.core.memory import return_freed_memory
 from aries.method.pairs import PairsConfig
-from aries.method.teacher import teacher
 from aries.pipeline import stages, temporal
 from aries.pipeline.methods import METHODS, Method, Plan, Step, declare
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import Manifest, RunDir, prepare_run_dir
-from aries.pipeline.stages import Session
+from aries.pipeline.session import Session
+from aries.pipeline.teacher import teacher
 
 
 def evaluated(config: RunConfig, t: int | None) -> bool:

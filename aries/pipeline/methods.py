@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aries.core.registry import Registry
 
-if TYPE_CHECKING:
-    from aries.pipeline.runconfig import RunConfig
+RunConfig = Any
+"""aries.pipeline.runconfig.RunConfig, which reads `METHODS` for its choices (not imported)."""
 
 
 @dataclass(frozen=True)

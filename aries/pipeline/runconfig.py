@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aries import AriesError
-from aries.backends import BackendName, check_chat_template_backend
+from aries.backends import ENGINES, check_chat_template_backend
 from aries.core.config import Options, Range, apply_overrides, from_dict, load_yaml
 from aries.core.integrations import check_hub, report_targets
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION, chat_template_text
@@ -69,7 +69,7 @@ class GenerationConfig(Options):
 
     section = "generation"
 
-    backend: BackendName = field(default="hf", metadata={"help": "hf, vllm or openai."})
+    backend: str = field(default="hf", metadata={"choices": ENGINES, "help": "hf, vllm or openai."})
     backend_options: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Extra backend constructor options (e.g. base_urls for openai)."},

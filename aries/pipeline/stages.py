@@ -2,8 +2,9 @@
 `stage(run, config, t, session)`.
 
 A stage reads its inputs from the run directory, writes its outputs there and returns the counts
-that the manifest records; `t` is the iteration (None: work on the initial model). `Session`
-holds what consecutive stages share: the loaded generation backend and the console.
+that the manifest records; `t` is the iteration (None: work on the initial model). The
+`Session` (aries/pipeline/session.py) holds what consecutive stages share: the loaded generation
+backend, the run's LoRA servers and the console.
 """
 
 from __future__ import annotations
@@ -13,81 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from aries import AriesError
-from aries.backends import Backend, Sampling
+from aries.backends import Sampling
 from aries.core.distributed import on_main_process
 from aries.core.jsonl import atomic_write_jsonl, replace_folder, writing
-from aries.core.memory import return_freed_memory
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import RunDir
-
-
-class Session:
-    """One generation backend at a time, reused while the model stays the same; progress output.
-
-    For LoRA policies on managed servers it also holds the servers of the whole run
-    (aries.backends.lora.LoraServers), which outlive the backends and stop on `close()`.
-    """
-
-    def __init__(self, config: RunConfig, *, progress: bool = True):
-        self.config = config
-        self.progress = progress
-        self._backend: Backend | None = None
-        self._model: str | None = None
-        self.servers = None
-        """The run's LoraServers, once a backend needed them."""
-
-    def backend(self, model: str) -> Backend:
-        if self._model != model:
-            self.release()
-            from aries.backends import make_backend
-
-            generation = self.config.generation
-            options = dict(generation.backend_options)
-            if generation.backend == "hf":
-                options.setdefault("batch_size", generation.batch_size)
-                options.setdefault("trust_remote_code", self.config.trust_remote_code)
-            if self.config.chat_template is not None:
-                options.setdefault("chat_template", self.config.chat_template)
-            if (
-                generation.backend == "openai"
-                and options.get("serve_command")
-                and self.config.train.lora
-            ):
-                options = self._lora_servers(options).backend_options(model, options)
-            self._backend = make_backend(generation.backend, model, **options)
-            self._model = model
-        return self._backend
-
-    def _lora_servers(self, options: dict[str, Any]):
-        if self.servers is None:
-            from aries.backends.lora import LoraServers
-
-            self.servers = LoraServers(
-                options["serve_command"],
-                num_servers=options.get("num_servers", 1),
-                startup_timeout=options.get("startup_timeout", 600.0),
-                chat_template=options.get("chat_template"),
-                rank=self.config.iterations * self.config.train.lora_r,
-            )
-        return self.servers
-
-    def release(self) -> None:
-        """Free the backend's memory (before training, or a judge that loads its own model)."""
-        if self._backend is not None:
-            self._backend.close()
-        self._backend, self._model = None, None
-        return_freed_memory()
-
-    def close(self) -> None:
-        """Release the backend and stop the run's servers (the end of a run, or its failure)."""
-        self.release()
-        if self.servers is not None:
-            self.servers.close()
-            self.servers = None
-
-    def log(self, message: str) -> None:
-        if self.progress:
-            print(f"[aries] {message}", flush=True)
+from aries.pipeline.session import Session
 
 
 def policy(run: RunDir, config: RunConfig, t: int) -> str:

@@ -25,11 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 from aries.core.jsonl import atomic_write_jsonl, read_jsonl
-from aries.method.select import Selection, _pair, candidates_of
+from aries.method.select import Selection, candidates_of, selection_record
 from aries.method.strategies import Candidate, normalised
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import RunDir
-from aries.pipeline.stages import Session, collect_into, pairs_into, policy, score_into, train_into
+from aries.pipeline.session import Session
+from aries.pipeline.stages import collect_into, pairs_into, policy, score_into, train_into
 
 STEP_DESCRIPTIONS = {
     "anchor": "π_0 answers the same prompts (answer + N samples), judged like π_t's responses",
@@ -73,7 +74,7 @@ def temporal_pairs(
         if reason:
             drops[reason] = drops.get(reason, 0) + 1
             continue
-        pairs.append(_pair(record, chosen, rejected, "temporal"))
+        pairs.append(selection_record(record, chosen, rejected, "temporal"))
     return Selection(pairs, dict(sorted(drops.items())))
 
 

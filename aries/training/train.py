@@ -261,7 +261,7 @@ def train_sft(
 def _for_policy(dataset, policy: str, trust_remote_code: bool, chat_template: str | None):
     """Stored examples are conversational; plain text for a policy without a chat template."""
     from aries.core.models import load_tokenizer
-    from aries.method.pairs import for_tokenizer
+    from aries.core.views import for_tokenizer
 
     tokenizer = load_tokenizer(
         policy, trust_remote_code=trust_remote_code, chat_template=chat_template
