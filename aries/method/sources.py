@@ -29,13 +29,16 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from aries import AriesError
-from aries.core.config import Options, Range, from_dict
+from aries.core.config import FieldError, Options, Range, from_dict
 from aries.core.jsonl import iter_jsonl
 
 REASONING_GYM_SUFFIX = "\nEnd your response with 'Answer: <answer>'."
 """Default answer-format instruction for reasoning-gym tasks, so a verifier can find the answer."""
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+FIELD_ROLES = ("prompt", "id", "answer")
+"""What a file source's `fields` mapping may map: which of a record's fields is each."""
 
 
 @dataclass
@@ -64,6 +67,16 @@ class PromptSource(Options):
     be given beside `name` (the usual form), as any key that is not a field above."""
     weight: float = field(default=1.0, metadata={"range": Range(gt=0)})
     """Share of a mixture of sources (`prompts.sources`): see `mixture_counts`."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in self.fields:
+            if key not in FIELD_ROLES:
+                close = difflib.get_close_matches(key, FIELD_ROLES, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise FieldError(
+                    "", "fields", f": unknown key {key!r} (maps {', '.join(FIELD_ROLES)}){hint}"
+                )
 
     @classmethod
     def parse(cls, spec: str | dict[str, Any] | PromptSource, where: str = "") -> PromptSource:
