@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import httpx
 from timing import Record, add_json_flag, measure
 
-from aries.backends.openai import ManagedServer
+from aries.backends.servers import ManagedServer
 from aries.serving.serve import is_loopback
 
 

@@ -18,7 +18,8 @@ import pytest
 from aries import AriesError
 from aries.backends import Sampling, make_backend
 from aries.backends.hf import HFBackend
-from aries.backends.openai import OpenAIBackend, free_port
+from aries.backends.openai import OpenAIBackend
+from aries.backends.servers import free_port
 from aries.serving.serve import create_app, running
 
 QUESTION = [{"role": "user", "content": "What is 2 + 3?"}]

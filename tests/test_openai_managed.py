@@ -8,7 +8,7 @@ import time
 import pytest
 
 from aries import AriesError
-from aries.backends.openai import ManagedServer
+from aries.backends.servers import ManagedServer
 
 
 def test_a_server_that_dies_reports_its_exit_code_and_log_tail():

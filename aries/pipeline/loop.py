@@ -27,7 +27,7 @@ from aries.pipeline import stages, temporal
 from aries.pipeline.methods import METHODS, Method, Plan, Step, declare
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import Manifest, RunDir, prepare_run_dir
-from aries.pipeline.stages import Session
+from aries.pipeline.session import Session
 from aries.pipeline.teacher import teacher
 
 
@@ -153,11 +153,13 @@ def run(
     With `stop_before`, stop when the next iteration stage to run is that one (e.g. 'train', to
     run it under `accelerate launch` with `aries train`).
     """
+    from aries.backends.servers import recording
     from aries.pipeline.launch import TRAINING_STAGES, run_launched
     from aries.pipeline.runlock import RunLock
 
     run_dir = RunDir(config.run_dir)
-    with RunLock(run_dir.root) as lock:
+    # Managed servers are recorded in RUN/servers; those a killed run left are stopped first.
+    with RunLock(run_dir.root) as lock, recording(run_dir.servers):
         prepare_run_dir(config, overwrite=overwrite)
         manifest = Manifest(run_dir, config)
         session = Session(config, progress=progress)
@@ -174,7 +176,7 @@ def run(
                 else:
                     _run_step(step, run_dir, config, t, manifest, session)
         finally:
-            session.release()
+            session.close()
     return manifest.data
 
 
@@ -205,7 +207,7 @@ def run_stage(config: RunConfig, t: int | None, name: str) -> None:
     try:
         _run_step(step, run_dir, config, t, Manifest(run_dir, config), session)
     finally:
-        session.release()
+        session.close()
 
 
 def _run_step(

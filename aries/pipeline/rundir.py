@@ -16,6 +16,7 @@ spelled out once:
                          Temporal Self-Rewarding)
     runs/<name>/logs/<iter_t | sft>/   TensorBoard events
     runs/<name>/report.md, report.html, plots/
+    runs/<name>/servers/<port>.json    each managed server while it runs (aries.backends.servers)
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class RunDir:
     report_markdown = property(lambda self: self.root / "report.md")
     report_html = property(lambda self: self.root / "report.html")
     plots = property(lambda self: self.root / "plots")
+    servers = property(lambda self: self.root / "servers")
 
     def iteration(self, t: int) -> Path:
         return self.root / f"iter_{t}"

@@ -2,8 +2,9 @@
 `stage(run, config, t, session)`.
 
 A stage reads its inputs from the run directory, writes its outputs there and returns the counts
-that the manifest records; `t` is the iteration (None: work on the initial model). `Session`
-holds what consecutive stages share: the loaded generation backend and the console.
+that the manifest records; `t` is the iteration (None: work on the initial model). The
+`Session` (aries/pipeline/session.py) holds what consecutive stages share: the loaded generation
+backend, the run's LoRA servers and the console.
 """
 
 from __future__ import annotations
@@ -13,57 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from aries import AriesError
-from aries.backends import Backend, Sampling
+from aries.backends import Sampling
 from aries.core.distributed import on_main_process
 from aries.core.jsonl import atomic_write_jsonl, replace_folder, writing
-from aries.core.memory import return_freed_memory
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import RunDir
-
-
-class Session:
-    """One generation backend at a time, reused while the model stays the same; progress output."""
-
-    def __init__(self, config: RunConfig, *, progress: bool = True):
-        self.config = config
-        self.progress = progress
-        self._backend: Backend | None = None
-        self._model: str | None = None
-
-    def backend(self, model: str) -> Backend:
-        if self._model != model:
-            self.release()
-            generation = self.config.generation
-            self._backend = run_backend(
-                self.config, generation.backend, model, generation.backend_options
-            )
-            self._model = model
-        return self._backend
-
-    def release(self) -> None:
-        """Free the backend's memory (before training, or a judge that loads its own model)."""
-        if self._backend is not None:
-            self._backend.close()
-        self._backend, self._model = None, None
-        return_freed_memory()
-
-    def log(self, message: str) -> None:
-        if self.progress:
-            print(f"[aries] {message}", flush=True)
-
-
-def run_backend(config: RunConfig, name: str, model: str, options: dict[str, Any]) -> Backend:
-    """A generation backend of the run (the policy's, the teacher's): the config's own `options`
-    first, then the run's batch size and trust_remote_code (hf) and chat template."""
-    from aries.backends import make_backend
-
-    options = dict(options)
-    if name == "hf":
-        options.setdefault("batch_size", config.generation.batch_size)
-        options.setdefault("trust_remote_code", config.trust_remote_code)
-    if config.chat_template is not None:
-        options.setdefault("chat_template", config.chat_template)
-    return make_backend(name, model, **options)
+from aries.pipeline.session import Session
 
 
 def policy(run: RunDir, config: RunConfig, t: int) -> str:

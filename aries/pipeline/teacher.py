@@ -10,7 +10,7 @@ from aries.core.jsonl import atomic_write_jsonl
 from aries.method.teacher import add_teacher_responses
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import RunDir
-from aries.pipeline.stages import Session, run_backend
+from aries.pipeline.session import Session, run_backend
 
 
 def teacher(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from aries.method.select import Selection, candidates_of, selection_record
 from aries.method.strategies import Candidate, normalised
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import RunDir
-from aries.pipeline.stages import Session, collect_into, pairs_into, policy, score_into, train_into
+from aries.pipeline.session import Session
+from aries.pipeline.stages import collect_into, pairs_into, policy, score_into, train_into
 
 STEP_DESCRIPTIONS = {
     "anchor": "π_0 answers the same prompts (answer + N samples), judged like π_t's responses",

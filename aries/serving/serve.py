@@ -237,7 +237,7 @@ def running(app, *, host: str = "127.0.0.1", port: int | None = None) -> Iterato
     """Serve `app` from a background thread (tests, notebooks, benchmarks); yields its base URL."""
     import uvicorn
 
-    from aries.backends.openai import free_port
+    from aries.backends.servers import free_port
 
     port = port or free_port(host)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
