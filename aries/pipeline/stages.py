@@ -142,28 +142,24 @@ def collect_into(
     run: RunDir, config: RunConfig, t: int, session: Session, model: str, out: Path
 ) -> dict[str, Any]:
     """`model`'s chains (answer, refinements, samples) for iteration t's prompts, into `out`."""
-    from aries.method.collect import run_chains, split_by_context
+    from aries.method.collect import Chains, run_chains, split_by_context
 
     gen = config.generation
     prompts = run.read_prompts(t)
     backend = session.backend(model)
-    fitting, too_long = split_by_context(
-        backend,
-        prompts,
-        rounds=gen.rounds,
-        max_new_tokens=gen.max_new_tokens,
-        instruction=gen.instruction,
-        system_prompt=config.system_prompt,
+    settings = Chains(
+        gen.rounds,
+        Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, config.seed + t),
+        gen.instruction,
+        config.system_prompt,
+        gen.samples,
+        gen.answer_temperature,
     )
+    fitting, too_long = split_by_context(backend, prompts, settings)
     chains = run_chains(
         backend,
         fitting,
-        rounds=gen.rounds,
-        sampling=Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, config.seed + t),
-        instruction=gen.instruction,
-        system_prompt=config.system_prompt,
-        n_samples=gen.samples,
-        answer_temperature=gen.answer_temperature,
+        settings,
         out_path=out,
         chunk_size=gen.chunk_size,
         progress=session.progress,
