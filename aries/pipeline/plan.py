@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aries import AriesError
 from aries.core.registry import Registry
+from aries.pipeline.methods import METHODS
 from aries.pipeline.runconfig import RunConfig
 
 
@@ -61,10 +62,8 @@ def check_max_length(config: RunConfig) -> None:
     chat template as training renders it, with an empty previous answer y) plus one answer token
     fits. Only the tokenizer is loaded, never the weights.
     """
-    from aries.pipeline.loop import PLANS
-
     if not config.iterations or not any(
-        s.name == "train" for s in PLANS[config.method].per_iteration
+        s.name == "train" for s in METHODS[config.method].plan.per_iteration
     ):
         return
     longest = longest_prompt(config)
@@ -128,7 +127,6 @@ def longest_prompt(config: RunConfig) -> tuple[int, str, str] | None:
 
 def describe_plan(config: RunConfig) -> str:
     """The resolved plan, one line per stage that the config asks for."""
-    from aries.pipeline.methods import METHODS
 
     plan = METHODS[config.method].plan
     lines = [
@@ -162,7 +160,6 @@ def _when_note(step, config: RunConfig) -> str:
 
 
 def _describe(name: str, config: RunConfig) -> str:
-    from aries.pipeline.methods import METHODS
 
     own = METHODS[config.method].describe  # the method's own stages first
     if name in own:
