@@ -40,6 +40,22 @@ def pytest_sessionstart(session):
     gc.freeze()
 
 
+SHARED_RUNS = ("launched_runs", "tiny_cli_run")
+"""Session fixtures that tests of several files read: under pytest-xdist their tests share a
+worker, so that each is made once."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """For `pytest -n 2 --dist loadgroup` (`make test`): a file's tests run in one worker (its
+    module fixtures are made once), and the tests of each shared session fixture in one worker."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        shared = [name for name in SHARED_RUNS if name in item.fixturenames]
+        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.path.name))
+
+
 @pytest.fixture(autouse=True)
 def _freeze_what_survives_a_test():
     """After each test, collect its garbage and freeze what is left (session fixtures, caches):
@@ -158,3 +174,27 @@ def launched_runs(tmp_path_factory, tiny_model_path) -> dict:
         single = resolve_config(config("single", batch_size=4, iterations=1))
         run(single, progress=False)
     return {"launched": launched, "manual": manual, "single": single, "outputs": outputs}
+
+
+@pytest.fixture(scope="session")
+def tiny_cli_run(tmp_path_factory, tiny_model_path) -> tuple[Path, str]:
+    """One finished `aries run` of `aries.core.testing.tiny_run_config`, started in a subprocess as
+    a person starts it: its run folder (RUNS/tiny) and its console (stdout, then stderr). The
+    reference of every test that stops such a run (kill, full disk) and resumes it."""
+    import yaml
+
+    from aries.core.testing import tiny_run_config
+
+    root = tmp_path_factory.mktemp("tiny-cli-run")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_run_config(tiny_model_path, root / "runs")))
+    project = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-m", "aries.cli", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": project, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+        check=True,
+    )
+    return root / "runs" / "tiny", done.stdout + done.stderr
