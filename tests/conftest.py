@@ -40,20 +40,35 @@ def pytest_sessionstart(session):
     gc.freeze()
 
 
-SHARED_RUNS = ("launched_runs", "tiny_cli_run")
-"""Session fixtures that tests of several files read: under pytest-xdist their tests share a
-worker, so that each is made once."""
+SHARED_RUNS = {
+    "launched_runs": ("test_launcher.py", "test_distributed.py"),
+    "tiny_cli_run": ("test_console.py", "test_loop.py", "test_disk_full.py"),
+}
+"""The session fixtures below that several test files read, and those files: under pytest-xdist
+(`make test`: -n 2) each group runs in one worker, so that each fixture is made once."""
+_GROUP_OF = {file: name for name, files in SHARED_RUNS.items() for file in files}
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Files as units of work (a module fixture is made once), the files of each SHARED_RUNS
+    group as one unit, in collection order (workers put the groups first: the longest units)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return _GROUP_OF.get(file, file)
+
+    config.option.loadscopereorder = False
+    return Scheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """For `pytest -n 2 --dist loadgroup` (`make test`): a file's tests run in one worker (its
-    module fixtures are made once), and the tests of each shared session fixture in one worker."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        shared = [name for name in SHARED_RUNS if name in item.fixturenames]
-        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.path.name))
+    """In an xdist worker: the SHARED_RUNS groups first (see pytest_xdist_make_scheduler)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {file: i for i, files in enumerate(SHARED_RUNS.values()) for file in files}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(autouse=True)
