@@ -8,8 +8,11 @@ demo:
 	./scripts/setup.sh
 	HF_HUB_OFFLINE=1 .venv/bin/aries run --config configs/demo.yaml
 
+# Two pytest-xdist workers of one torch thread each: most tests wait on one core (interpreter
+# start-ups, tokenizing, small steps); tests/conftest.py keeps a file's tests, and the files that
+# share a run, in one worker.
 test: setup
-	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q --durations=10
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q -n 2 --durations=10
 
 # The tests behind `-m slow`: the real embedded model, the kill-anywhere script, the long
 # equivalence sweeps and the efficacy sweep end to end (see the README for their time).
@@ -26,7 +29,8 @@ FLOOR_TESTS = tests/test_compat.py tests/test_dependencies.py tests/test_prefix_
 
 test-floor:
 	./scripts/setup.sh floor
-	HF_HUB_OFFLINE=1 .venv-floor/bin/python -m pytest -q --durations=5 $(FLOOR_TESTS)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv-floor/bin/python -m pytest -q -n 2 --durations=5 \
+		$(FLOOR_TESTS)
 
 # The real vLLM engine on the embedded model (tests marked vllm): the vllm backend against the hf
 # backend, `aries run` through it, managed servers and LoRA. .venv-vllm holds vLLM's x86 CPU build

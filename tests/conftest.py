@@ -40,6 +40,37 @@ def pytest_sessionstart(session):
     gc.freeze()
 
 
+SHARED_RUNS = {
+    "launched_runs": ("test_launcher.py", "test_distributed.py"),
+    "tiny_cli_run": ("test_console.py", "test_loop.py", "test_disk_full.py"),
+}
+"""The session fixtures below that several test files read, and those files: under pytest-xdist
+(`make test`: -n 2) each group runs in one worker, so that each fixture is made once."""
+_GROUP_OF = {file: name for name, files in SHARED_RUNS.items() for file in files}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Files as units of work (a module fixture is made once), the files of each SHARED_RUNS
+    group as one unit, in collection order (workers put the groups first: the longest units)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return _GROUP_OF.get(file, file)
+
+    config.option.loadscopereorder = False
+    return Scheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In an xdist worker: the SHARED_RUNS groups first (see pytest_xdist_make_scheduler)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {file: i for i, files in enumerate(SHARED_RUNS.values()) for file in files}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(autouse=True)
 def _freeze_what_survives_a_test():
     """After each test, collect its garbage and freeze what is left (session fixtures, caches):
@@ -158,3 +189,27 @@ def launched_runs(tmp_path_factory, tiny_model_path) -> dict:
         single = resolve_config(config("single", batch_size=4, iterations=1))
         run(single, progress=False)
     return {"launched": launched, "manual": manual, "single": single, "outputs": outputs}
+
+
+@pytest.fixture(scope="session")
+def tiny_cli_run(tmp_path_factory, tiny_model_path) -> tuple[Path, str]:
+    """One finished `aries run` of `aries.core.testing.tiny_run_config`, started in a subprocess as
+    a person starts it: its run folder (RUNS/tiny) and its console (stdout, then stderr). The
+    reference of every test that stops such a run (kill, full disk) and resumes it."""
+    import yaml
+
+    from aries.core.testing import tiny_run_config
+
+    root = tmp_path_factory.mktemp("tiny-cli-run")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_run_config(tiny_model_path, root / "runs")))
+    project = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-m", "aries.cli", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": project, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+        check=True,
+    )
+    return root / "runs" / "tiny", done.stdout + done.stderr

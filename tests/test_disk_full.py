@@ -194,27 +194,22 @@ cp -r {disk}/runs/tiny/iter_0/model {out}/model
 
 
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare -rm (user namespaces)")
-def test_a_run_on_a_filesystem_that_fills_resumes_to_the_same_weights(tmp_path, tiny_model_path):
+def test_a_run_on_a_filesystem_that_fills_resumes_to_the_same_weights(
+    tmp_path, tiny_model_path, tiny_cli_run
+):
     """`aries run` with its run folder on a 40 MB tmpfs: the disk fills while training writes,
     the error is one line, and after the filesystem grows the same command finishes with the
-    weights of a run that had room from the start."""
+    weights of a run that had room from the start (conftest's tiny_cli_run)."""
     import yaml
 
     from aries.core.testing import tiny_run_config
 
-    def config_file(name: str) -> Path:
-        config = tiny_run_config(tiny_model_path, tmp_path / name / "runs")
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return path
-
-    assert main(["run", "--config", str(config_file("roomy")), "--quiet"]) == 0
+    config = tmp_path / "disk.yaml"
+    config.write_text(yaml.safe_dump(tiny_run_config(tiny_model_path, tmp_path / "disk" / "runs")))
     disk, out = tmp_path / "disk", tmp_path / "out"
     disk.mkdir(), out.mkdir()
     aries = f"{sys.executable} -m aries.cli"
-    script = FILL_AND_RESUME.format(
-        size="40m", disk=disk, out=out, aries=aries, config=config_file("disk")
-    )
+    script = FILL_AND_RESUME.format(size="40m", disk=disk, out=out, aries=aries, config=config)
     subprocess.run(["unshare", "-rm", "sh", "-c", script], check=True, timeout=600)
     first_err = (out / "first.err").read_text()
     assert (out / "first.rc").read_text().strip() == "2", first_err
@@ -222,8 +217,6 @@ def test_a_run_on_a_filesystem_that_fills_resumes_to_the_same_weights(tmp_path, 
     assert "out of disk space while writing" in line and f"{disk}/runs/tiny" in line
     assert "Traceback" not in first_err
     assert (out / "second.rc").read_text().strip() == "0", (out / "second.err").read_text()
-    expected = load_file(
-        tmp_path / "roomy" / "runs" / "tiny" / "iter_0" / "model" / "model.safetensors"
-    )
+    expected = load_file(tiny_cli_run[0] / "iter_0" / "model" / "model.safetensors")
     actual = load_file(out / "model" / "model.safetensors")
     assert max((expected[k] - actual[k]).abs().max().item() for k in expected) <= 1e-5

@@ -144,20 +144,15 @@ def _kill_when(config: Path, ready, timeout: float = 240) -> None:
     process.wait()
 
 
-@pytest.fixture(scope="module")
-def uninterrupted_run(tmp_path_factory, tiny_model_path) -> Path:
-    """Iteration 0 of the tiny run, never killed: what every killed-and-resumed run must equal."""
-    root = tmp_path_factory.mktemp("clean")
-    subprocess.run(_run_command(tiny_config(root, tiny_model_path, eval__size=1)), check=True)
-    return root / "runs" / "tiny" / "iter_0"
-
-
 # A kill during collection is also covered, in-process, by test_collect.py's resume test.
 @pytest.mark.parametrize("moment", [pytest.param("collect", marks=pytest.mark.slow), "train"])
 def test_kill_and_resume_matches_an_uninterrupted_run(
-    tmp_path, tiny_model_path, uninterrupted_run, moment
+    tmp_path, tiny_model_path, tiny_cli_run, moment
 ):
-    killed = tiny_config(tmp_path / "killed", tiny_model_path, eval__size=1)
+    """SIGKILLed at `moment`, the same command (here in-process) resumes to the chains and weights
+    of the same run never killed (conftest's tiny_cli_run)."""
+    uninterrupted_run = tiny_cli_run[0] / "iter_0"
+    killed = tiny_config(tmp_path / "killed", tiny_model_path)
     run_dir = tmp_path / "killed" / "runs" / "tiny" / "iter_0"
     if moment == "collect":
         chains = run_dir / "chains.jsonl"
@@ -167,7 +162,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(
         checkpoints = run_dir / "model.checkpoints"
         _kill_when(killed, lambda: any(checkpoints.glob("checkpoint-*/trainer_state.json")))
         assert not (run_dir / "model").exists()
-    subprocess.run(_run_command(killed), check=True)
+    assert main(["run", "--config", str(killed), "--quiet"]) == 0
 
     lines = (run_dir / "chains.jsonl").read_text().splitlines()
     assert sorted(lines) == sorted((uninterrupted_run / "chains.jsonl").read_text().splitlines())
