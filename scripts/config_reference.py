@@ -11,15 +11,16 @@ import sys
 import typing
 from pathlib import Path
 
+from aries.core.config import choices, help_text
 from aries.core.jsonl import atomic_write_text
 from aries.pipeline.runconfig import RunConfig
-from aries.rewards import REWARD_TYPES, _builders
+from aries.rewards import REWARDS
 
 
 def allowed(hint, field) -> str:
     """The values a field accepts, as the validation pass checks them."""
-    if typing.get_origin(hint) is typing.Literal:
-        return ", ".join(f"`{choice}`" for choice in typing.get_args(hint))
+    if choices(hint, field) is not None:
+        return ", ".join(f"`{choice}`" for choice in choices(hint, field))
     if "range" in field.metadata:
         return str(field.metadata["range"])
     return ""
@@ -38,7 +39,7 @@ def rows(cls, prefix: str = ""):
         if dataclasses.is_dataclass(default):
             yield from rows(type(default), f"{prefix}{field.name}.")
             continue
-        text = field.metadata.get("help", "")
+        text = help_text(field)
         shown = repr(default) if len(repr(default)) < 40 else "see configs/demo.yaml"
         values = allowed(hints[field.name], field)
         yield f"| `{prefix}{field.name}` | `{shown}` | {values} | {text} |"
@@ -68,8 +69,8 @@ def render() -> str:
     parts.append("## Reward sources\n")
     parts.append("`reward:` and `eval.verifier:` take a `type` and the settings of that type.\n")
     parts.append(HEADER)
-    for kind in REWARD_TYPES:
-        parts.append("\n".join(rows(_builders()[kind][0], f"reward[{kind}].")))
+    for kind, reward in REWARDS.items():
+        parts.append("\n".join(rows(reward.config, f"reward[{kind}].")))
     return "\n".join(parts) + "\n"
 
 

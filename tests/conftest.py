@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import gzip
 import os
+import shlex
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +89,72 @@ def chatty_model_path(tmp_path_factory, tiny_model_path) -> Path:
     return save_tiny_llama(
         tmp_path_factory.mktemp("chatty"), tiny_model_path, tied=False, initializer_range=0.2
     )
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+LAUNCH_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _two_nodes_launcher(folder: Path) -> str:
+    """A launcher script: two torchrun agents of one process each, meeting at a c10d endpoint,
+    as two machines would (`--nnodes 2`); it fails when either agent fails."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    agent = [*TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d"]
+    agent += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "aries-test"]
+    script = folder / "two_nodes.sh"
+    script.write_text(
+        f'#!/bin/sh\n{shlex.join(agent)} "$@" &\nfirst=$!\n{shlex.join(agent)} "$@"\n'
+        "second=$?\nwait $first\nfirst=$?\n[ $first -eq 0 ] && [ $second -eq 0 ]\n"
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.fixture(scope="session")
+def launched_runs(tmp_path_factory, tiny_model_path) -> dict:
+    """The same two iterations of a tiny run (12 prompts, 2 pairs a process a step) trained by
+    two ranks twice: "launched" by one `aries run` with `train.launcher` torchrun --nproc_per_node
+    2, "manual" by the three-commands-per-iteration procedure, its `aries train` started by two
+    one-process torchrun "nodes"; and "single": iteration 0 by one process at the same global
+    batch (4). "outputs": the console of each manual `aries train`. Shared by
+    tests/test_launcher.py and tests/test_distributed.py: each launch costs two interpreters that
+    import the trainer (seconds each on a CPU)."""
+    from aries.core.testing import tiny_run_config
+    from aries.pipeline.loop import run
+    from aries.pipeline.runconfig import resolve_config
+
+    tmp = tmp_path_factory.mktemp("launched")
+
+    def config(name: str, batch_size: int, iterations: int = 2) -> dict:
+        data = tiny_run_config(tiny_model_path, tmp / name, prompts=12)
+        data["train"].update(batch_size=batch_size, save_steps=2, learning_rate=1e-2)
+        data["iterations"] = iterations
+        return data
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in LAUNCH_ENV.items():
+            patch.setenv(key, value)
+        launched = config("launched", batch_size=2)
+        launched["train"]["launcher"] = shlex.join(
+            [*TORCHRUN, "--standalone", "--nproc_per_node", "2"]
+        )
+        launched = resolve_config(launched)
+        run(launched, progress=False)
+
+        manual = resolve_config(config("manual", batch_size=2))
+        nodes = _two_nodes_launcher(tmp)
+        outputs = []
+        for t in range(2):
+            run(manual, stop_before="train", progress=False)
+            command = [nodes, "-m", "aries.cli", "train", str(manual.run_dir)]
+            command += ["--iteration", str(t)]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            outputs.append(done.stdout)
+        run(manual, progress=False)
+
+        single = resolve_config(config("single", batch_size=4, iterations=1))
+        run(single, progress=False)
+    return {"launched": launched, "manual": manual, "single": single, "outputs": outputs}

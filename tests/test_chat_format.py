@@ -23,7 +23,7 @@ from aries.core.views import (
     with_system_prompt,
 )
 from aries.evaluation.evaluate import evaluate
-from aries.method.collect import run_chains
+from aries.method.collect import Chains, run_chains
 from aries.method.pairs import build_pairs, save_dataset
 from aries.pipeline.runconfig import resolve_config
 from aries.rewards import make_reward_source
@@ -86,7 +86,7 @@ def _expected_prompt_tokens(backend, record, system_prompt):
 
 def test_collection_and_evaluation_ask_with_the_system_prompt(backend, tmp_path):
     prompts = [{"id": "a", "prompt": "What is 2 + 3?", "answer": "5"}]
-    records = run_chains(backend, prompts, rounds=1, sampling=GREEDY, system_prompt=SYSTEM)
+    records = run_chains(backend, prompts, Chains(1, GREEDY, system_prompt=SYSTEM))
     asked = [step["prompt_tokens"] for step in records[0]["chain"]]
     assert asked == _expected_prompt_tokens(backend, records[0], SYSTEM)
     assert asked != _expected_prompt_tokens(backend, records[0], None)

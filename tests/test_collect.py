@@ -11,7 +11,7 @@ from aries.backends import Generation, Message, Sampling
 from aries.backends.hf import HFBackend
 from aries.core.jsonl import read_jsonl
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION, direct_messages, refine_messages
-from aries.method.collect import run_chains, split_by_context
+from aries.method.collect import Chains, run_chains, split_by_context
 
 PROMPTS = [
     {"id": f"p{i}", "prompt": question, "answer": str(i)}
@@ -62,7 +62,7 @@ def backend(hf) -> RecordingBackend:
 
 def test_chain_has_k_plus_one_rounds_and_refine_prompts_hold_the_previous_answer(backend):
     sampling = Sampling(max_new_tokens=6)
-    records = run_chains(backend, PROMPTS, rounds=2, sampling=sampling, progress=False)
+    records = run_chains(backend, PROMPTS, Chains(2, sampling), progress=False)
     assert [r["id"] for r in records] == [p["id"] for p in PROMPTS]
     for prompt, record in zip(PROMPTS, records):
         assert record["prompt"] == prompt["prompt"] and record["answer"] == prompt["answer"]
@@ -98,14 +98,12 @@ def test_chain_has_k_plus_one_rounds_and_refine_prompts_hold_the_previous_answer
 
 
 def test_zero_rounds_and_custom_instruction(backend):
-    records = run_chains(backend, PROMPTS[:2], rounds=0, sampling=Sampling(4), progress=False)
+    records = run_chains(backend, PROMPTS[:2], Chains(0, Sampling(4)), progress=False)
     assert [len(r["chain"]) for r in records] == [1, 1]
     run_chains(
         backend,
         PROMPTS[:1],
-        rounds=1,
-        sampling=Sampling(4),
-        instruction="Try again.",
+        Chains(1, Sampling(4), instruction="Try again."),
         progress=False,
     )
     assert backend.calls[-1][0][0][-1] == {"role": "user", "content": "Try again."}
@@ -113,9 +111,7 @@ def test_zero_rounds_and_custom_instruction(backend):
 
 def test_n_samples(backend):
     sampling = Sampling(max_new_tokens=6, temperature=1.0, seed=3)
-    records = run_chains(
-        backend, PROMPTS[:3], rounds=1, sampling=sampling, n_samples=3, progress=False
-    )
+    records = run_chains(backend, PROMPTS[:3], Chains(1, sampling, samples=3), progress=False)
     for record in records:
         assert [s["sample"] for s in record["samples"]] == [0, 1, 2]
         texts = [s["text"] for s in record["samples"]]
@@ -128,14 +124,11 @@ def test_n_samples(backend):
 
 def test_answer_temperature_applies_to_the_first_answer_only(backend):
     sampling = Sampling(max_new_tokens=6, temperature=1.0, seed=3)
-    greedy = run_chains(backend, PROMPTS[:2], rounds=0, sampling=Sampling(6), progress=False)
+    greedy = run_chains(backend, PROMPTS[:2], Chains(0, Sampling(6)), progress=False)
     records = run_chains(
         backend,
         PROMPTS[:2],
-        rounds=1,
-        sampling=sampling,
-        n_samples=1,
-        answer_temperature=0.0,
+        Chains(1, sampling, samples=1, answer_temperature=0.0),
         progress=False,
     )
     assert [c.temperature for _, c in backend.calls[-3:]] == [0.0, 1.0, 1.0]
@@ -144,10 +137,8 @@ def test_answer_temperature_applies_to_the_first_answer_only(backend):
 
 def test_chunks_give_the_same_records_as_one_chunk(backend):
     sampling = Sampling(max_new_tokens=5, temperature=0.9, seed=11)
-    whole = run_chains(backend, PROMPTS, rounds=1, sampling=sampling, progress=False)
-    chunked = run_chains(
-        backend, PROMPTS, rounds=1, sampling=sampling, chunk_size=2, progress=False
-    )
+    whole = run_chains(backend, PROMPTS, Chains(1, sampling), progress=False)
+    chunked = run_chains(backend, PROMPTS, Chains(1, sampling), chunk_size=2, progress=False)
     assert chunked == whole
 
 
@@ -158,19 +149,14 @@ def _kill(path: Path, keep_lines: int) -> None:
     path.write_bytes(b"".join(lines[:keep_lines]) + torn)
 
 
-RESUME_OPTIONS = dict(
-    rounds=2,
-    sampling=Sampling(max_new_tokens=6, temperature=0.8, seed=5),
-    n_samples=1,
-    chunk_size=2,
-    progress=False,
-)
+RESUME_CHAINS = Chains(2, Sampling(max_new_tokens=6, temperature=0.8, seed=5), samples=1)
+RESUME_OPTIONS = dict(chunk_size=2, progress=False)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(hf, tmp_path_factory) -> tuple[Path, list[dict]]:
     reference = tmp_path_factory.mktemp("uninterrupted") / "chains.jsonl"
-    expected = run_chains(hf, PROMPTS, out_path=reference, **RESUME_OPTIONS)
+    expected = run_chains(hf, PROMPTS, RESUME_CHAINS, out_path=reference, **RESUME_OPTIONS)
     assert read_jsonl(reference) == expected
     return reference, expected
 
@@ -188,7 +174,7 @@ def test_resume_after_kill_gives_exactly_the_uninterrupted_records(
     kept = [r["id"] for r in read_jsonl(resumed, allow_torn_tail=True)]
     assert kept == [p["id"] for p in PROMPTS[:keep_lines]]
     calls_before = len(backend.calls)
-    records = run_chains(backend, PROMPTS, out_path=resumed, **options)
+    records = run_chains(backend, PROMPTS, RESUME_CHAINS, out_path=resumed, **options)
     assert records == expected
     assert read_jsonl(resumed) == read_jsonl(reference)  # same ids, same texts, no duplicates
     # only the missing prompts were generated again
@@ -197,7 +183,7 @@ def test_resume_after_kill_gives_exactly_the_uninterrupted_records(
 
     # a complete file: nothing is generated again
     calls_before = len(backend.calls)
-    assert run_chains(backend, PROMPTS, out_path=resumed, **options) == expected
+    assert run_chains(backend, PROMPTS, RESUME_CHAINS, out_path=resumed, **options) == expected
     assert len(backend.calls) == calls_before
     assert read_jsonl(resumed) == read_jsonl(reference)
 
@@ -207,17 +193,17 @@ def test_split_by_context(backend):
         {"id": "short", "prompt": "Hi"},
         {"id": "long", "prompt": "word " * 1100},
     ]
-    kept, skipped = split_by_context(backend, prompts, rounds=2, max_new_tokens=16)
+    kept, skipped = split_by_context(backend, prompts, Chains(2, Sampling(16)))
     assert [p["id"] for p in kept] == ["short"] and [p["id"] for p in skipped] == ["long"]
     # the refine view with two answers must fit, not only the question
     budget = backend.count_prompt_tokens(refine_messages("Hi", "", DEFAULT_REFINE_INSTRUCTION))
     fits = (backend.context_length - budget) // 2
-    kept, _ = split_by_context(backend, prompts[:1], rounds=1, max_new_tokens=fits)
+    kept, _ = split_by_context(backend, prompts[:1], Chains(1, Sampling(fits)))
     assert len(kept) == 1
-    kept, _ = split_by_context(backend, prompts[:1], rounds=1, max_new_tokens=fits + 1)
+    kept, _ = split_by_context(backend, prompts[:1], Chains(1, Sampling(fits + 1)))
     assert kept == []
     direct = backend.count_prompt_tokens(direct_messages("Hi"))
     kept, _ = split_by_context(
-        backend, prompts[:1], rounds=0, max_new_tokens=backend.context_length - direct
+        backend, prompts[:1], Chains(0, Sampling(backend.context_length - direct))
     )
     assert len(kept) == 1

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from aries import AriesError
 from aries.cli import main
 from aries.core.jsonl import JsonlAppender, atomic_write_jsonl, read_jsonl
-from aries.core.testing import tiny_pairs
+from aries.method.pairs import tiny_pairs
 
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

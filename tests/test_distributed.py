@@ -10,48 +10,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 
-from aries.core.testing import tiny_run_config
-from aries.pipeline.loop import run
-from aries.pipeline.runconfig import resolve_config
-
-
-def _train(run_dir, processes: int) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "aries.cli", "train", str(run_dir), "--iteration", "0"]
-    if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        command = [*launcher, f"--nproc_per_node={processes}", *command[1:]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
-def _prepare(tmp_path, tiny_model_path, name: str, batch_size: int):
-    """A tiny run collected up to its train stage, with `batch_size` pairs per process."""
-    config = tiny_run_config(tiny_model_path, tmp_path / name, prompts=12)
-    config["train"].update(batch_size=batch_size, save_steps=2, learning_rate=1e-2)
-    config = resolve_config(config)
-    run(config, stop_before="train", progress=False)
-    return config
-
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, tiny_model_path):
-    """The same iteration trained by one process at batch 4 and by two at batch 2."""
-    tmp_path = tmp_path_factory.mktemp("distributed")
-    one = _prepare(tmp_path, tiny_model_path, "one", batch_size=4)
-    two = _prepare(tmp_path, tiny_model_path, "two", batch_size=2)
-    outputs = {"one": _train(one.run_dir, 1), "two": _train(two.run_dir, 2)}
-    return one, two, outputs
+def two_runs(launched_runs):
+    """The same iteration trained by one process at batch 4 and by two at batch 2 (torchrun,
+    launched by `aries run`): conftest.py's launched runs, shared with tests/test_launcher.py."""
+    one, two = launched_runs["single"], launched_runs["launched"]
+    return one, two, (two.run_dir / "logs" / "train-iter_0.log").read_text()
 
 
 def _history(config) -> list[dict]:
@@ -64,11 +35,11 @@ def _pairs(config) -> int:
 
 
 def test_two_ranks_train_the_same_updates_as_one_process(two_runs):
-    one, two, outputs = two_runs
+    one, two, console = two_runs
     assert (one.run_dir / "iter_0" / "selections.jsonl").read_bytes() == (
         two.run_dir / "iter_0" / "selections.jsonl"
     ).read_bytes()
-    assert "[aries] train: 2 processes" in outputs["two"].stdout  # a world of 2, not 2 worlds of 1
+    assert "[aries] train: 2 processes" in console  # a world of 2, not 2 worlds of 1
     steps = [
         [e for e in _history(config) if "grad_norm" in e] for config in (one, two)
     ]  # one entry per optimizer step (logging_steps 1)
@@ -97,7 +68,7 @@ def test_two_ranks_write_each_output_once_and_the_run_goes_on(two_runs):
     moved = max((weights[0][k] - start[k]).abs().max().item() for k in start)
     apart = max((weights[0][k] - weights[1][k]).abs().max().item() for k in start)
     assert moved > 1e-3 and apart < (1e-4 if _pairs(one) % 4 == 0 else moved / 2)
-    run(two, progress=False)  # the evaluation of the two-process model
+    # the run went on: the loop evaluated the two-process model
     result = json.loads((iteration / "eval.json").read_text())
     assert result["n_prompts"] == two.eval.size
     assert yaml.safe_load((two.run_dir / "config.yaml").read_text())["train"]["batch_size"] == 2

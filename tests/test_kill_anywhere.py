@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from aries.core.jsonl import replace_folder
-from aries.core.testing import tiny_pairs
+from aries.method.pairs import tiny_pairs
 from aries.training import checkpoints as checkpoints_module
 from aries.training import train
 

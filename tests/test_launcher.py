@@ -10,7 +10,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,11 +31,10 @@ TWO_PROCESSES = shlex.join([*TORCHRUN, "--standalone", "--nproc_per_node", "2"])
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def _config(tmp_path: Path, model: Path, name: str, *, batch_size: int, iterations: int = 1):
+def _config(tmp_path: Path, model: Path, name: str, *, batch_size: int):
     config = tiny_run_config(model, tmp_path / name, prompts=12)
     config["train"].update(batch_size=batch_size, save_steps=2, learning_rate=1e-2)
     config["eval"].update(enabled=False)
-    config["iterations"] = iterations
     return config
 
 
@@ -54,58 +52,10 @@ def _train_entry(config, t: int) -> dict:
     return manifest["iterations"][str(t)]["stages"]["train"]
 
 
-def _two_nodes_launcher(folder: Path) -> str:
-    """A launcher script: two torchrun agents of one process each, meeting at a c10d endpoint,
-    as two machines would (`--nnodes 2`); it fails when either agent fails."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    agent = [*TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--rdzv-backend", "c10d"]
-    agent += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "aries-test"]
-    script = folder / "two_nodes.sh"
-    script.write_text(
-        f'#!/bin/sh\n{shlex.join(agent)} "$@" &\nfirst=$!\n{shlex.join(agent)} "$@"\n'
-        "second=$?\nwait $first\nfirst=$?\n[ $first -eq 0 ] && [ $second -eq 0 ]\n"
-    )
-    script.chmod(0o755)
-    return str(script)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_model_path):
-    """The same two iterations run by one `aries run` with a launcher and by the manual
-    three-commands-per-iteration procedure; iteration 0 also by one process at the same global
-    batch and by two one-process "nodes"."""
-    tmp = tmp_path_factory.mktemp("launcher")
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in ENV.items():
-            patch.setenv(key, value)
-        launched = _config(tmp, tiny_model_path, "launched", batch_size=2, iterations=2)
-        launched["train"]["launcher"] = TWO_PROCESSES
-        launched = resolve_config(launched)
-        run(launched, progress=False)
-
-        manual = resolve_config(_config(tmp, tiny_model_path, "manual", batch_size=2, iterations=2))
-        for t in range(2):
-            run(manual, stop_before="train", progress=False)
-            command = [*shlex.split(TWO_PROCESSES), "-m", "aries.cli", "train"]
-            command += [str(manual.run_dir), "--iteration", str(t)]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        run(manual, progress=False)
-
-        single = resolve_config(_config(tmp, tiny_model_path, "single", batch_size=4))
-        run(single, progress=False)
-
-        nodes = _config(tmp, tiny_model_path, "nodes", batch_size=2)
-        nodes["train"]["launcher"] = _two_nodes_launcher(tmp)
-        nodes = resolve_config(nodes)
-        run(nodes, progress=False)
-    return {"launched": launched, "manual": manual, "single": single, "nodes": nodes}
-
-
-def test_one_command_equals_the_manual_procedure(runs):
-    launched, manual = runs["launched"], runs["manual"]
+def test_one_command_equals_the_manual_procedure(launched_runs):
+    """One `aries run` with a launcher (torchrun, 2 processes) trains both iterations as the
+    manual procedure on two one-process "nodes" does: the same bytes and weights."""
+    launched, manual = launched_runs["launched"], launched_runs["manual"]
     for t in range(2):
         for name in ("prompts.jsonl", "chains.jsonl", "scores.jsonl", "selections.jsonl"):
             assert (launched.run_dir / f"iter_{t}" / name).read_bytes() == (
@@ -116,7 +66,8 @@ def test_one_command_equals_the_manual_procedure(runs):
         assert entry["status"] == "done" and entry["processes"] == 2
         assert "processes" not in _train_entry(manual, t)  # started by hand, not by the loop
         log = (launched.run_dir / "logs" / f"train-iter_{t}.log").read_text()
-        assert "[aries] train: 2 processes" in log  # one world of 2, not 2 worlds of 1
+        for output in (log, launched_runs["outputs"][t]):  # one world of 2, not 2 worlds of 1
+            assert "[aries] train: 2 processes" in output
     # the launcher is how to run, not what: same saved config and hash as without it
     assert (launched.run_dir / "config.yaml").read_text() == (
         manual.run_dir / "config.yaml"
@@ -124,16 +75,17 @@ def test_one_command_equals_the_manual_procedure(runs):
     assert not list(launched.run_dir.rglob("*.tmp")) and not list(launched.run_dir.rglob("*.old"))
 
 
-def test_two_processes_and_two_nodes_train_as_one_process(runs):
-    single = _weights(runs["single"])
-    start = load_file(Path(runs["single"].model) / "model.safetensors")
+def test_two_processes_and_two_nodes_train_as_one_process(launched_runs):
+    single = _weights(launched_runs["single"])
+    start = load_file(Path(launched_runs["single"].model) / "model.safetensors")
     moved = _max_diff(single, start)
-    pairs = json.loads((runs["single"].run_dir / "manifest.json").read_text())
+    pairs = json.loads((launched_runs["single"].run_dir / "manifest.json").read_text())
     rows = pairs["iterations"]["0"]["stages"]["pairs"]["counts"]["pairs"]
     tolerance = 1e-4 if rows % 4 == 0 else moved / 2  # a last, partial update differs
-    for name in ("launched", "nodes"):
-        assert _train_entry(runs[name], 0)["processes"] == 2
-        assert moved > 1e-3 and _max_diff(single, _weights(runs[name])) < tolerance, name
+    assert _train_entry(launched_runs["launched"], 0)["processes"] == 2
+    assert "[aries] train: 2 processes" in launched_runs["outputs"][0]  # the two nodes
+    for name in ("launched", "manual"):  # two processes, two nodes
+        assert moved > 1e-3 and _max_diff(single, _weights(launched_runs[name])) < tolerance, name
 
 
 def test_check_prints_the_launch_commands_and_refuses_a_missing_launcher(

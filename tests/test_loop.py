@@ -21,7 +21,7 @@ from aries.cli import main
 from aries.core.testing import tiny_run_config
 from aries.pipeline.loop import run
 from aries.pipeline.runconfig import load_run_config
-from aries.pipeline.stages import Session
+from aries.pipeline.session import Session
 from aries.sweep.runs import finished
 
 

@@ -10,8 +10,10 @@ import httpx
 import pytest
 from safetensors.torch import load_file
 
+from aries import AriesError
 from aries.backends import Sampling
 from aries.backends.hf import HFBackend
+from aries.backends.lora import lora_policy, max_lora_rank, write_adapter
 from aries.cli import main
 from aries.core.models import load_causal_lm
 from aries.core.testing import TINY_ARITHMETIC, tiny_run_config
@@ -84,3 +86,22 @@ def test_serve_and_eval_load_the_lora_iterations(lora_run, tmp_path):
     result = json.loads(out.read_text())
     assert result["model"] == str(model)  # --run picks the latest iteration's merged folder
     assert result["n_prompts"] == 2 and len(result["per_round"]) == 2
+
+
+def test_the_adapters_of_a_run_stack_into_one_on_the_first_model(
+    lora_run, tiny_model_path, tmp_path
+):
+    # What lets vLLM serve every iteration of a LoRA run on one base (aries/backends/lora.py).
+    run_dir, _ = lora_run
+    model = run_dir / "iter_1" / "model"
+    policy = lora_policy(str(model))
+    assert policy.base == str(tiny_model_path) and policy.rank == 8
+    assert policy.adapters == (run_dir / "iter_0" / "model" / "adapter", model / "adapter")
+    stacked = write_adapter(policy, tmp_path / "stacked")
+    assert json.loads((stacked / "adapter_config.json").read_text())["r"] == 8
+    rebuilt = load_causal_lm(str(stacked), dtype="float32", device="cpu")
+    assert _max_difference(load_file(model / "model.safetensors"), rebuilt.state_dict()) < 1e-5
+    assert lora_policy(str(tiny_model_path)) is None
+    assert [max_lora_rank(r) for r in (1, 8, 9, 512)] == [1, 8, 16, 512]
+    with pytest.raises(AriesError, match="beyond vLLM's largest max_lora_rank"):
+        max_lora_rank(513)

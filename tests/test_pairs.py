@@ -5,7 +5,8 @@ import pytest
 
 from aries import AriesError
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION as Z
-from aries.method.pairs import build_pairs, save_dataset, sft_examples, to_plain_text
+from aries.core.views import to_plain_text
+from aries.method.pairs import build_pairs, save_dataset, sft_examples
 
 SELECTIONS = [
     {

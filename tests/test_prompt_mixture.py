@@ -9,7 +9,8 @@ from aries.core.testing import TINY_ARITHMETIC
 from aries.method.sources import PromptSource, mixture_counts
 from aries.pipeline.runconfig import resolve_config
 from aries.pipeline.rundir import RunDir
-from aries.pipeline.stages import Session, prompts
+from aries.pipeline.session import Session
+from aries.pipeline.stages import prompts
 
 
 def test_mixture_counts_are_exact_largest_remainder_shares():

@@ -1,50 +1,73 @@
-"""The registries that replace if-chains cover every name the config schema allows."""
+"""The registries (aries.core.registry) that replace if-chains: every name a config may choose
+has an entry, the choices come from the tables themselves, heavy entries load when used."""
 
 from __future__ import annotations
 
-import importlib
-import typing
+import subprocess
+import sys
 
 import pytest
 
-from aries.backends import ENGINES, BackendName
-from aries.core.registry import Registry
-from aries.method.select import Strategy
-from aries.method.strategies import RANKINGS
-from aries.pipeline.loop import PLANS
+from aries import AriesError
+from aries.backends import ENGINES, make_backend
+from aries.core.registry import Lazy, Registry
+from aries.pipeline.methods import METHODS
 from aries.pipeline.plan import DESCRIPTIONS
+from aries.pipeline.runconfig import resolve_config
 
 
 def test_every_backend_name_builds_a_class_with_generate():
-    assert set(ENGINES) == set(typing.get_args(BackendName))
-    for target in ENGINES.values():
-        module, _, cls = target.partition(":")
-        assert callable(getattr(importlib.import_module(module), cls).generate)
+    assert list(ENGINES) == ["hf", "vllm", "openai"]
+    for name in ENGINES:
+        assert callable(ENGINES[name].generate)
 
 
-def test_every_selection_strategy_has_a_ranking():
-    assert set(RANKINGS) == set(typing.get_args(Strategy))
+def test_a_backend_is_imported_only_when_it_is_built():
+    """Choosing among the backends (a config, a flag) imports no engine's dependencies."""
+    code = (
+        "import sys; from aries.pipeline.runconfig import resolve_config; "
+        "resolve_config({'generation': {'backend': 'vllm'}}); "
+        "print(sorted(m for m in ('aries.backends.hf', 'aries.backends.vllm') if m in sys.modules))"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "[]"
 
 
-def test_every_stage_of_every_plan_is_described():
-    names = {step.name for plan in PLANS.values() for step in plan.once + plan.per_iteration}
-    temporal_only = {"anchor", "future_model", "future"}  # described by aries.pipeline.temporal
-    assert names - temporal_only <= set(DESCRIPTIONS)
+def test_choices_come_from_the_registries():
+    with pytest.raises(
+        AriesError, match=r"^generation.backend must be one of 'hf', 'vllm', 'openai'"
+    ):
+        resolve_config({"generation": {"backend": "vlm"}})
+    with pytest.raises(AriesError, match=r"^teacher.backend must be .*not 'x'$"):
+        resolve_config({"teacher": {"backend": "x"}})
+    with pytest.raises(AriesError, match=r"^unknown generation backend 'hff'.*did you mean 'hf'"):
+        make_backend("hff", "embedded")
 
 
-def test_a_name_registered_twice_fails():
-    table = Registry()
+def test_every_stage_of_every_method_is_described():
+    for method in METHODS.values():
+        names = {step.name for step in method.plan.once + method.plan.per_iteration}
+        assert names <= set(DESCRIPTIONS) | set(method.describe), method.name
+
+
+def test_a_name_registered_twice_fails_and_a_lazy_entry_resolves_once():
+    table = Registry("test entry", {"join": Lazy("os.path:join")})
     table.register("a")(len)
     with pytest.raises(ValueError, match="'a' is registered twice"):
         table.register("a")(len)
+    import os.path
+
+    assert table["join"] is os.path.join and list(table) == ["join", "a"]
+    with pytest.raises(AriesError, match=r"^where: unknown test entry 'b': choose one of join, a$"):
+        table.lookup("b", "where")
 
 
 def test_every_reward_source_can_be_closed():
     """The stages close every source they build, through the protocol (no getattr fallback)."""
-    from aries.rewards.judge import Judge
-    from aries.rewards.reward_model import RewardModel
-    from aries.rewards.verifiers import ExactMatch, RegexVerifier, Verifier
+    from aries.rewards import REWARDS
+    from aries.rewards.verifiers import Verifier
 
-    for source in (Verifier, ExactMatch, RegexVerifier, RewardModel, Judge):
-        assert callable(source.close), source
+    assert list(REWARDS) == ["verifier", "exact-match", "regex", "reward-model", "judge"]
+    for reward in REWARDS.values():
+        assert callable(reward.source.close), reward
     Verifier().close()

@@ -5,14 +5,13 @@ import dataclasses
 import json
 import re
 import typing
-from typing import Literal
 
 import pytest
 
 from aries import AriesError
-from aries.core.config import Range, number_type
+from aries.core.config import Range, choices, help_text, number_type
 from aries.pipeline.runconfig import RunConfig, resolve_config
-from aries.rewards import REWARD_TYPES, _builders
+from aries.rewards import REWARDS
 
 REWARD_REQUIRED = {"reward-model": {"model": "some/reward-model"}, "regex": {"pattern": "x"}}
 """Settings a reward type cannot do without, so that a walk reaches its other fields."""
@@ -34,10 +33,10 @@ def schema_fields():
 
     yield from walk(RunConfig, "", {})
     for where in ("reward", "eval.verifier"):
-        for kind in REWARD_TYPES:
+        for kind in REWARDS:
             spec = {"type": kind, **REWARD_REQUIRED.get(kind, {})}
             base = with_value({}, where, spec)
-            yield from walk(_builders()[kind][0], f"{where}.", base, f"[{kind}]")
+            yield from walk(REWARDS[kind].config, f"{where}.", base, f"[{kind}]")
 
 
 def with_value(base, key, value):
@@ -68,7 +67,7 @@ def out_of_range(allowed: Range, kind: type):
 
 SCHEMA = {label: entry for label, *entry in schema_fields()}
 NUMERIC = [label for label, (_, hint, _, _) in SCHEMA.items() if number_type(hint)]
-CHOICES = [label for label, (_, hint, _, _) in SCHEMA.items() if typing.get_origin(hint) is Literal]
+CHOICES = [label for label, (_, hint, field, _) in SCHEMA.items() if choices(hint, field)]
 
 
 def test_the_walk_covers_every_section_and_reward_type():
@@ -83,7 +82,7 @@ def test_the_walk_covers_every_section_and_reward_type():
 
 def test_every_numeric_field_declares_its_range_and_every_field_its_help():
     for key, hint, field, _ in SCHEMA.values():
-        assert field.metadata.get("help"), f"{key} has no help text"
+        assert help_text(field), f"{key} has no help text"
         if number_type(hint):
             assert isinstance(field.metadata.get("range"), Range), f"{key} declares no range"
 
@@ -101,9 +100,9 @@ def test_every_numeric_field_rejects_an_out_of_range_value_naming_the_key(label)
 
 @pytest.mark.parametrize("label", CHOICES)
 def test_every_choice_rejects_an_unknown_value_with_the_choices(label):
-    key, hint, _, base = SCHEMA[label]
-    choices = "|".join(map(re.escape, map(repr, typing.get_args(hint))))
-    pattern = rf"^{re.escape(key)} must be .*({choices}).*, not 'nonsense'$"
+    key, hint, field, base = SCHEMA[label]
+    allowed = "|".join(map(re.escape, map(repr, choices(hint, field))))
+    pattern = rf"^{re.escape(key)} must be .*({allowed}).*, not 'nonsense'$"
     with pytest.raises(AriesError, match=pattern):
         resolve_config(with_value(base, key, "nonsense"))
 
@@ -193,7 +192,7 @@ def test_every_field_of_the_command_dataclasses_has_its_generated_flag_and_help(
         if (command, cls, names) in complete:
             assert set(flag_names(names)) == set(every(cls)) - {"enabled", "warm_start"}
         for name, flag in flag_names(names).items():
-            assert fields[name].metadata["help"] in _flag_help(parser, flag), (command, flag)
+            assert help_text(fields[name]) in _flag_help(parser, flag), (command, flag)
     assert "Allowed: >= 1" in _flag_help(_subcommand("select"), "--pairs-per-prompt")
 
 

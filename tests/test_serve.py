@@ -13,7 +13,7 @@ from openai import BadRequestError, OpenAI
 
 from aries.backends import Sampling
 from aries.backends.hf import HFBackend
-from aries.method.collect import run_chains
+from aries.method.collect import Chains, run_chains
 from aries.method.vote import vote_round
 from aries.serving.serve import create_app, running
 
@@ -68,8 +68,7 @@ def test_refine_rounds_return_the_whole_chain(server, client):
     reference = run_chains(
         backend,
         [{"id": "q", "prompt": "Name a prime number."}],
-        rounds=2,
-        sampling=Sampling(max_new_tokens=6, temperature=0.0),
+        Chains(2, Sampling(max_new_tokens=6, temperature=0.0)),
         progress=False,
     )[0]["chain"]
     assert chain == reference

@@ -4,38 +4,36 @@ Callers (collection, evaluation, the LLM judge, `aries serve`) only ever see `Ba
 a list of chat conversations in, one `Generation` per conversation out. Each engine imports its
 heavy dependency lazily, so `import aries` never needs vLLM or an HTTP client. Each engine takes
 only its own options: the caller that knows which engine it builds passes what that engine uses.
+
+Imports `aries.core`.
 """
 
 from __future__ import annotations
 
-import importlib
 import typing
 
-from aries.backends.base import Backend, BackendName, Generation, Sampling, request_seeds
+from aries.backends.base import Backend, Generation, Sampling, request_seeds
+from aries.core.registry import Lazy, Registry
 from aries.core.views import Message
 
-__all__ = ["Backend", "BackendName", "Generation", "Message", "Sampling", "request_seeds"]
+__all__ = ["Backend", "Generation", "Message", "Sampling", "request_seeds"]
 
-ENGINES: dict[BackendName, str] = {
-    "hf": "aries.backends.hf:HFBackend",
-    "vllm": "aries.backends.vllm:VLLMBackend",
-    "openai": "aries.backends.openai:OpenAIBackend",
-}
-"""Each backend name's class, as `module:Class`: imported only when that engine is built, so that
-`import aries` loads neither torch nor vLLM nor an HTTP client."""
-BACKENDS = typing.get_args(BackendName)
+ENGINES: Registry[type[Backend]] = Registry(
+    "generation backend",
+    {
+        "hf": Lazy("aries.backends.hf:HFBackend"),
+        "vllm": Lazy("aries.backends.vllm:VLLMBackend"),
+        "openai": Lazy("aries.backends.openai:OpenAIBackend"),
+    },
+)
+"""Each backend name's class, declared by its `module:Class` path: imported only when that engine
+is built, so that `import aries` loads neither torch nor vLLM nor an HTTP client. A config field
+naming a backend takes these names as its choices."""
 
 
 def make_backend(name: str, model: str, **options) -> Backend:
     """Build a backend by name; options go to its constructor (e.g. batch_size for hf)."""
-    if name not in ENGINES:
-        from aries import AriesError
-
-        raise AriesError(
-            f"unknown generation backend {name!r}: choose one of {', '.join(BACKENDS)}"
-        )
-    module, _, cls = ENGINES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)(model, **options)
+    return ENGINES.lookup(name)(model, **options)
 
 
 def check_chat_template_backend(name: str, serve_command: str | None = None) -> None:

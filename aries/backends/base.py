@@ -9,8 +9,6 @@ from typing import Literal, Protocol
 
 from aries.core.views import Message
 
-BackendName = Literal["hf", "vllm", "openai"]
-
 
 @dataclass
 class Sampling:

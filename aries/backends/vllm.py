@@ -9,17 +9,20 @@ frees the GPU so the train stage of the same iteration can use it.
 
 from __future__ import annotations
 
-import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from aries import AriesError
 from aries.backends.base import Generation, Sampling, request_seeds
+from aries.backends.lora import lora_policy, max_lora_rank, write_adapter
 from aries.core.views import Message, prompt_token_ids, use_chat_template
 
 
 class VLLMBackend:
-    """Generation with `vllm.LLM` (local folder, hub id, `embedded`, or a PEFT LoRA adapter)."""
+    """Generation with `vllm.LLM` (local folder, hub id, `embedded`, a PEFT LoRA adapter, or a
+    LoRA policy: base model plus adapter)."""
 
     name = "vllm"
 
@@ -47,17 +50,18 @@ class VLLMBackend:
         from aries.core.models import resolve_model
 
         path = resolve_model(model)
-        adapter = Path(path) / "adapter_config.json"
         options: dict[str, Any] = dict(engine_options or {})
-        self.lora_request = None
-        if adapter.is_file():
-            # A LoRA policy from the train stage: serve the base model with the adapter applied.
+        self.lora_request, self._stacked = None, None
+        policy = lora_policy(path)
+        if policy is not None:
+            # A LoRA policy (train.lora): its base model with its adapter, as a server would.
             from vllm.lora.request import LoRARequest
 
-            config = json.loads(adapter.read_text())
-            self.lora_request = LoRARequest("policy", 1, path)
-            options.update(enable_lora=True, max_lora_rank=max(8, int(config.get("r", 8))))
-            path = resolve_model(config["base_model_name_or_path"])
+            self._stacked = tempfile.mkdtemp(prefix="aries-lora-")
+            adapter = write_adapter(policy, Path(self._stacked))
+            self.lora_request = LoRARequest("policy", 1, str(adapter))
+            options.update(enable_lora=True, max_lora_rank=max_lora_rank(policy.rank))
+            path = policy.base
         self.llm = LLM(
             model=path,
             tensor_parallel_size=tensor_parallel_size,
@@ -128,3 +132,5 @@ class VLLMBackend:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        if self._stacked:
+            shutil.rmtree(self._stacked, ignore_errors=True)

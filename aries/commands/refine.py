@@ -138,7 +138,7 @@ def parse_field_map(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from aries import AriesError
     from aries.core.jsonl import atomic_write_jsonl
-    from aries.method.collect import run_chains, split_by_context
+    from aries.method.collect import Chains, run_chains, split_by_context
     from aries.method.sources import PromptSource, load_prompts
     from aries.method.vote import pick_round
 
@@ -155,16 +155,15 @@ def run(args: argparse.Namespace) -> int:
             source.fields = fields or source.fields
             source.size = args.size or source.size
             prompts += load_prompts(source)
-    sampling = sampling_from_args(args)
-    backend = backend_from_args(args)
-    prompts, too_long = split_by_context(
-        backend,
-        prompts,
-        rounds=chain.rounds,
-        max_new_tokens=args.max_new_tokens,
-        instruction=chain.instruction,
-        system_prompt=args.system_prompt,
+    settings = Chains(
+        chain.rounds,
+        sampling_from_args(args),
+        chain.instruction,
+        args.system_prompt,
+        chain.samples,
     )
+    backend = backend_from_args(args)
+    prompts, too_long = split_by_context(backend, prompts, settings)
     if too_long:
         ids = ", ".join(p["id"] for p in too_long[:5])
         message = f"{len(too_long)} prompt(s) do not fit the model's context ({ids}...)"
@@ -172,17 +171,7 @@ def run(args: argparse.Namespace) -> int:
             raise AriesError(message)
         print(f"aries refine: warning: skipped {message}", file=sys.stderr)
     out = None if args.question else args.out
-    records = run_chains(
-        backend,
-        prompts,
-        rounds=chain.rounds,
-        sampling=sampling,
-        instruction=chain.instruction,
-        system_prompt=args.system_prompt,
-        n_samples=chain.samples,
-        out_path=out,
-        progress=not args.question,
-    )
+    records = run_chains(backend, prompts, settings, out_path=out, progress=not args.question)
     picks = [pick_round([step["text"] for step in r["chain"]], args.pick) for r in records]
     if args.question:
         for step in records[0]["chain"]:

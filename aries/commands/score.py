@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from aries.core.flags import add_flags, from_flags
-from aries.rewards import REWARD_TYPES
+from aries.rewards import REWARDS
 
 SHARED = {"batch_size": "--batch-size", "device": "--device", "dtype": "--dtype"}
 REWARD_FLAGS = {
@@ -56,7 +56,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--reward",
         required=True,
-        choices=REWARD_TYPES,
+        choices=REWARDS,
         help="verifier (reasoning-gym / math-verify), exact-match, regex, reward-model "
         "(HF sequence classifier) or judge (LLM judge)",
     )
@@ -82,9 +82,7 @@ def reward_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def reward_class(kind: str) -> type:
     """The config dataclass of reward type `kind`."""
-    from aries.rewards import _builders
-
-    return _builders()[kind][0]
+    return REWARDS[kind].config
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,15 @@ from aries.core.views import DEFAULT_REFINE_INSTRUCTION
 from aries.pipeline.runconfig import RunConfig
 from aries.training.config import SFTConfig
 
-SFT_FLAGS = ["dataset", "learning_rate", "epochs", "batch_size", "max_length"]
+SFT_FLAGS = [
+    "dataset",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "max_length",
+    "save_steps",
+    "logging_steps",
+]
 RUN_FLAGS = ["model", "seed", "system_prompt", "chat_template"]
 """The run-level options that `aries sft` shares with a run config."""
 

@@ -1,7 +1,7 @@
 """Command-line flags generated from the config dataclasses, so that no flag can drift from its
 option: the flag's type, choices, help and shown default are read from the field's declaration
-(help text, `Literal` choices, `Range`), and the dataclass built from the parsed flags is
-validated by the same pass as a YAML config, its errors naming the flag.
+(help text, choices: a `Literal` or a registry, `Range`), and the dataclass built from the parsed
+flags is validated by the same pass as a YAML config, its errors naming the flag.
 
 A generated flag defaults to None ("not given"), so the dataclass's own default applies unless a
 command states another one; a flag shared by several dataclasses (`--batch-size` of the reward
@@ -14,10 +14,10 @@ import argparse
 import dataclasses
 import typing
 from collections.abc import Iterable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from aries import AriesError
-from aries.core.config import FieldError, number_type
+from aries.core.config import FieldError, choices, help_text, number_type
 
 T = TypeVar("T")
 
@@ -56,15 +56,15 @@ def add_flags(
         hint = hints[f.name]
         if hint is bool:
             options["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(hint) is Literal:
-            options["choices"] = typing.get_args(hint)
+        elif choices(hint, f) is not None:
+            options["choices"] = choices(hint, f)
         elif number_type(hint) is not None:
             options["type"] = number_type(hint)
             options["metavar"] = "N" if number_type(hint) is int else "X"
         elif hint not in (str, str | None):
             raise TypeError(f"{cls.__name__}.{f.name}: no flag for a {hint} field")
         allowed = f.metadata.get("range")
-        text = f.metadata["help"] + (f" Allowed: {allowed}." if allowed is not None else "")
+        text = help_text(f) + (f" Allowed: {allowed}." if allowed is not None else "")
         if f.name in required:
             options["required"] = True
         else:

@@ -1,6 +1,6 @@
 """Helpers for tests and benchmarks of the machinery (not the model): a tiny random Llama, a run
-config sized for it, and the summed log-probabilities of preference examples that the training
-tests read.
+config sized for it, a LoRA iteration's folder, and the summed log-probabilities of preference
+examples that the training tests read.
 
 The vocabulary, not the depth, dominates a small model's cost, so a 2-layer, 64-wide Llama with a
 real tokenizer exercises every code path (chat templates, padding, TRL training) in seconds.
@@ -103,6 +103,28 @@ def save_tiny_llama(
     return Path(folder)
 
 
+def save_lora_iteration(start: str | Path, folder: str | Path, *, seed: int = 0) -> Path:
+    """What a `train.lora` iteration saves, without the training: merged weights plus
+    `adapter/` on `start`. The adapter is random (PEFT's init_lora_weights=False) with B scaled
+    to a tenth, so that the answers change on most prompts and stay text."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(start), dtype=torch.float32)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(model, lora)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.mul_(0.1)
+    model.save_pretrained(str(Path(folder) / "adapter"))
+    model.merge_and_unload().save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(start)).save_pretrained(str(folder))
+    return Path(folder)
+
+
 def completion_logps(model, tokenizer, examples: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Summed log-probabilities of the chosen and rejected completions of preference examples.
 
@@ -127,17 +149,3 @@ def completion_logps(model, tokenizer, examples: list[dict[str, Any]]) -> dict[s
             token_logps = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
             result[key].append(token_logps[len(prompt_ids) - 1 :].sum().item())
     return result
-
-
-def tiny_pairs(folder: str | Path) -> Path:
-    """Eight preference examples (four prompts, direct and refine views) saved as a `datasets`
-    folder: enough for a few training steps on the tiny model."""
-    from aries.core.views import DEFAULT_REFINE_INSTRUCTION
-    from aries.method.pairs import build_pairs, save_dataset
-
-    selections = [
-        {"id": str(i), "prompt": f"What is {i} + 1?", "chosen": f"{i + 1}", "rejected": "no idea"}
-        for i in range(4)
-    ]
-    save_dataset(build_pairs(selections, instruction=DEFAULT_REFINE_INSTRUCTION), folder)
-    return Path(folder)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 Message = dict[str, str]
 """One chat message: {"role": "user" | "assistant" | "system", "content": str}."""
@@ -124,3 +125,22 @@ def prompt_token_ids(tokenizer, conversation: list[Message]) -> list[int]:
     """
     text = render_prompt(tokenizer, conversation)
     return tokenizer(text, add_special_tokens=not tokenizer.chat_template)["input_ids"]
+
+
+def to_plain_text(example: dict[str, Any]) -> dict[str, Any]:
+    """The same example for a model without a chat template (TRL's standard text format)."""
+    plain = {**example, "prompt": render_plain(example["prompt"])}
+    for key in ("chosen", "rejected", "completion"):
+        if key in example:
+            plain[key] = " " + example[key][0]["content"]
+    return plain
+
+
+def for_tokenizer(dataset, tokenizer):
+    """The dataset as the trainer needs it: conversational for a model with a chat template,
+    else in plain text (older runs may have saved plain text already)."""
+    import datasets
+
+    if tokenizer.chat_template or len(dataset) == 0 or isinstance(dataset[0]["prompt"], str):
+        return dataset
+    return datasets.Dataset.from_list([to_plain_text(row) for row in dataset])

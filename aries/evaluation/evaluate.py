@@ -198,7 +198,7 @@ def evaluate(
     `<out_path stem>.chains.jsonl` beside `out_path`; rerunning resumes their generation.
     Returns the eval.json content.
     """
-    from aries.method.collect import run_chains, split_by_context
+    from aries.method.collect import Chains, run_chains, split_by_context
 
     if (verifier is None) == (judge is None):
         raise AriesError(
@@ -214,29 +214,14 @@ def evaluate(
         references = baseline or {p["id"]: p["answer"] for p in prompts if p.get("answer")}
         kept = [p for p in prompts if p["id"] in references]
     skipped["no_reference"] = len(prompts) - len(kept)
-    kept, too_long = split_by_context(
-        backend,
-        kept,
-        rounds=rounds,
-        max_new_tokens=sampling.max_new_tokens,
-        instruction=instruction,
-        system_prompt=system_prompt,
-    )
+    settings = Chains(rounds, sampling, instruction, system_prompt)
+    kept, too_long = split_by_context(backend, kept, settings)
     skipped["too_long"] = len(too_long)
     if not kept:
         raise AriesError(f"no prompt to evaluate ({skipped})")
 
     chains_path = out_path.with_name(out_path.stem + ".chains.jsonl")
-    records = run_chains(
-        backend,
-        kept,
-        rounds=rounds,
-        sampling=sampling,
-        instruction=instruction,
-        system_prompt=system_prompt,
-        out_path=chains_path,
-        progress=progress,
-    )
+    records = run_chains(backend, kept, settings, out_path=chains_path, progress=progress)
     if any(len(r["chain"]) != rounds + 1 for r in records):
         raise AriesError(
             f"{chains_path} holds chains of another length than {rounds + 1} (an earlier "

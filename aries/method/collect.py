@@ -13,7 +13,7 @@ first): both views then continue that conversation.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,26 @@ from aries.core.jsonl import JsonlAppender, read_jsonl
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION, direct_messages, refine_messages
 
 
+@dataclass(frozen=True)
+class Chains:
+    """What one refinement chain is, passed whole wherever chains are made or sized: collection,
+    evaluation, `aries refine`, `aries serve`, export."""
+
+    rounds: int
+    """Refinement rounds K after the answer."""
+    sampling: Sampling
+    instruction: str = DEFAULT_REFINE_INSTRUCTION
+    """The refinement instruction z."""
+    system_prompt: str | None = None
+    """Opens every conversation (aries.core.views.with_system_prompt)."""
+    samples: int = 0
+    """Extra independent direct samples per prompt."""
+    answer_temperature: float | None = None
+    """The temperature of the first answer y^0 only (None: the sampling's)."""
+
+
 def split_by_context(
-    backend: Backend,
-    prompts: list[dict[str, Any]],
-    *,
-    rounds: int,
-    max_new_tokens: int,
-    instruction: str = DEFAULT_REFINE_INSTRUCTION,
-    system_prompt: str | None = None,
+    backend: Backend, prompts: list[dict[str, Any]], chains: Chains
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split prompts into those whose longest chain fits the model's context and those that don't.
 
@@ -41,11 +53,16 @@ def split_by_context(
     limit = backend.context_length
     if limit is None:
         return prompts, []
+    max_new_tokens, system_prompt = chains.sampling.max_new_tokens, chains.system_prompt
     kept, skipped = [], []
     for prompt in prompts:
-        if rounds > 0:
+        if chains.rounds > 0:
             longest = refine_messages(
-                prompt["prompt"], "", instruction, _history(prompt), system_prompt=system_prompt
+                prompt["prompt"],
+                "",
+                chains.instruction,
+                _history(prompt),
+                system_prompt=system_prompt,
             )
             needed = backend.count_prompt_tokens(longest) + 2 * max_new_tokens
         else:
@@ -60,23 +77,16 @@ def split_by_context(
 def run_chains(
     backend: Backend,
     prompts: list[dict[str, Any]],
+    chains: Chains,
     *,
-    rounds: int,
-    sampling: Sampling,
-    instruction: str = DEFAULT_REFINE_INSTRUCTION,
-    system_prompt: str | None = None,
-    n_samples: int = 0,
-    answer_temperature: float | None = None,
     out_path: str | Path | None = None,
     chunk_size: int = 64,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Generate a refinement chain (and `n_samples` extra direct samples) for every prompt.
+    """Generate a refinement chain (and `chains.samples` extra direct samples) for every prompt.
 
     With `out_path`, records already in the file are kept and only missing prompts are generated
     (resume); new records are appended chunk by chunk. Returns the records of `prompts`, in order.
-    `system_prompt` opens every conversation (aries.core.views.with_system_prompt).
-    `answer_temperature` overrides the temperature of the first answer y^0 only.
     """
     done: dict[str, dict[str, Any]] = {}
     appender = None
@@ -85,22 +95,15 @@ def run_chains(
         done = {r["id"]: r for r in read_jsonl(out_path, allow_torn_tail=True)}
     pending = [p for p in prompts if p["id"] not in done]
     bar = progress_bar(
-        len(pending) * (rounds + 1 + n_samples), desc="generating", unit="answer", enabled=progress
+        len(pending) * (chains.rounds + 1 + chains.samples),
+        desc="generating",
+        unit="answer",
+        enabled=progress,
     )
     try:
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start : start + chunk_size]
-            records = _chains_for_chunk(
-                backend,
-                chunk,
-                rounds,
-                sampling,
-                instruction,
-                system_prompt,
-                n_samples,
-                answer_temperature,
-                bar,
-            )
+            records = _chains_for_chunk(backend, chunk, chains, bar)
             done.update((r["id"], r) for r in records)
             if appender:
                 appender.write(records)
@@ -112,16 +115,12 @@ def run_chains(
 
 
 def _chains_for_chunk(
-    backend: Backend,
-    chunk: list[dict[str, Any]],
-    rounds: int,
-    sampling: Sampling,
-    instruction: str,
-    system_prompt: str | None,
-    n_samples: int,
-    answer_temperature: float | None,
-    bar,
+    backend: Backend, chunk: list[dict[str, Any]], chains: Chains, bar
 ) -> list[dict[str, Any]]:
+    rounds, sampling, instruction = chains.rounds, chains.sampling, chains.instruction
+    system_prompt, n_samples = chains.system_prompt, chains.samples
+    answer_temperature = chains.answer_temperature
+
     def direct(prompt: dict[str, Any]) -> list[dict[str, str]]:
         return direct_messages(prompt["prompt"], _history(prompt), system_prompt=system_prompt)
 
@@ -140,7 +139,7 @@ def _chains_for_chunk(
         if round_index == 0 and answer_temperature is not None:
             round_sampling = replace(round_sampling, temperature=answer_temperature)
         for record, generation in zip(records, backend.generate(conversations, round_sampling)):
-            record["chain"].append({"round": round_index, **_fields(generation)})
+            record["chain"].append({"round": round_index, **response_fields(generation)})
         bar.update(len(chunk))
         conversations = [refine(r) for r in records]
     if n_samples:
@@ -149,7 +148,7 @@ def _chains_for_chunk(
         generations = backend.generate(repeated, sample_sampling)
         for index, record in enumerate(records):
             mine = generations[index * n_samples : (index + 1) * n_samples]
-            record["samples"] = [{"sample": i, **_fields(g)} for i, g in enumerate(mine)]
+            record["samples"] = [{"sample": i, **response_fields(g)} for i, g in enumerate(mine)]
         bar.update(len(chunk) * n_samples)
     return records
 
@@ -159,7 +158,8 @@ def _history(prompt: dict[str, Any]) -> list[dict[str, str]]:
     return prompt.get("history") or []
 
 
-def _fields(generation: Generation) -> dict[str, Any]:
+def response_fields(generation: Generation) -> dict[str, Any]:
+    """What a chains record keeps of one generation (a chain round, a sample, a teacher's)."""
     return {
         "text": generation.text,
         "finish_reason": generation.finish_reason,

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aries import AriesError
 from aries.core.config import FieldError, Options, Range
 from aries.core.docs import page
-from aries.core.views import direct_messages, refine_messages, render_plain
+from aries.core.views import DEFAULT_REFINE_INSTRUCTION, direct_messages, refine_messages
 
 VIEWS = ("direct", "refine")
 """The views of docs/specification.md; `keep` is the optional design extension."""
@@ -172,30 +173,11 @@ def _chosen_rejected(row: dict[str, Any], where: str) -> dict[str, str]:
     return {k: fields[k] for k in ("chosen", "rejected")}
 
 
-def to_plain_text(example: dict[str, Any]) -> dict[str, Any]:
-    """The same example for a model without a chat template (TRL's standard text format)."""
-    plain = {**example, "prompt": render_plain(example["prompt"])}
-    for key in ("chosen", "rejected", "completion"):
-        if key in example:
-            plain[key] = " " + example[key][0]["content"]
-    return plain
-
-
-def for_tokenizer(dataset, tokenizer):
-    """The dataset as the trainer needs it: conversational for a model with a chat template,
-    else in plain text (older runs may have saved plain text already)."""
-    import datasets
-
-    if tokenizer.chat_template or len(dataset) == 0 or isinstance(dataset[0]["prompt"], str):
-        return dataset
-    return datasets.Dataset.from_list([to_plain_text(row) for row in dataset])
-
-
 def save_dataset(examples: list[dict[str, Any]], folder) -> None:
     """Write conversational examples as a `datasets` folder, atomically (temporary folder, then
-    rename); `for_tokenizer` turns them into plain text for models without a chat template."""
+    rename); `aries.core.views.for_tokenizer` turns them into plain text for models without a
+    chat template."""
     import shutil
-    from pathlib import Path
 
     import datasets
 
@@ -207,3 +189,14 @@ def save_dataset(examples: list[dict[str, Any]], folder) -> None:
     with writing(folder, "the preference pairs", partial=tmp):
         datasets.Dataset.from_list(examples).save_to_disk(str(tmp))
         replace_folder(tmp, folder)
+
+
+def tiny_pairs(folder: str | Path) -> Path:
+    """Eight preference examples (four prompts, direct and refine views) saved as a `datasets`
+    folder: enough for a few training steps on the tiny model (the tests')."""
+    selections = [
+        {"id": str(i), "prompt": f"What is {i} + 1?", "chosen": f"{i + 1}", "rejected": "no idea"}
+        for i in range(4)
+    ]
+    save_dataset(build_pairs(selections, instruction=DEFAULT_REFINE_INSTRUCTION), folder)
+    return Path(folder)

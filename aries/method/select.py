@@ -30,10 +30,8 @@ from aries.method.strategies import RANKINGS, Candidate, Pair, normalised, prefe
 from aries.method.winrates import estimator, win_rates
 from aries.rewards import is_missing
 
-Strategy = Literal["reward", "rule", "verifier"]  # aries.method.strategies.RANKINGS
 Candidates = Literal["chain", "samples", "all"]
 TieBreak = Literal["shorter", "reward"]
-STRATEGIES = typing.get_args(Strategy)
 CANDIDATES = typing.get_args(Candidates)
 TIE_BREAKS = typing.get_args(TieBreak)
 DROP_REASONS = (
@@ -57,13 +55,14 @@ class SelectionConfig(Options):
 
     section = "selection"
 
-    strategy: Strategy = field(
+    strategy: str = field(
         default="reward",
         metadata={
+            "choices": RANKINGS,
             "help": "'reward' (max/min, Reward Model Scoring) or 'rule' (last vs first round, "
             "Rule-Based Selection), both from ARIES, Zeng et al. 2025, arXiv 2502.05605; or "
             "'verifier' (correctness first, as in Iterative RPO, Pang et al. 2024, "
-            "arXiv 2404.19733)."
+            "arXiv 2404.19733).",
         },
     )
     candidates: Candidates = field(
@@ -176,7 +175,7 @@ def select_pairs(
             continue
         start = len(pairs)
         for index, (chosen, rejected) in enumerate(outcome):
-            pair = _pair(record, chosen, rejected, config.strategy)
+            pair = selection_record(record, chosen, rejected, config.strategy)
             pairs.append({**pair, "id": f"{record['id']}/{index}"} if index else pair)
         _add_win_rates(pairs[start:], candidates, scores_of, config)
         if config.on_policy_refine:
@@ -295,13 +294,16 @@ def refinement_steps(
         if texts[1] == texts[2] or texts in seen:
             continue
         seen.add(texts)
-        pair = _pair(record, chosen, rejected, config.strategy)
+        pair = selection_record(record, chosen, rejected, config.strategy)
         pair.update(id=f"{record['id']}/{shown.label}", view=view, previous=shown.text)
         steps.append(pair)
     return steps
 
 
-def _pair(record: dict, chosen: Candidate, rejected: Candidate, strategy: str) -> dict[str, Any]:
+def selection_record(
+    record: dict, chosen: Candidate, rejected: Candidate, strategy: str
+) -> dict[str, Any]:
+    """One selections.jsonl record: the pair, where each side came from, the prompt's answer."""
     pair = {
         "id": record["id"],
         "prompt": record["prompt"],

@@ -28,7 +28,7 @@ class Candidate:
 
 Pair = tuple[Candidate, Candidate]
 Strategy = Callable[[list[Candidate], Any], "list[Pair] | str"]
-RANKINGS: Registry[Strategy] = Registry()
+RANKINGS: Registry[Strategy] = Registry("selection strategy")
 """`selection.strategy` name -> the function ranking a prompt's candidates into pairs."""
 
 

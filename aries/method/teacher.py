@@ -2,11 +2,11 @@
 arXiv 2404.03715, Algorithm 2: the practical version adds a stronger model's outputs to the
 policy's samples before they are judged, so that the chosen response can come from the teacher).
 
-The teacher stage runs after collect: it appends `teacher.samples` answers per prompt to each
-chains record's `samples` (marked `"teacher": <model>`), so scoring and selection treat them as
-direct candidates like any other. The teacher runs through any generation backend (hf, vllm, or
-an OpenAI-compatible server) and the chains file is rewritten atomically; a rerun skips records
-that already hold teacher answers.
+The loop's teacher stage (aries/pipeline/teacher.py) runs after collect: it appends
+`teacher.samples` answers per prompt to each chains record's `samples` (marked `"teacher":
+<model>`), so scoring and selection treat them as direct candidates like any other. The teacher
+runs through any generation backend (hf, vllm, or an OpenAI-compatible server); a rerun skips
+records that already hold teacher answers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from aries.backends import BackendName
+from aries.backends import ENGINES
 from aries.core.config import Options, Range
 
 
@@ -31,7 +31,7 @@ class TeacherConfig(Options):
             "et al. 2024, arXiv 2404.03715, Algorithm 2); none: no teacher stage."
         },
     )
-    backend: BackendName = field(default="hf", metadata={"help": "hf, vllm or openai."})
+    backend: str = field(default="hf", metadata={"choices": ENGINES, "help": "hf, vllm or openai."})
     backend_options: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Extra backend constructor options (e.g. base_urls for openai)."},
@@ -54,7 +54,7 @@ def add_teacher_responses(
     from dataclasses import replace
 
     from aries.core.views import direct_messages
-    from aries.method.collect import _fields
+    from aries.method.collect import response_fields
 
     todo = [c for c in chains if not any("teacher" in s for s in c.get("samples") or [])]
     conversations = [
@@ -66,29 +66,5 @@ def add_teacher_responses(
     for index, record in enumerate(todo):
         own = record.setdefault("samples", [])
         for generation in generations[index * samples : (index + 1) * samples]:
-            own.append({"sample": len(own), "teacher": model, **_fields(generation)})
+            own.append({"sample": len(own), "teacher": model, **response_fields(generation)})
     return len(generations)
-
-
-def teacher(run, config, t: int, session) -> dict[str, Any]:
-    """The loop's teacher stage (after collect): teacher answers into iteration t's chains."""
-    from aries.backends import Sampling, make_backend
-    from aries.core.jsonl import atomic_write_jsonl
-
-    settings, gen = config.teacher, config.generation
-    chains = run.read_chains(t)
-    session.release()  # one model in memory at a time
-    options = dict(settings.backend_options)
-    if settings.backend == "hf":
-        options.setdefault("batch_size", gen.batch_size)
-        options.setdefault("trust_remote_code", config.trust_remote_code)
-    backend = make_backend(settings.backend, settings.model, **options)
-    try:
-        sampling = Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, config.seed + t)
-        added = add_teacher_responses(
-            chains, backend, sampling, settings.samples, settings.model, config.system_prompt
-        )
-    finally:
-        backend.close()
-    atomic_write_jsonl(run.chains(t), chains)
-    return {"teacher_responses": added}

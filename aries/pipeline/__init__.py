@@ -2,5 +2,6 @@
 stages of each method's plan and the order they run in, resume, status, and the report of a
 finished run.
 
-The top of the library: imports every other package, and nothing but `aries.commands` imports it.
+Imports `aries.core`, `aries.backends`, `aries.rewards`, `aries.method`, `aries.training` and
+`aries.evaluation`: the top of the library; only `aries.commands` and `aries.sweep` import it.
 """

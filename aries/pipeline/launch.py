@@ -149,9 +149,9 @@ def check_shared_run_dir(root: Path) -> None:
 
 def describe_launch(config: RunConfig) -> str:
     """For `aries run --check`: the command of each training stage the plan runs."""
-    from aries.pipeline.loop import PLANS
+    from aries.pipeline.methods import METHODS
 
-    plan = PLANS[config.method]
+    plan = METHODS[config.method].plan
     shown = []
     scopes = [(None, plan.once), *((t, plan.per_iteration) for t in range(config.iterations))]
     for t, steps in scopes:

@@ -8,41 +8,27 @@ Every stage (aries/pipeline/stages.py) reads files from the run directory
 (aries/pipeline/rundir.py) and writes
 files there; the manifest records which stages are done. A killed run restarted with the same
 command skips finished stages, completes a partly written chains file without duplicates, and
-resumes training from its last checkpoint. A new method is one more entry in `PLANS`.
+resumes training from its last checkpoint. The methods (aries/pipeline/methods.py) are
+declared here, each with its plan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from aries import AriesError
 from aries.core.console import quiet_libraries
 from aries.core.distributed import launched_processes
 from aries.core.memory import return_freed_memory
-from aries.method.teacher import teacher
+from aries.method.pairs import PairsConfig
 from aries.pipeline import stages, temporal
-from aries.pipeline.runconfig import Method, RunConfig
+from aries.pipeline.methods import METHODS, Method, Plan, Step, declare
+from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import Manifest, RunDir, prepare_run_dir
-from aries.pipeline.stages import Session
-
-
-@dataclass(frozen=True)
-class Step:
-    """One box of the loop diagram: a stage function and when the config asks for it."""
-
-    name: str
-    stage: Callable[..., dict[str, Any]]
-    when: Callable[[RunConfig, int | None], bool] = lambda config, t: True
-    """Whether the config asks for the stage in iteration t (None: before the first)."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    once: tuple[Step, ...]
-    """Work on the initial model, before the first iteration (iteration None)."""
-    per_iteration: tuple[Step, ...]
+from aries.pipeline.session import Session
+from aries.pipeline.teacher import teacher
 
 
 def evaluated(config: RunConfig, t: int | None) -> bool:
@@ -69,32 +55,90 @@ PREFERENCE_ITERATION = (
     Step("train", stages.train),
     Step("eval", stages.evaluate, when=evaluated),
 )
-TEMPORAL_ITERATION = (
-    Step("prompts", stages.prompts),
-    Step("collect", stages.collect),
-    Step("score", stages.score),
-    Step("anchor", temporal.anchor, when=lambda config, t: t > 0),
-    Step("select", temporal.select),
-    Step("future_model", temporal.future_model),
-    Step("future", temporal.future),
-    Step("pairs", stages.pairs),
-    Step("train", stages.train),
-    Step("eval", stages.evaluate, when=evaluated),
+SAMPLES_ITERATION = tuple(step for step in PREFERENCE_ITERATION if step.name != "warm_start")
+"""The same stages without warm_start (an SFT on both views of the chains' pairs)."""
+
+
+def direct_samples(config: RunConfig) -> None:
+    """Iterative DPO's collection and views: no refinement rounds, pairs among the direct
+    samples, the direct view only."""
+    if config.generation.samples < 1:
+        raise AriesError(f"method {config.method} needs generation.samples >= 1")
+    config.generation = replace(config.generation, rounds=0)
+    config.selection = replace(config.selection, candidates="samples")
+    config.pairs = PairsConfig(w_direct=1.0, w_refine=0.0, w_keep=0.0)
+
+
+def practical_dno(config: RunConfig) -> None:
+    """Practical DNO (arXiv 2404.03715, Algorithm 2): iterative-dpo's collection, pairs whose
+    reward margin is large, DPO against the previous policy π_t."""
+    direct_samples(config)
+    if config.selection.strategy != "reward" or config.selection.margin <= 0:
+        raise AriesError(
+            "method dno keeps large-margin pairs only: selection.strategy reward with "
+            "selection.margin > 0"
+        )
+    if config.train.reference != "previous":
+        raise AriesError("method dno trains against the previous policy: train.reference previous")
+
+
+declare(
+    Method(
+        "aries",
+        "aries (refinement chains, pairs in both views; arXiv 2502.05605)",
+        Plan(INITIAL, PREFERENCE_ITERATION),
+    )
 )
-PLANS: dict[Method, Plan] = {
-    # ARIES (arXiv 2502.05605): refinement chains, pairs in both views.
-    "aries": Plan(INITIAL, PREFERENCE_ITERATION),
-    # Iterative DPO (arXiv 2312.11456): the same stages; resolve_config sets samples, direct view.
-    "iterative-dpo": Plan(INITIAL, PREFERENCE_ITERATION),
-    # DNO, practical version (arXiv 2404.03715): the same, with teacher answers among the
-    # candidates and a large-margin filter (resolve_config checks it).
-    "dno": Plan(INITIAL, PREFERENCE_ITERATION),
-    # Temporal Self-Rewarding (arXiv 2508.06026): rejected from π_0, chosen guided by a
-    # temporary future model (aries/pipeline/temporal.py); collection as in iterative-dpo.
-    "temporal-self-rewarding": Plan(INITIAL, TEMPORAL_ITERATION),
-    # Self-Refine (arXiv 2303.17651): no training, the initial model's evaluation only.
-    "self-refine": Plan(INITIAL, ()),
-}
+declare(
+    Method(
+        "iterative-dpo",
+        "iterative-dpo (N samples, direct view; arXiv 2312.11456)",
+        Plan(INITIAL, SAMPLES_ITERATION),
+        resolve=direct_samples,
+    )
+)
+declare(
+    Method(
+        "dno",
+        "dno (iterative-dpo's collection plus teacher answers, a large-margin pair filter, "
+        "reference π_t; practical DNO, Rosset et al. 2024, arXiv 2404.03715)",
+        Plan(INITIAL, SAMPLES_ITERATION),
+        resolve=practical_dno,
+    )
+)
+declare(
+    Method(
+        "temporal-self-rewarding",
+        "temporal-self-rewarding (iterative-dpo's collection, rejected responses from π_0, "
+        "chosen guided by a temporary future model; Wang et al. 2025, arXiv 2508.06026; with a "
+        "judge without a model it is self-rewarding)",
+        Plan(
+            INITIAL,
+            (
+                Step("prompts", stages.prompts),
+                Step("collect", stages.collect),
+                Step("score", stages.score),
+                Step("anchor", temporal.anchor, when=lambda config, t: t > 0),
+                Step("select", temporal.select),
+                Step("future_model", temporal.future_model),
+                Step("future", temporal.future),
+                Step("pairs", stages.pairs),
+                Step("train", stages.train),
+                Step("eval", stages.evaluate, when=evaluated),
+            ),
+        ),
+        resolve=direct_samples,
+        describe=temporal.STEP_DESCRIPTIONS,
+    )
+)
+declare(
+    Method(
+        "self-refine",
+        "self-refine (no training, the initial model's evaluation only; Madaan et al. 2023, "
+        "arXiv 2303.17651)",
+        Plan(INITIAL, ()),
+    )
+)
 
 
 def run(
@@ -132,14 +176,14 @@ def run(
                 else:
                     _run_step(step, run_dir, config, t, manifest, session)
         finally:
-            session.release()
+            session.close()
     return manifest.data
 
 
 def pending_steps(config: RunConfig, manifest: Manifest) -> Iterator[tuple[int | None, Step]]:
     """The steps the config asks for that the manifest does not mark done, in order (iteration
     None: before the first). Lazy, so each step sees the manifest its predecessors left."""
-    plan = PLANS[config.method]
+    plan = METHODS[config.method].plan
     for step in plan.once:
         if step.when(config, None) and not manifest.is_done(None, step.name):
             yield None, step
@@ -152,7 +196,7 @@ def pending_steps(config: RunConfig, manifest: Manifest) -> Iterator[tuple[int |
 def run_stage(config: RunConfig, t: int | None, name: str) -> None:
     """Run one stage on its own (`aries train` under `accelerate launch`); t None: a stage of the
     initial model (sft)."""
-    plan = PLANS[config.method]
+    plan = METHODS[config.method].plan
     steps = plan.once if t is None else plan.per_iteration
     step = next((s for s in steps if s.name == name and s.when(config, t)), None)
     if step is None:
@@ -163,7 +207,7 @@ def run_stage(config: RunConfig, t: int | None, name: str) -> None:
     try:
         _run_step(step, run_dir, config, t, Manifest(run_dir, config), session)
     finally:
-        session.release()
+        session.close()
 
 
 def _run_step(

@@ -2,28 +2,35 @@
 
 Each stage's own settings live next to its code (`SelectionConfig` in select.py, `PairsConfig` in
 pairs.py, `TrainConfig` / `SFTConfig` in train.py); this module holds the sections that belong to
-the run as a whole and `resolve_config`, which applies what each method implies.
+the run as a whole and `resolve_config`, which applies what each method's declaration implies
+(aries.pipeline.methods).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from aries import AriesError
-from aries.backends import BackendName, check_chat_template_backend
-from aries.core.config import Options, Range, apply_overrides, from_dict, load_yaml
+from aries.backends import ENGINES, check_chat_template_backend
+from aries.core.config import (
+    Options,
+    Range,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    located_error,
+)
 from aries.core.integrations import check_hub, report_targets
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION, chat_template_text
 from aries.method.pairs import PairsConfig
 from aries.method.select import SelectionConfig
 from aries.method.teacher import TeacherConfig
+from aries.pipeline.methods import METHODS, method_help
 from aries.rewards import reward_config
 from aries.training.config import SFTConfig, TrainConfig
-
-Method = Literal["aries", "iterative-dpo", "dno", "temporal-self-rewarding", "self-refine"]
 
 
 @dataclass
@@ -69,7 +76,7 @@ class GenerationConfig(Options):
 
     section = "generation"
 
-    backend: BackendName = field(default="hf", metadata={"help": "hf, vllm or openai."})
+    backend: str = field(default="hf", metadata={"choices": ENGINES, "help": "hf, vllm or openai."})
     backend_options: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Extra backend constructor options (e.g. base_urls for openai)."},
@@ -162,17 +169,9 @@ class RunConfig(Options):
 
     name: str = field(default="demo", metadata={"help": "Run name; the folder under output_dir."})
     output_dir: str = field(default="runs", metadata={"help": "Where run folders are created."})
-    method: Method = field(
+    method: str = field(
         default="aries",
-        metadata={
-            "help": "aries (chains, both views; arXiv 2502.05605), iterative-dpo (N "
-            "samples, direct view; arXiv 2312.11456) or self-refine (no training; Madaan "
-            "et al. 2023, arXiv 2303.17651); dno (iterative-dpo's collection plus teacher "
-            "answers, a large-margin pair filter, reference π_t; practical DNO, Rosset et al. "
-            "2024, arXiv 2404.03715); temporal-self-rewarding (iterative-dpo's collection, "
-            "rejected responses from π_0, chosen guided by a temporary future model; Wang et al. "
-            "2025, arXiv 2508.06026; with a judge without a model it is self-rewarding)."
-        },
+        metadata={"choices": METHODS, "help": method_help},  # aries.pipeline.methods
     )
     model: str = field(
         default="embedded",
@@ -228,21 +227,12 @@ class RunConfig(Options):
 
 
 def resolve_config(data: dict[str, Any]) -> RunConfig:
-    """Validate a config mapping and apply what each method implies.
-
-    iterative-dpo (and dno, temporal-self-rewarding) collect no refinement rounds, pick among
-    the direct samples and train the direct view only; self-refine trains nothing. The resolved
-    config states this explicitly.
+    """Validate a config mapping and apply what its method implies (its declaration's
+    `resolve`: iterative-dpo, for instance, collects no refinement rounds, picks among the direct
+    samples and trains the direct view only). The resolved config states this explicitly.
     """
     config = from_dict(RunConfig, _moved_view_weights(data))
-    if config.method in ("iterative-dpo", "dno", "temporal-self-rewarding"):
-        if config.generation.samples < 1:
-            raise AriesError(f"method {config.method} needs generation.samples >= 1")
-        config.generation = replace(config.generation, rounds=0)
-        config.selection = replace(config.selection, candidates="samples")
-        config.pairs = PairsConfig(w_direct=1.0, w_refine=0.0, w_keep=0.0)
-    if config.method == "dno":
-        _check_dno(config)
+    METHODS[config.method].resolve(config)
     from aries.training.losses import check_loss_settings
 
     check_loss_settings(config.train, config.selection.strategy)
@@ -252,45 +242,49 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
         check_chat_template_backend(config.generation.backend, serve_command)
         chat_template_text(config.chat_template)  # a missing template file fails here
     check_hub(config.train.push_to_hub, config.train.hub_model_id)
-    _check_prompt_mixture(config.prompts)
+    _check_prompt_sources(config)
     reward_config(config.reward, "reward")
     reward_config(config.eval.verifier, "eval.verifier")
     if config.sft.enabled and not config.sft.dataset:
         raise AriesError("sft.enabled needs sft.dataset (prompt/chosen/rejected records)")
-    if config.sft.warm_start and (config.sft.enabled or config.method != "aries"):
-        raise AriesError("sft.warm_start is for method aries without sft.enabled (one SFT stage)")
+    warm = [m.name for m in METHODS.values() if "warm_start" in _stages(m.plan.per_iteration)]
+    if config.sft.warm_start and (config.sft.enabled or config.method not in warm):
+        raise AriesError(
+            f"sft.warm_start is for method {' or '.join(warm)} without sft.enabled (one SFT stage)"
+        )
     return config
 
 
-def _check_prompt_mixture(prompts: PromptsConfig) -> None:
-    """Bad source weights fail at config load, not at the first prompts stage."""
+def _check_prompt_sources(config: RunConfig) -> None:
+    """Every prompt source's fields and task options, and the mixture's weights, fail at config
+    load, not at the first stage that reads them."""
     from aries.method.sources import PromptSource, mixture_counts
 
-    sources = [
-        PromptSource.parse(s, f"prompts.sources[{i}]") for i, s in enumerate(prompts.sources)
-    ]
-    weights = [source.weight for source in sources]
-    try:
-        mixture_counts(weights, prompts.per_iteration)
-    except AriesError as error:
-        raise AriesError(f"prompts.sources: {error}") from None
+    for where, specs in (
+        ("prompts.sources", config.prompts.sources),
+        ("prompts.exclude", config.prompts.exclude),
+        ("eval.sources", config.eval.sources),
+    ):
+        parsed = [PromptSource.parse(s, f"{where}[{i}]") for i, s in enumerate(specs)]
+        if where == "prompts.sources":
+            try:
+                mixture_counts([s.weight for s in parsed], config.prompts.per_iteration)
+            except AriesError as error:
+                raise AriesError(f"prompts.sources: {error}") from None
 
 
-def _check_dno(config: RunConfig) -> None:
-    """Practical DNO (arXiv 2404.03715, Algorithm 2): pairs whose reward margin is large, DPO
-    against the previous policy π_t."""
-    if config.selection.strategy != "reward" or config.selection.margin <= 0:
-        raise AriesError(
-            "method dno keeps large-margin pairs only: selection.strategy reward with "
-            "selection.margin > 0"
-        )
-    if config.train.reference != "previous":
-        raise AriesError("method dno trains against the previous policy: train.reference previous")
+def _stages(steps) -> list[str]:
+    return [step.name for step in steps]
 
 
 def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a run YAML file, apply `key=value` overrides, validate."""
-    return resolve_config(apply_overrides(load_yaml(path), list(overrides)))
+    """Read a run YAML file, apply `key=value` overrides, validate; an error names the file
+    and the line of the key it is about (`located_error`)."""
+    data = load_yaml(path)
+    try:
+        return resolve_config(apply_overrides(data, list(overrides)))
+    except AriesError as error:
+        raise AriesError(located_error(path, str(error), list(overrides))) from None
 
 
 def _moved_view_weights(data: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 `stage(run, config, t, session)`.
 
 A stage reads its inputs from the run directory, writes its outputs there and returns the counts
-that the manifest records; `t` is the iteration (None: work on the initial model). `Session`
-holds what consecutive stages share: the loaded generation backend and the console.
+that the manifest records; `t` is the iteration (None: work on the initial model). The
+`Session` (aries/pipeline/session.py) holds what consecutive stages share: the loaded generation
+backend, the run's LoRA servers and the console.
 """
 
 from __future__ import annotations
@@ -13,49 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from aries import AriesError
-from aries.backends import Backend, Sampling
+from aries.backends import Sampling
 from aries.core.distributed import on_main_process
 from aries.core.jsonl import atomic_write_jsonl, replace_folder, writing
-from aries.core.memory import return_freed_memory
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import RunDir
-
-
-class Session:
-    """One generation backend at a time, reused while the model stays the same; progress output."""
-
-    def __init__(self, config: RunConfig, *, progress: bool = True):
-        self.config = config
-        self.progress = progress
-        self._backend: Backend | None = None
-        self._model: str | None = None
-
-    def backend(self, model: str) -> Backend:
-        if self._model != model:
-            self.release()
-            from aries.backends import make_backend
-
-            generation = self.config.generation
-            options = dict(generation.backend_options)
-            if generation.backend == "hf":
-                options.setdefault("batch_size", generation.batch_size)
-                options.setdefault("trust_remote_code", self.config.trust_remote_code)
-            if self.config.chat_template is not None:
-                options.setdefault("chat_template", self.config.chat_template)
-            self._backend = make_backend(generation.backend, model, **options)
-            self._model = model
-        return self._backend
-
-    def release(self) -> None:
-        """Free the backend's memory (before training, or a judge that loads its own model)."""
-        if self._backend is not None:
-            self._backend.close()
-        self._backend, self._model = None, None
-        return_freed_memory()
-
-    def log(self, message: str) -> None:
-        if self.progress:
-            print(f"[aries] {message}", flush=True)
+from aries.pipeline.session import Session
 
 
 def policy(run: RunDir, config: RunConfig, t: int) -> str:
@@ -178,28 +142,24 @@ def collect_into(
     run: RunDir, config: RunConfig, t: int, session: Session, model: str, out: Path
 ) -> dict[str, Any]:
     """`model`'s chains (answer, refinements, samples) for iteration t's prompts, into `out`."""
-    from aries.method.collect import run_chains, split_by_context
+    from aries.method.collect import Chains, run_chains, split_by_context
 
     gen = config.generation
     prompts = run.read_prompts(t)
     backend = session.backend(model)
-    fitting, too_long = split_by_context(
-        backend,
-        prompts,
-        rounds=gen.rounds,
-        max_new_tokens=gen.max_new_tokens,
-        instruction=gen.instruction,
-        system_prompt=config.system_prompt,
+    settings = Chains(
+        gen.rounds,
+        Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, config.seed + t),
+        gen.instruction,
+        config.system_prompt,
+        gen.samples,
+        gen.answer_temperature,
     )
+    fitting, too_long = split_by_context(backend, prompts, settings)
     chains = run_chains(
         backend,
         fitting,
-        rounds=gen.rounds,
-        sampling=Sampling(gen.max_new_tokens, gen.temperature, gen.top_p, config.seed + t),
-        instruction=gen.instruction,
-        system_prompt=config.system_prompt,
-        n_samples=gen.samples,
-        answer_temperature=gen.answer_temperature,
+        settings,
         out_path=out,
         chunk_size=gen.chunk_size,
         progress=session.progress,

@@ -9,7 +9,7 @@ so they improve together and the pairs' contrast fades. Temporal Self-Rewarding 
   answers the same prompts, and its best-judged response replaces the chosen one when it is
   judged better. π_{t+1} is then trained from π_t on these pairs.
 
-Per iteration (`method: temporal-self-rewarding`, see loop.PLANS): prompts → collect (π_t) →
+Per iteration (`method: temporal-self-rewarding`, declared in loop.py): prompts → collect (π_t) →
 score → anchor (π_0's responses, t > 0; at t = 0 π_t is π_0 and its own responses are the
 anchors) → select (anchored pairs) → future_model (the temporary model) → future (its
 responses, judged; the final selections) → pairs → train → eval.
@@ -25,11 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 from aries.core.jsonl import atomic_write_jsonl, read_jsonl
-from aries.method.select import Selection, _pair, candidates_of
+from aries.method.select import Selection, candidates_of, selection_record
 from aries.method.strategies import Candidate, normalised
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import RunDir
-from aries.pipeline.stages import Session, collect_into, pairs_into, policy, score_into, train_into
+from aries.pipeline.session import Session
+from aries.pipeline.stages import collect_into, pairs_into, policy, score_into, train_into
 
 STEP_DESCRIPTIONS = {
     "anchor": "π_0 answers the same prompts (answer + N samples), judged like π_t's responses",
@@ -73,7 +74,7 @@ def temporal_pairs(
         if reason:
             drops[reason] = drops.get(reason, 0) + 1
             continue
-        pairs.append(_pair(record, chosen, rejected, "temporal"))
+        pairs.append(selection_record(record, chosen, rejected, "temporal"))
     return Selection(pairs, dict(sorted(drops.items())))
 
 

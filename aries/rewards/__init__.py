@@ -5,15 +5,18 @@ batch of `ScoreItem`s (all responses of many prompts at once, so models batch we
 float per item, or `None` when it could not score that item (no reference answer, unparseable judge
 output, prompt longer than the reward model's context). `None` is counted and reported, never
 turned into a zero: a silent zero would become a "rejected" answer.
+
+Imports `aries.core` and `aries.backends` (the judge generates).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aries import AriesError
+from aries.core.registry import Registry
 
 
 @dataclass
@@ -41,19 +44,31 @@ class RewardSource(Protocol):
         """Release what the source holds (a model, a server); the verifiers hold nothing."""
 
 
-REWARD_TYPES = ("verifier", "exact-match", "regex", "reward-model", "judge")
+class RewardType(NamedTuple):
+    """One `type:` of a reward spec: its settings and the source built from them."""
+
+    config: type
+    """The settings dataclass (unknown keys, types and ranges checked by aries.core.config)."""
+    source: type
+    """The `RewardSource` class, built from the settings."""
+
+
+REWARDS: Registry[RewardType] = Registry(
+    "reward type",
+    load=("aries.rewards.verifiers", "aries.rewards.reward_model", "aries.rewards.judge"),
+)
+"""`type:` name -> its `RewardType`, added by the module that defines it (none of them loads a
+model before its source is built)."""
 
 
 def make_reward_source(config: dict[str, Any] | str) -> RewardSource:
     """Build a reward source from `{"type": ..., **fields of that type's config dataclass}`.
 
-    A bare string is a type with default settings. Types and their config classes:
-    `verifier` → `VerifierConfig`, `exact-match` → `ExactMatchConfig`, `regex` → `RegexConfig`
-    (in aries.rewards.verifiers), `reward-model` → `RewardModelConfig` (aries.rewards.reward_model),
-    `judge` → `JudgeConfig` (aries.rewards.judge). Unknown keys are an error, not ignored.
+    A bare string is a type with default settings (the types: `REWARDS`). Unknown keys are an
+    error, not ignored.
     """
     kind, settings = reward_config(config)
-    return _builders()[kind][1](settings)
+    return REWARDS[kind].source(settings)
 
 
 def reward_config(config: dict[str, Any] | str, where: str = "reward") -> tuple[str, Any]:
@@ -66,24 +81,7 @@ def reward_config(config: dict[str, Any] | str, where: str = "reward") -> tuple[
         raise AriesError(f"{where}: expected a reward type or a mapping, got {config!r}")
     options = {"type": config} if isinstance(config, str) else dict(config)
     kind = options.pop("type", None)
-    builders = _builders()
-    if kind not in builders:
-        raise AriesError(
-            f"{where}.type: unknown reward type {kind!r}: choose one of {', '.join(REWARD_TYPES)}"
-        )
-    return kind, from_dict(builders[kind][0], options, where)
-
-
-def _builders() -> dict[str, tuple[type, type]]:
-    from aries.rewards import judge, reward_model, verifiers
-
-    return {
-        "verifier": (verifiers.VerifierConfig, verifiers.Verifier),
-        "exact-match": (verifiers.ExactMatchConfig, verifiers.ExactMatch),
-        "regex": (verifiers.RegexConfig, verifiers.RegexVerifier),
-        "reward-model": (reward_model.RewardModelConfig, reward_model.RewardModel),
-        "judge": (judge.JudgeConfig, judge.Judge),
-    }
+    return kind, from_dict(REWARDS.lookup(kind, f"{where}.type").config, options, where)
 
 
 def is_missing(score: float | None) -> bool:

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aries import AriesError
-from aries.backends import Backend, BackendName, Sampling
+from aries.backends import ENGINES, Backend, Sampling
 from aries.core.config import Options, Range
-from aries.rewards import ScoreItem
+from aries.rewards import REWARDS, RewardType, ScoreItem
 
 POINTWISE_TEMPLATE = """Review the user's question and the corresponding response using the \
 additive 5-point scoring system described below. Points are accumulated based on the \
@@ -99,8 +99,8 @@ class JudgeConfig(Options):
             "2023, arXiv 2306.05685); score = win rate."
         },
     )
-    backend: BackendName = field(
-        default="hf", metadata={"help": "Generation backend for the judge."}
+    backend: str = field(
+        default="hf", metadata={"choices": ENGINES, "help": "Generation backend for the judge."}
     )
     batch_size: int = field(
         default=8, metadata={"range": Range(ge=1), "help": "Judge prompts per generation batch."}
@@ -327,3 +327,6 @@ class Judge:
 def _side(share: float) -> int:
     """+1 if the first response wins, -1 if it loses, 0 for an even verdict."""
     return (share > 0.5) - (share < 0.5)
+
+
+REWARDS["judge"] = RewardType(JudgeConfig, Judge)

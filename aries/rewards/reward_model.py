@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from aries import AriesError
 from aries.core.config import FieldError, Options, Range
-from aries.rewards import ScoreItem
+from aries.rewards import REWARDS, RewardType, ScoreItem
 
 
 @dataclass
@@ -171,3 +171,6 @@ class RewardModel:
         gc.collect()
         if self._torch.cuda.is_available():
             self._torch.cuda.empty_cache()
+
+
+REWARDS["reward-model"] = RewardType(RewardModelConfig, RewardModel)

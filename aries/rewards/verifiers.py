@@ -17,7 +17,7 @@ from typing import Literal
 
 from aries import AriesError
 from aries.core.config import FieldError, Options, Range
-from aries.rewards import RewardSource, ScoreItem
+from aries.rewards import REWARDS, RewardSource, RewardType, ScoreItem
 
 REASONING_GYM_PREFIX = "reasoning-gym:"
 
@@ -290,3 +290,8 @@ class RegexVerifier(RewardSource):
             item.reference, self.config.case_sensitive
         )
         return float(same)
+
+
+REWARDS["verifier"] = RewardType(VerifierConfig, Verifier)
+REWARDS["exact-match"] = RewardType(ExactMatchConfig, ExactMatch)
+REWARDS["regex"] = RewardType(RegexConfig, RegexVerifier)

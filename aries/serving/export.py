@@ -231,7 +231,7 @@ def answer_second_turns(
     The chains go to `out_path` and a rerun resumes them; a different first answer (another
     round or model) makes a different record id, so stale answers are never reused.
     """
-    from aries.method.collect import run_chains
+    from aries.method.collect import Chains, run_chains
 
     follow_ups = []
     known: dict[int, list[str]] | None = None
@@ -258,12 +258,7 @@ def answer_second_turns(
         )
     rounds = round_index % len(records[0]["chain"]) if records else 0
     chains = run_chains(
-        backend,
-        follow_ups,
-        rounds=rounds,
-        sampling=sampling,
-        instruction=instruction,
-        out_path=out_path,
+        backend, follow_ups, Chains(rounds, sampling, instruction), out_path=out_path
     )
     return {
         record["id"]: chain["chain"][rounds]["text"]
@@ -323,7 +318,7 @@ def export(
     if fmt == "arena-hard":
         atomic_write_jsonl(out_path, to_arena_hard(records, round_index, model_id, layout))
         return summary
-    from aries.method.collect import run_chains
+    from aries.method.collect import Chains, run_chains
 
     folder = side_folder(chains_path, out_path, side_dir)
     rounds = round_index % len(records[0]["chain"])
@@ -333,9 +328,7 @@ def export(
         records += run_chains(
             backend,
             missing,
-            rounds=rounds,
-            sampling=sampling,
-            instruction=instruction,
+            Chains(rounds, sampling, instruction),
             out_path=folder / "turn1.chains.jsonl",
         )
     second_turns = answer_second_turns(

@@ -31,7 +31,7 @@ from typing import Any
 from aries import AriesError
 from aries.backends import Backend
 from aries.core.views import with_system_prompt
-from aries.method.collect import run_chains, split_by_context
+from aries.method.collect import Chains, run_chains, split_by_context
 from aries.serving.serve_api import (
     ChatRequest,
     Job,
@@ -107,14 +107,8 @@ class Batcher:
                 {"id": str(i), "prompt": job.messages[-1]["content"], "history": job.messages[:-1]}
                 for i, job in enumerate(jobs)
             ]
-            records = run_chains(
-                self.backend,
-                prompts,
-                rounds=first.rounds,
-                sampling=first.sampling,
-                instruction=first.instruction,
-                progress=False,
-            )
+            settings = Chains(first.rounds, first.sampling, first.instruction)
+            records = run_chains(self.backend, prompts, settings, progress=False)
             for job, record in zip(jobs, records):
                 job.future.set_result(record["chain"])
         except Exception as error:  # the server must answer every request, even on a crash
@@ -126,13 +120,8 @@ class Batcher:
         """Reject (HTTP 400) a request whose prompt and answers cannot fit the model's context."""
         *history, question = job.messages
         prompt = {"id": "0", "prompt": question["content"], "history": history}
-        fitting, _ = split_by_context(
-            self.backend,
-            [prompt],
-            rounds=job.rounds,
-            max_new_tokens=job.sampling.max_new_tokens,
-            instruction=job.instruction,
-        )
+        settings = Chains(job.rounds, job.sampling, job.instruction)
+        fitting, _ = split_by_context(self.backend, [prompt], settings)
         if not fitting:
             job.future.set_exception(
                 RequestError(

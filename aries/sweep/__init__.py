@@ -7,6 +7,6 @@ running and archiving runs as evidence (`runs`), the paired statistics (`stats`)
 report (`report`), the command line (`cli`), and `bench/heldout.py`'s larger fresh held-out
 check (`heldout`). Results and evidence live in `results/`, never in the library.
 
-Sits beside `aries.commands` at the top: imports `aries.core`, `aries.evaluation`,
-`aries.method` and `aries.pipeline`; nothing in the library imports it (only bench/ and tests/).
+Imports `aries.core`, `aries.backends`, `aries.evaluation`, `aries.method` and `aries.pipeline`:
+beside `aries.commands` at the top; nothing in the library imports it (only bench/ and tests/).
 """

@@ -68,12 +68,12 @@ def archive_evidence(runs: list[Path], root: Path, target: Path) -> int:
     of `runs` to the same place under `target` as under `root`; returns the runs copied. Only
     finished runs: one still in progress is not evidence yet (the report skips it too)."""
     copied = 0
-    for run in runs:
-        config = run / "config.yaml"
-        if not config.is_file() or not finished(load_run_config(config)):
+    for folder in runs:
+        run = RunDir(folder)
+        if not run.config.is_file() or not finished(load_run_config(run.config)):
             continue
-        sources = [run / "manifest.json", run / "config.yaml", run / "eval_base.json"]
-        for source in [*sources, *run.glob("iter_*/eval.json")]:
+        evals = [run.eval(t) for t in [None, *run.iterations()]]
+        for source in [run.manifest, run.config, *evals]:
             if source.is_file():
                 destination = target / source.relative_to(root)
                 atomic_write_bytes(destination, source.read_bytes())

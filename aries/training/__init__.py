@@ -1,5 +1,5 @@
 """Stage 3, train: the training settings, TRL's DPOTrainer and SFTTrainer driven for both views,
 the aries losses, prefix-shared pair batches, checkpoints a killed run resumes from, and momentum.
 
-Imports `aries.core` and `aries.method.pairs` (how stored pairs are rendered for a tokenizer).
+Imports `aries.core`.
 """

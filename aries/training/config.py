@@ -1,6 +1,7 @@
 """Training settings (`train:` and `sft:` in a run config), beside the trainer they configure.
 
-The fields keep aries' short names; a field that is a `DPOConfig` setting names it in its metadata
+The fields keep aries' short names; a field that is a `DPOConfig` (`SFTConfig`: TRL's
+`SFTConfig`) setting names it in its metadata
 (`"trl": "num_train_epochs"`), and `aries.training.train.dpo_arguments` passes those through as
 they are, so no DPOConfig setting is restated by hand.
 """
@@ -134,7 +135,12 @@ class TrainConfig(Options):
         metadata={
             "trl": "max_length",
             "range": Range(ge=1),
-            "help": "Tokens per prompt+completion; longer ones are truncated.",
+            "help": "Tokens per prompt+completion; longer ones are cut from the end. A refine "
+            "pair's prompt holds x, the previous answer y and the instruction z, so about "
+            "prompt + instruction + 2 x generation.max_new_tokens keeps every answer whole. "
+            "`aries run` (and --check) refuses a value that cannot hold the longest prompt it "
+            "trains on (the longest of each source, refine view with an empty y; the direct view "
+            "where only that one is trained) plus one answer token.",
         },
     )
     precompute_ref_log_probs: bool = field(
@@ -252,14 +258,41 @@ class SFTConfig(Options):
         metadata={"help": "Preference data with prompt/chosen/rejected (file or folder)."},
     )
     learning_rate: float = field(
-        default=1e-5, metadata={"range": Range(ge=0), "help": "Peak learning rate."}
+        default=1e-5,
+        metadata={"trl": "learning_rate", "range": Range(ge=0), "help": "Peak learning rate."},
     )
     epochs: float = field(
-        default=1.0, metadata={"range": Range(gt=0), "help": "Passes over the data."}
+        default=1.0,
+        metadata={"trl": "num_train_epochs", "range": Range(gt=0), "help": "Passes over the data."},
     )
     batch_size: int = field(
-        default=8, metadata={"range": Range(ge=1), "help": "Examples per device per step."}
+        default=8,
+        metadata={
+            "trl": "per_device_train_batch_size",
+            "range": Range(ge=1),
+            "help": "Examples per device per step.",
+        },
     )
     max_length: int = field(
-        default=512, metadata={"range": Range(ge=1), "help": "Tokens per example."}
+        default=512,
+        metadata={"trl": "max_length", "range": Range(ge=1), "help": "Tokens per example."},
+    )
+    save_steps: int = field(
+        default=20,
+        metadata={
+            "trl": "save_steps",
+            "execution": True,
+            "range": Range(ge=1),
+            "help": "Checkpoint every N steps so a killed SFT stage resumes there. How to run, "
+            "not what: not saved in config.yaml.",
+        },
+    )
+    logging_steps: int = field(
+        default=1,
+        metadata={
+            "trl": "logging_steps",
+            "execution": True,
+            "range": Range(ge=1),
+            "help": "Log metrics every N steps. How to run, not what: not saved in config.yaml.",
+        },
     )

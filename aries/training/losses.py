@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from aries import AriesError
 from aries.core.compat import check_private_api
+from aries.core.registry import Registry
 
 check_private_api("trl")  # before the names below are imported: one line instead of an ImportError
 
@@ -128,15 +129,14 @@ class LossSpec:
     """Reads the pairs' `chosen_win_rate` / `rejected_win_rate` (from selection)."""
 
 
-ARIES_LOSSES = {
-    "simpo": LossSpec("SimPO, Meng et al. 2024, arXiv 2405.14734", "none", _simpo_batch),
-    "inpo": LossSpec(
-        "INPO, Zhang et al. 2024, arXiv 2407.00617", "initial", _inpo_batch, previous_logps=True
-    ),
-    "sppo": LossSpec(
-        "SPPO, Wu et al. 2024, arXiv 2405.00675", "train.reference", _sppo_batch, win_rates=True
-    ),
-}
+ARIES_LOSSES: Registry[LossSpec] = Registry("aries loss")
+ARIES_LOSSES["simpo"] = LossSpec("SimPO, Meng et al. 2024, arXiv 2405.14734", "none", _simpo_batch)
+ARIES_LOSSES["inpo"] = LossSpec(
+    "INPO, Zhang et al. 2024, arXiv 2407.00617", "initial", _inpo_batch, previous_logps=True
+)
+ARIES_LOSSES["sppo"] = LossSpec(
+    "SPPO, Wu et al. 2024, arXiv 2405.00675", "train.reference", _sppo_batch, win_rates=True
+)
 """The losses aries adds to TRL's DPO loss types, by `train.loss_type` name."""
 
 

@@ -86,6 +86,15 @@ def length_grouped_order(dataset, batch_size: int, seed: int) -> list[int]:
     return [i for batch in batches for i in batch]
 
 
+def trl_settings(config: TrainConfig | SFTConfig) -> dict[str, Any]:
+    """The fields of `config` that are TRL settings (`"trl"` in their metadata), by TRL's names."""
+    from dataclasses import fields
+
+    return {
+        f.metadata["trl"]: getattr(config, f.name) for f in fields(config) if "trl" in f.metadata
+    }
+
+
 def dpo_arguments(
     config: TrainConfig,
     *,
@@ -101,15 +110,10 @@ def dpo_arguments(
     unchanged; the rest are aries' decisions: the parsed loss names, checkpoints for resume,
     length-grouped batches read in order, reporting and Hub settings, seeds and precision.
     """
-    from dataclasses import fields
-
     from aries.training.losses import loss_names
 
-    passed = {
-        f.metadata["trl"]: getattr(config, f.name) for f in fields(config) if "trl" in f.metadata
-    }
     return {
-        **passed,
+        **trl_settings(config),
         "output_dir": str(checkpoints),
         "loss_type": list(loss_names(config.loss_type)),
         "train_sampling_strategy": "sequential" if config.length_grouped_batches else "random",
@@ -233,17 +237,12 @@ def train_sft(
     dataset = datasets.load_from_disk(str(examples_dir)).remove_columns(["id", "view"])
     dataset = _for_policy(dataset, policy, trust_remote_code, chat_template)
     args = TRLSFTConfig(
+        **trl_settings(config),
         output_dir=str(checkpoints),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        max_length=config.max_length,
         # TRL's SFT default is on; small models don't need it
         **training_arguments(activation_checkpointing=False),
         save_strategy="steps",
-        save_steps=20,
         save_total_limit=1,
-        logging_steps=1,
         **trainer_arguments(report_to, output_dir, log_dir),
         seed=seed,
         **_precision_flags("auto"),
@@ -261,7 +260,7 @@ def train_sft(
 def _for_policy(dataset, policy: str, trust_remote_code: bool, chat_template: str | None):
     """Stored examples are conversational; plain text for a policy without a chat template."""
     from aries.core.models import load_tokenizer
-    from aries.method.pairs import for_tokenizer
+    from aries.core.views import for_tokenizer
 
     tokenizer = load_tokenizer(
         policy, trust_remote_code=trust_remote_code, chat_template=chat_template
