@@ -36,7 +36,8 @@ test-floor:
 # backend, `aries run` through it, managed servers and LoRA. .venv-vllm holds vLLM's x86 CPU build
 # (scripts/setup.sh vllm), which needs AVX-512: elsewhere this target says so and skips. The KV
 # cache is sized for the tests (GiB), not vLLM's default share of memory.
-VLLM_TESTS = tests/test_vllm_backend.py tests/test_vllm_servers.py tests/test_vllm_lora.py
+VLLM_TESTS = tests/test_vllm_backend.py tests/test_vllm_servers.py tests/test_vllm_lora.py \
+	tests/test_vllm_runs.py
 
 test-vllm:
 	@if ! grep -qw avx512f /proc/cpuinfo; then \
