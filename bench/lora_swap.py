@@ -4,7 +4,8 @@ A full-weight policy restarts its servers every iteration; a LoRA policy keeps t
 (aries.backends.lora.LoraServers) and loads each iteration's adapter under a new name, unloading
 the previous one. This measures both on the embedded model: seconds from launch until the
 server answers (plain, and with --enable-lora), and seconds per swap (the stacked adapter
-written, loaded, the old one unloaded) followed by the first greedy request on the new adapter.
+written, loaded, the old one unloaded), then a greedy request on the new adapter, twice (the
+first also pays for whatever vLLM loads on first use).
 Needs vLLM (.venv-vllm on a CPU); run it alone on the machine:
 
     VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 PYTHONPATH=. .venv-vllm/bin/python \\
@@ -14,6 +15,7 @@ Needs vLLM (.venv-vllm on a CPU); run it alone on the machine:
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import sys
@@ -67,7 +69,7 @@ def main() -> None:
         server.start()
         plain.append(time.perf_counter() - start)
         server.stop()
-    with_lora, swaps, requests = [], [], []
+    with_lora, swaps, requests, again = [], [], [], []
     for repeat in range(args.repeats):
         servers = LoraServers(SERVE, rank=16)
         try:
@@ -78,9 +80,10 @@ def main() -> None:
                 start = time.perf_counter()
                 name = servers.serve(str(policies[i % 2]))
                 swaps.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                ask(servers, name)
-                requests.append(time.perf_counter() - start)
+                for times in (requests, again):  # the second: the adapter is warm
+                    start = time.perf_counter()
+                    ask(servers, name)
+                    times.append(time.perf_counter() - start)
         finally:
             servers.close()
     print(f"vLLM managed server on {base.name} (fp32, eager), {time.strftime('%Y-%m-%d')}")
@@ -88,7 +91,11 @@ def main() -> None:
     print(summary("start-up, --enable-lora", with_lora))
     print(summary("swap (load new, unload old)", swaps))
     print(summary("first request after a swap", requests))
-    print("command: " + shlex.join([Path(sys.executable).name, *sys.argv]))
+    print(summary("the same request again", again))
+    cache = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+    python = os.path.relpath(sys.executable)
+    env = f"VLLM_CPU_KVCACHE_SPACE={cache} " if cache else ""
+    print(f"command: {env}HF_HUB_OFFLINE=1 PYTHONPATH=. " + shlex.join([python, *sys.argv]))
 
 
 if __name__ == "__main__":

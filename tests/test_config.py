@@ -118,11 +118,16 @@ def test_every_method_has_a_plan_of_stages():
     assert [s.name for s in METHODS["aries"].plan.per_iteration][-2:] == ["train", "eval"]
 
 
-def _model_folder(path):
-    """A model folder as --check sees it: a config and safetensors weights (never loaded)."""
+def _model_folder(path, tokenizer=None):
+    """A model folder as --check sees it: a config, safetensors weights (never loaded) and the
+    tokenizer (loaded, to measure the prompts against train.max_length)."""
+    import shutil
+
     path.mkdir(parents=True)
     (path / "config.json").write_text("{}")
     (path / "model.safetensors").write_bytes(b"")
+    for file in tokenizer.iterdir() if tokenizer else ():
+        shutil.copy(file, path)
     return str(path)
 
 
@@ -132,11 +137,13 @@ def _check(data):
     check_config(resolve_config(data))
 
 
-def test_check_resolves_model_folders_and_hub_ids_without_loading(tmp_path, monkeypatch):
+def test_check_resolves_model_folders_and_hub_ids_without_loading(
+    tmp_path, monkeypatch, tokenizer_path
+):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    model = _model_folder(tmp_path / "policy")
+    model = _model_folder(tmp_path / "policy", tokenizer_path)
     _check({"model": model})
     for data, message in [
         ({"model": str(tmp_path / "gone")}, r"^model: .*gone: model folder not found$"),
@@ -159,18 +166,17 @@ def test_check_resolves_model_folders_and_hub_ids_without_loading(tmp_path, monk
     with pytest.raises(AriesError, match=r"^model: .*weightless: no \*.safetensors"):
         _check({"model": str(tmp_path / "weightless")})
     snapshot = tmp_path / "hub" / "models--org--cached" / "snapshots" / "abc"
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
+    _model_folder(snapshot, tokenizer_path)
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("abc")
     _check({"model": "org/cached"})  # in the cache: valid offline
 
 
-def test_check_resolves_prompt_sources_and_datasets(tmp_path, monkeypatch):
+def test_check_resolves_prompt_sources_and_datasets(tmp_path, monkeypatch, tokenizer_path):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    model = _model_folder(tmp_path / "policy")
+    model = _model_folder(tmp_path / "policy", tokenizer_path)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "a", "question": "1+1?"}\n')
     gym = {"name": "reasoning-gym:basic_arithmetic", "seed": 5, "max_terms": 2}
@@ -183,12 +189,14 @@ def test_check_resolves_prompt_sources_and_datasets(tmp_path, monkeypatch):
     for data, message in [
         (
             {"prompts": {"sources": [{"name": "reasoning-gym:basic_arithmetc"}]}},
-            r"^prompts.sources\[0\]: reasoning-gym has no task 'basic_arithmetc'; did you mean "
+            r"^prompts.sources\[0\].name: reasoning-gym has no task 'basic_arithmetc'; did you "
+            "mean "
             "'basic_arithmetic'\\?$",
         ),
         (
             {"eval": {"sources": [{**gym, "max_termz": 3}]}},
-            r"^eval.sources\[0\]: reasoning-gym task 'basic_arithmetic' with .*max_termz",
+            r"^unknown config key 'eval.sources\[0\].max_termz'; did you mean "
+            r"eval.sources\[0\].max_terms\?$",
         ),
         (
             {"prompts": {"exclude": [str(tmp_path / "missing.jsonl")]}},

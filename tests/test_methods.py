@@ -43,7 +43,7 @@ def test_check_prints_the_plan_and_rejects_a_bad_config(tmp_path, tiny_model_pat
         ("train.reference=previous", "set train.reference: initial"),
         ("train.inpo_tau=0.9", "inpo_tau <= train.beta"),
         ("method=dno", "method dno"),
-        ("eval.sources=[{seed: 1}]", "eval.sources[0]: prompt source"),
+        ("eval.sources=[{seed: 1}]", "eval.sources[0].name: missing"),
     ]:
         assert main(["run", "--config", str(path), "--check", "--set", override]) == 2, override
         assert message in capsys.readouterr().err, override

@@ -57,7 +57,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aries import AriesError
+    from aries.core.config import located_error
     from aries.pipeline.loop import run as run_loop
+    from aries.pipeline.plan import check_config, check_max_length, describe_plan
     from aries.pipeline.runconfig import load_run_config
     from aries.pipeline.rundir import RunDir
     from aries.pipeline.status import summary_table
@@ -70,10 +73,14 @@ def run(args: argparse.Namespace) -> int:
         from aries.pipeline.launch import describe_launch, launcher_words
 
         launcher_words(config)  # a program not on PATH: one line, before anything runs
+    try:  # --check: everything the run reads; a run: what would fail only after collection
+        if args.check:
+            check_config(config)
+        else:
+            check_max_length(config)
+    except AriesError as error:
+        raise AriesError(located_error(args.config, str(error), overrides)) from None
     if args.check:
-        from aries.pipeline.plan import check_config, describe_plan
-
-        check_config(config)
         print(f"{args.config}: valid\n{describe_plan(config)}")
         if config.train.launcher:
             print(f"training stages:\n{describe_launch(config)}")

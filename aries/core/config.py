@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -180,7 +181,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise AriesError(f"{path}: expected a mapping, got {type(value).__name__}")
-        return dict(value)
+        _, item = typing.get_args(hint) or (Any, Any)
+        return {k: _convert(item, v, f"{path}.{k}") for k, v in value.items()}
     if hint is Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
@@ -233,11 +235,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file's data; a file that cannot be read, is not UTF-8, is not valid YAML or sets
+    one key twice (PyYAML would keep the last silently) is one line naming the file and line."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        data = yaml.safe_load(text)
     except OSError as error:
         raise AriesError(f"{path}: cannot read config ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise AriesError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -245,6 +253,67 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         raise AriesError(f"{path}: config file is empty")
     return data
+
+
+def _check_duplicate_keys(node: yaml.Node | None, path: Path, prefix: str = "") -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key, line = key_node.value, key_node.start_mark.line + 1
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if key in seen and key != "<<":
+                raise AriesError(f"{path}:{line}: {dotted} set twice (first at line {seen[key]})")
+            seen[key] = line
+            _check_duplicate_keys(value_node, path, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(item, path, f"{prefix}[{index}]")
+
+
+DOTTED_KEY = re.compile(r"(?<![\w./~-])[A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*")
+"""A dotted config key as errors name it: `train.beta`, `prompts.sources[0].seed`."""
+
+
+def located_error(path: str | Path, message: str, overrides: list[str] = ()) -> str:
+    """An error about a config file, prefixed with `file:line` of the key it names where the file
+    sets that key (the message's first dotted key, or a bare key opening it), else `file:`;
+    a key set by `--set` names no line of the file."""
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = None
+    flags = [override.partition("=")[0] for override in overrides]
+    for match in DOTTED_KEY.finditer(message):
+        key = match.group()
+        if match.start() and not re.search(r"[.\[]", key):
+            continue
+        if any(key == flag or key.startswith((f"{flag}.", f"{flag}[")) for flag in flags):
+            return message
+        line = _line_of(root, key)
+        if line is not None:
+            return f"{path}:{line}: {message}"
+    return f"{path}: {message}"
+
+
+def _line_of(node: yaml.Node | None, key: str) -> int | None:
+    """The line that sets dotted `key` in a composed YAML document, or None."""
+    line = None
+    for part in re.findall(r"\[\d+\]|[^.\[\]]+", key):
+        if part.startswith("[") and isinstance(node, yaml.SequenceNode):
+            index = int(part[1:-1])
+            if index >= len(node.value):
+                return None
+            node = node.value[index]
+            line = node.start_mark.line + 1
+        elif isinstance(node, yaml.MappingNode):
+            found = [(k, v) for k, v in node.value if k.value == part]
+            if not found:
+                return None
+            key_node, node = found[-1]
+            line = key_node.start_mark.line + 1
+        else:
+            return None
+    return line
 
 
 def config_hash(config: Any) -> str:

@@ -16,21 +16,29 @@ e.g. an answer-format instruction), `answer` is the gold/reference answer when o
 
 from __future__ import annotations
 
+import collections.abc
 import csv
+import difflib
 import importlib.metadata
 import json
-from dataclasses import dataclass, field
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union
 
 from aries import AriesError
-from aries.core.config import Options, Range, from_dict
+from aries.core.config import FieldError, Options, Range, from_dict
 from aries.core.jsonl import iter_jsonl
 
 REASONING_GYM_SUFFIX = "\nEnd your response with 'Answer: <answer>'."
 """Default answer-format instruction for reasoning-gym tasks, so a verifier can find the answer."""
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+FIELD_ROLES = ("prompt", "id", "answer")
+"""What a file source's `fields` mapping may map: which of a record's fields is each."""
 
 
 @dataclass
@@ -54,25 +62,52 @@ class PromptSource(Options):
     subset: str | None = None
     """Configuration name of a hub dataset (e.g. 'main' for openai/gsm8k)."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Task options for reasoning-gym (e.g. max_terms: 2) and the like."""
+    """Task options, checked against the task's declared ones (`check_task_options`): a
+    reasoning-gym task's config fields (e.g. max_terms: 2), mt-bench's `category`. They may also
+    be given beside `name` (the usual form), as any key that is not a field above."""
     weight: float = field(default=1.0, metadata={"range": Range(gt=0)})
     """Share of a mixture of sources (`prompts.sources`): see `mixture_counts`."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in self.fields:
+            if key not in FIELD_ROLES:
+                close = difflib.get_close_matches(key, FIELD_ROLES, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise FieldError(
+                    "", "fields", f": unknown key {key!r} (maps {', '.join(FIELD_ROLES)}){hint}"
+                )
+
     @classmethod
     def parse(cls, spec: str | dict[str, Any] | PromptSource, where: str = "") -> PromptSource:
-        """From `name?key=value&...` or a config dict (checked against the fields' types and
-        ranges, errors naming `where.field`); unknown dict keys become task options."""
+        """From `name?key=value&...` or a config dict, checked against the fields' types and
+        ranges and the task's declared options (`check_task_options`), errors naming
+        `where.field`; keys that are not fields are the task's options."""
         if isinstance(spec, PromptSource):
             return spec
         if isinstance(spec, dict):
+            where = where or "prompt source"
             spec = dict(spec)
-            if "name" not in spec:
-                raise AriesError(f"{where or 'prompt source'}: {spec} has no 'name'")
+            if spec.get("name") is None:
+                raise AriesError(
+                    f"{_at(where, 'name')}: missing (a file, folder, hub id or task name)"
+                )
             known = {k: spec.pop(k) for k in list(spec) if k in cls.__dataclass_fields__}
             options = known.pop("options", {})
             if not isinstance(options, dict):
-                raise AriesError(f"{where or 'prompt source'}.options: expected a mapping")
-            return from_dict(cls, {**known, "options": {**options, **spec}}, where)
+                raise AriesError(f"{_at(where, 'options')}: expected a mapping, got {options!r}")
+            source = from_dict(cls, {**known, "options": {**options, **spec}}, where)
+            if not source.name.strip():
+                raise AriesError(f"{_at(where, 'name')}: empty")
+            check_task_options(source.name, spec, where)
+            if options:
+                check_task_options(source.name, options, f"{where}.options")
+            return source
+        if not isinstance(spec, str):
+            raise AriesError(
+                f"{where or 'prompt source'}: expected a source name or a mapping with a name, "
+                f"got {spec!r}"
+            )
         name, _, query = spec.partition("?")
         data: dict[str, Any] = {"name": name}
         for item in filter(None, query.split("&")):
@@ -81,6 +116,121 @@ class PromptSource(Options):
                 raise AriesError(f"prompt source {spec!r}: expected key=value, got {item!r}")
             data[key] = raw if key in ("suffix", "split", "subset") else _parse_value(raw)
         return cls.parse(data, where or f"prompt source {spec!r}")
+
+
+MTBenchCategory = Literal[
+    "writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"
+]
+
+
+@dataclass
+class MTBenchOptions(Options):
+    """The task options of the `mt-bench` source."""
+
+    category: MTBenchCategory | None = field(
+        default=None, metadata={"help": "Only the questions of this MT-Bench category."}
+    )
+
+
+def check_task_options(name: str, options: dict[str, Any], where: str) -> None:
+    """Task options against the ones the source's task declares: a reasoning-gym task's own
+    config dataclass (its field types, and its `validate()` for ranges), `MTBenchOptions` for
+    mt-bench, none for files, folders, hub datasets and sharegpt. An unknown key or a wrong
+    type is one line naming `where.key`, with a suggestion among the source's fields and the
+    task's options."""
+    if not options and not name.startswith("reasoning-gym:"):
+        return
+    if name.startswith("reasoning-gym:"):
+        declared = _reasoning_gym_options(name.split(":", 1)[1], where)
+    elif name == "mt-bench":
+        declared = {f.name: f.type for f in fields(MTBenchOptions)}
+    else:
+        declared = {}
+    for key in options:
+        if key not in declared:
+            known = sorted({*declared, *PromptSource.__dataclass_fields__} - {"options"})
+            close = difflib.get_close_matches(key, known, n=1)
+            if close:
+                hint = f"; did you mean {_at(where, close[0])}?"
+            elif declared:
+                hint = f"; {name} takes the task options {', '.join(declared)}"
+            else:
+                hint = f"; {name} takes no task options"
+            raise AriesError(f"unknown config key '{_at(where, key)}'{hint}")
+    if name == "mt-bench":
+        from_dict(MTBenchOptions, options, where)
+    else:
+        _check_reasoning_gym_values(name.split(":", 1)[1], options, where)
+
+
+def _at(where: str, key: str) -> str:
+    """The dotted key of a source's field (`prompts.sources[0].size`); for a source given as a
+    string (no config key), the key after its name."""
+    return f"{where}.{key}" if " " not in where else f"{key} of {where}"
+
+
+def _reasoning_gym_options(task: str, where: str) -> dict[str, Any]:
+    """A reasoning-gym task's options and their type hints (size and seed are the source's)."""
+    from reasoning_gym.factory import DATASETS
+
+    if task not in DATASETS:
+        close = difflib.get_close_matches(task, sorted(DATASETS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise AriesError(
+            f"{where.removesuffix('.options')}.name: reasoning-gym has no task {task!r}{hint}"
+        )
+    config_class = DATASETS[task][1]
+    hints = typing.get_type_hints(config_class)
+    return {f.name: hints[f.name] for f in fields(config_class) if f.name not in ("size", "seed")}
+
+
+def _check_reasoning_gym_values(task: str, options: dict[str, Any], where: str) -> None:
+    """Each option's type from the task's annotations; its range from the task's own
+    `validate()` (reasoning-gym asserts there), the error naming the option it mentions."""
+    from reasoning_gym.factory import DATASETS
+
+    declared = _reasoning_gym_options(task, where)
+    for key, value in options.items():
+        if not _fits(declared[key], value):
+            expected = _type_name(declared[key])
+            raise AriesError(f"{_at(where, key)}: expected {expected}, got {value!r}")
+    config_class = DATASETS[task][1]
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    try:
+        config = config_class(**values)
+        if hasattr(config, "validate"):
+            config.validate()
+    except (AssertionError, TypeError, ValueError, KeyError) as error:
+        text = str(error) or type(error).__name__
+        named = [k for k in options if re.search(rf"\b{re.escape(k)}\b", text)]
+        key = _at(where, named[0]) if named else where
+        raise AriesError(f"{key}: reasoning-gym task {task!r} refuses {values}: {text}") from None
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    """Whether a YAML value fits a reasoning-gym option's annotation (lists stand for tuples);
+    a type this cannot judge (a class of the task's own) is left to the task's `validate()`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_fits(option, value) for option in args)
+    if origin is Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint in (list, tuple) or origin in (list, tuple, collections.abc.Sequence):
+        items = [a for a in args if a is not Ellipsis]
+        return isinstance(value, (list, tuple)) and (
+            len(items) != 1 or all(_fits(items[0], v) for v in value)
+        )
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (int, str, bool):
+        return isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def _parse_value(raw: str) -> Any:
@@ -98,6 +248,12 @@ def _parse_value(raw: str) -> Any:
 
 def load_prompts(spec: str | dict[str, Any] | PromptSource) -> list[dict[str, Any]]:
     """Read or generate the prompt records of one source (see the module docstring)."""
+    return [record for _, record in located_prompts(spec)]
+
+
+def located_prompts(spec: str | dict[str, Any] | PromptSource) -> list[tuple[str, dict[str, Any]]]:
+    """`load_prompts` with where each record came from ('file:line', or the source and the
+    record's id), for errors about one prompt."""
     source = PromptSource.parse(spec)
     if source.name.startswith("reasoning-gym:"):
         records = _reasoning_gym(source)
@@ -106,11 +262,14 @@ def load_prompts(spec: str | dict[str, Any] | PromptSource) -> list[dict[str, An
     elif source.name == "sharegpt":
         records = _sharegpt(source)
     else:
-        records = _from_files(source)
+        located = _from_files(source)
+        records = [record for _, record in located]
     if not records:
         raise AriesError(f"{source.name}: no prompts")
     _check_unique_ids(records, source.name)
-    return records
+    if source.name.startswith("reasoning-gym:") or source.name in ("mt-bench", "sharegpt"):
+        return [(f"{source.name} id {r['id']}", r) for r in records]
+    return located
 
 
 def mixture_counts(weights: list[float], total: int) -> list[int]:
@@ -266,7 +425,7 @@ def parse_sharegpt(text: str, source: PromptSource) -> list[dict[str, Any]]:
     return records
 
 
-def _from_files(source: PromptSource) -> list[dict[str, Any]]:
+def _from_files(source: PromptSource) -> list[tuple[str, dict[str, Any]]]:
     path = Path(source.name).expanduser()
     if path.is_dir():
         rows = _rows_from_disk(path, source.split)
@@ -311,7 +470,7 @@ def _from_files(source: PromptSource) -> list[dict[str, Any]]:
         extra = {k: v for k, v in row.items() if k not in (prompt_field, id_field, answer_field)}
         if extra:  # kept for verifiers and the SFT stage (e.g. chosen / rejected columns)
             record["metadata"] = json.loads(json.dumps(extra, default=str))
-        records.append(record)
+        records.append((location, record))
     return records
 
 

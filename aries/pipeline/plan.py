@@ -24,6 +24,7 @@ def check_config(config: RunConfig) -> None:
 
     check_references(config)
     check_writable(Path(config.output_dir), "output_dir")
+    check_max_length(config)
 
 
 def check_writable(folder: Path, key: str) -> None:
@@ -40,6 +41,89 @@ def check_writable(folder: Path, key: str) -> None:
         for path in made:  # deepest first
             if path.is_dir():
                 path.rmdir()
+
+
+LONGEST_SAMPLE = 16
+"""Prompts per source rendered by `check_max_length`: the longest by characters."""
+
+PROMPTS_READ = 2000
+"""At most this many of a source's prompts are read to find its longest."""
+
+
+def check_max_length(config: RunConfig) -> None:
+    """`train.max_length` holds the prompt of every pair the run will train on, or it fails now,
+    before collection spends its minutes (`aries run` and `--check` alike).
+
+    A pair's prompt is the refine view `x, y, z` (direct view `x` where the method trains that
+    one only); TRL cuts prompt + answer to max_length from the end, so a prompt of max_length
+    tokens leaves no answer token to learn from. The rule: the longest prompt the run draws
+    (the longest by characters of each source's share, rendered with the policy's tokenizer and
+    chat template as training renders it, with an empty previous answer y) plus one answer token
+    fits. Only the tokenizer is loaded, never the weights.
+    """
+    from aries.pipeline.loop import PLANS
+
+    if not config.iterations or not any(
+        s.name == "train" for s in PLANS[config.method].per_iteration
+    ):
+        return
+    longest = longest_prompt(config)
+    if longest is None:
+        return
+    tokens, where, view = longest
+    if tokens >= config.train.max_length:
+        answers = 2 if view == "refine" else 1  # refine: the previous answer and the new one
+        raise AriesError(
+            f"train.max_length: {config.train.max_length} cannot hold the longest prompt the run "
+            f"trains on: {tokens} tokens in the {view} view at {where}; set it to at least "
+            f"{tokens + answers * config.generation.max_new_tokens} (the prompt and {answers} "
+            "answer(s) of generation.max_new_tokens)"
+        )
+
+
+def longest_prompt(config: RunConfig) -> tuple[int, str, str] | None:
+    """(tokens, where it came from, view) of the longest training prompt among each source's
+    `LONGEST_SAMPLE` longest by characters, of the prompts the run draws from it."""
+    from dataclasses import replace
+
+    from aries.core.models import load_tokenizer
+    from aries.core.views import direct_messages, prompt_token_ids, refine_messages
+    from aries.method.sources import PromptSource, located_prompts, mixture_counts
+
+    refine = config.pairs.w_refine > 0 or config.pairs.w_keep > 0
+    view = "refine" if refine else "direct"
+
+    def messages(prompt: str) -> list[dict[str, str]]:
+        system = config.system_prompt
+        if refine:
+            return refine_messages(prompt, "", config.generation.instruction, system_prompt=system)
+        return direct_messages(prompt, system_prompt=system)
+
+    try:
+        tokenizer = load_tokenizer(
+            config.model,
+            trust_remote_code=config.trust_remote_code,
+            chat_template=config.chat_template,
+        )
+    except AriesError as error:
+        raise AriesError(f"model: {error}") from None
+    sources = [PromptSource.parse(s) for s in config.prompts.sources]
+    counts = mixture_counts([s.weight for s in sources], config.prompts.per_iteration)
+    longest = None
+    for index, (source, count) in enumerate(zip(sources, counts)):
+        if not count:
+            continue
+        drawn = replace(source, size=min(count * config.iterations, PROMPTS_READ))
+        try:
+            located = located_prompts(drawn)
+        except AriesError as error:
+            raise AriesError(f"prompts.sources[{index}]: {error}") from None
+        located.sort(key=lambda item: len(item[1]["prompt"]), reverse=True)
+        for where, record in located[:LONGEST_SAMPLE]:
+            tokens = len(prompt_token_ids(tokenizer, messages(record["prompt"])))
+            if longest is None or tokens > longest[0]:
+                longest = (tokens, f"{where} (prompts.sources[{index}])", view)
+    return longest
 
 
 def describe_plan(config: RunConfig) -> str:

@@ -8,7 +8,6 @@ before anything runs, and a failure is one line naming the config key.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -78,16 +77,15 @@ def check_model(spec: str, key: str) -> None:
 
 
 def check_prompt_source(spec: Any, key: str) -> None:
-    """A prompt source parses and exists: a reasoning-gym task (generated once, with its task
-    options), a packaged source, a file or folder (its first record read), or a cached hub id."""
+    """A prompt source parses (its fields and task options) and exists: a reasoning-gym task
+    (generated once), a packaged source, a file or folder (its first record read), or a cached
+    hub id."""
     from aries.method.sources import FILE_SUFFIXES, PromptSource, load_prompts
 
+    source = PromptSource.parse(spec, key)  # its errors name the field already
     try:
-        source = PromptSource.parse(spec)
         path = Path(source.name).expanduser()
-        if source.name.startswith("reasoning-gym:"):
-            _check_reasoning_gym_task(source.name.split(":", 1)[1])
-        elif (
+        if (
             not path.exists()
             and path.suffix not in FILE_SUFFIXES
             and source.name.count("/") == 1
@@ -120,12 +118,3 @@ def hub_cached(repo_id: str, repo_type: str) -> bool:
     except Exception:  # huggingface_hub's LocalEntryNotFoundError and its relatives
         return False
     return True
-
-
-def _check_reasoning_gym_task(task: str) -> None:
-    from reasoning_gym.factory import DATASETS
-
-    if task not in DATASETS:
-        close = difflib.get_close_matches(task, sorted(DATASETS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise AriesError(f"reasoning-gym has no task {task!r}{hint}")

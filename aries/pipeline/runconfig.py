@@ -15,7 +15,14 @@ from typing import Any
 
 from aries import AriesError
 from aries.backends import ENGINES, check_chat_template_backend
-from aries.core.config import Options, Range, apply_overrides, from_dict, load_yaml
+from aries.core.config import (
+    Options,
+    Range,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    located_error,
+)
 from aries.core.integrations import check_hub, report_targets
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION, chat_template_text
 from aries.method.pairs import PairsConfig
@@ -235,7 +242,7 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
         check_chat_template_backend(config.generation.backend, serve_command)
         chat_template_text(config.chat_template)  # a missing template file fails here
     check_hub(config.train.push_to_hub, config.train.hub_model_id)
-    _check_prompt_mixture(config.prompts)
+    _check_prompt_sources(config)
     reward_config(config.reward, "reward")
     reward_config(config.eval.verifier, "eval.verifier")
     if config.sft.enabled and not config.sft.dataset:
@@ -248,18 +255,22 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
     return config
 
 
-def _check_prompt_mixture(prompts: PromptsConfig) -> None:
-    """Bad source weights fail at config load, not at the first prompts stage."""
+def _check_prompt_sources(config: RunConfig) -> None:
+    """Every prompt source's fields and task options, and the mixture's weights, fail at config
+    load, not at the first stage that reads them."""
     from aries.method.sources import PromptSource, mixture_counts
 
-    sources = [
-        PromptSource.parse(s, f"prompts.sources[{i}]") for i, s in enumerate(prompts.sources)
-    ]
-    weights = [source.weight for source in sources]
-    try:
-        mixture_counts(weights, prompts.per_iteration)
-    except AriesError as error:
-        raise AriesError(f"prompts.sources: {error}") from None
+    for where, specs in (
+        ("prompts.sources", config.prompts.sources),
+        ("prompts.exclude", config.prompts.exclude),
+        ("eval.sources", config.eval.sources),
+    ):
+        parsed = [PromptSource.parse(s, f"{where}[{i}]") for i, s in enumerate(specs)]
+        if where == "prompts.sources":
+            try:
+                mixture_counts([s.weight for s in parsed], config.prompts.per_iteration)
+            except AriesError as error:
+                raise AriesError(f"prompts.sources: {error}") from None
 
 
 def _stages(steps) -> list[str]:
@@ -267,8 +278,13 @@ def _stages(steps) -> list[str]:
 
 
 def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a run YAML file, apply `key=value` overrides, validate."""
-    return resolve_config(apply_overrides(load_yaml(path), list(overrides)))
+    """Read a run YAML file, apply `key=value` overrides, validate; an error names the file
+    and the line of the key it is about (`located_error`)."""
+    data = load_yaml(path)
+    try:
+        return resolve_config(apply_overrides(data, list(overrides)))
+    except AriesError as error:
+        raise AriesError(located_error(path, str(error), list(overrides))) from None
 
 
 def _moved_view_weights(data: dict[str, Any]) -> dict[str, Any]:

@@ -135,7 +135,12 @@ class TrainConfig(Options):
         metadata={
             "trl": "max_length",
             "range": Range(ge=1),
-            "help": "Tokens per prompt+completion; longer ones are truncated.",
+            "help": "Tokens per prompt+completion; longer ones are cut from the end. A refine "
+            "pair's prompt holds x, the previous answer y and the instruction z, so about "
+            "prompt + instruction + 2 x generation.max_new_tokens keeps every answer whole. "
+            "`aries run` (and --check) refuses a value that cannot hold the longest prompt it "
+            "trains on (the longest of each source, refine view with an empty y; the direct view "
+            "where only that one is trained) plus one answer token.",
         },
     )
     precompute_ref_log_probs: bool = field(
