@@ -61,10 +61,10 @@ def check_max_length(config: RunConfig) -> None:
     chat template as training renders it, with an empty previous answer y) plus one answer token
     fits. Only the tokenizer is loaded, never the weights.
     """
-    from aries.pipeline.loop import PLANS
+    from aries.pipeline.methods import METHODS
 
     if not config.iterations or not any(
-        s.name == "train" for s in PLANS[config.method].per_iteration
+        s.name == "train" for s in METHODS[config.method].plan.per_iteration
     ):
         return
     longest = longest_prompt(config)
