@@ -104,8 +104,26 @@ def load_test(r: dict[str, Any]) -> tuple[str, str, str]:
     return f"`aries serve` load test (loopback), {r['requests']} requests a level", result, "—"
 
 
+def cpu_engines(r: dict[str, Any]) -> tuple[str, str, str]:
+    what = (
+        "the CPU engines: the `hf` backend vs vLLM's CPU engine in-process, "
+        f"{r['rows'][0]['prompts']} easy-arithmetic prompts × at most {r['new_tokens']} tokens, "
+        "greedy, embedded model"
+    )
+    ratios = [row["hf"]["tok_s"] / row["vllm"]["tok_s"] for row in r["rows"]]
+    parts = [
+        f"{row['dtype']} batch {row['batch_size']}: hf {rate(row['hf']['tok_s'])} / vLLM "
+        f"{rate(row['vllm']['tok_s'])} tok/s = **{ratio:.2f} ×** ({row['equal']} / "
+        f"{row['prompts']} equal outputs)"
+        for row, ratio in zip(r["rows"], ratios, strict=True)
+    ]
+    worst = min(ratios)
+    return what, "; ".join(parts), f"hf ≥ 1.0 × vLLM at every shape: {met(worst >= 1.0)}"
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], tuple[str, str, str]]] = {
     "generation": generation,
+    "cpu_engines": cpu_engines,
     "train_dpo": train_dpo,
     "scoring": scoring,
     "load_test": load_test,

@@ -220,3 +220,61 @@ def test_a_run_on_a_filesystem_that_fills_resumes_to_the_same_weights(
     expected = load_file(tiny_cli_run[0] / "iter_0" / "model" / "model.safetensors")
     actual = load_file(out / "model" / "model.safetensors")
     assert max((expected[k] - actual[k]).abs().max().item() for k in expected) <= 1e-5
+
+
+def test_the_manifest_and_run_config_keep_their_last_complete_state(tmp_path, monkeypatch):
+    """manifest.json and config.yaml are rewritten whole: a full disk leaves the previous file."""
+    from aries.pipeline.runconfig import resolve_config
+    from aries.pipeline.rundir import Manifest, RunDir, prepare_run_dir
+
+    config = resolve_config({"output_dir": str(tmp_path), "name": "r"})
+    prepare_run_dir(config)
+    run = RunDir(config.run_dir)
+    manifest = Manifest(run, config)
+    manifest.save()
+    before = run.manifest.read_text()
+    _fail_fsync(monkeypatch)
+    with pytest.raises(AriesError) as error:
+        with manifest.stage(0, "collect"):
+            pass
+    _assert_one_line(str(error.value), run.manifest, "the manifest")
+    assert run.manifest.read_text() == before
+    run.config.unlink()
+    with pytest.raises(AriesError) as error:
+        prepare_run_dir(config)
+    _assert_one_line(str(error.value), run.config, "the run config")
+    assert not run.config.exists()
+    monkeypatch.undo()
+    prepare_run_dir(config)
+    assert run.config.is_file()
+
+
+def test_the_training_log_names_its_file(tmp_path):
+    """The trainer's JSONL log appended on every log step; /dev/full answers ENOSPC for real."""
+    from transformers import TrainerState
+
+    from aries.core.console import trainer_console
+
+    callback = trainer_console(Path("/dev/full"), desc="train", progress=False)
+    with pytest.raises(AriesError) as error:
+        callback.on_log(None, TrainerState(), None, logs={"loss": 0.5})
+    _assert_one_line(str(error.value), Path("/dev/full"), "the training log")
+
+
+def test_the_launchers_log_names_its_file(tmp_path, monkeypatch, capsys):
+    """A launched stage's output goes to RUN/logs/<stage>-iter_<t>.log; a full disk there stops
+    the stage (its process tree too) with one line naming the log."""
+    from aries.pipeline import launch
+    from aries.pipeline.runconfig import resolve_config
+    from aries.pipeline.rundir import RunDir
+    from aries.pipeline.runlock import RunLock
+
+    config = resolve_config(
+        {"output_dir": str(tmp_path), "name": "r", "train": {"launcher": sys.executable}}
+    )
+    run = RunDir(config.run_dir)
+    run.root.mkdir(parents=True)
+    monkeypatch.setattr(launch, "log_path", lambda run, name, t: Path("/dev/full"))
+    with RunLock(run.root) as lock, pytest.raises(AriesError) as error:
+        launch.run_launched(run, config, "train", 0, lock, progress=False)
+    _assert_one_line(str(error.value), Path("/dev/full"), "the launcher's log")

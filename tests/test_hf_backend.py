@@ -13,6 +13,7 @@ import pytest
 
 from aries.backends import Sampling, make_backend
 from aries.backends.hf import HFBackend
+from aries.backends.hf_decode import use_packed_linears
 from aries.backends.hf_pool import RowPool, RowSampler
 
 QUESTIONS = [
@@ -306,6 +307,36 @@ def test_static_decode_equals_the_default_path_token_for_token(chatty_model_path
     assert static.slot_decoder is None
     with pytest.raises(AriesError, match="decode: 'graph' is not 'dynamic' or 'static'"):
         HFBackend(str(chatty_model_path), device="cpu", decode="graph")
+
+
+def test_packed_linears_decode_the_plain_tokens_and_follow_weight_updates(chatty_model_path):
+    """On a CPU every nn.Linear runs from oneDNN-packed weights (hf_decode.PackedLinear): the
+    same greedy tokens as torch's own linear, float32 and bfloat16, with a pool that refills;
+    close() gives the modules their own forward back; a weight changed in place (a training
+    step) is repacked, and with gradients on, the module's own forward runs."""
+    import torch
+
+    from aries.backends.hf_decode import PackedLinear, restore_linears
+
+    conversations = [chat(q) for q in QUESTIONS]
+    sampling = Sampling(max_new_tokens=9)
+    for dtype in ("float32", "bfloat16"):
+        backend = HFBackend(str(chatty_model_path), batch_size=3, device="cpu", dtype=dtype)
+        modules = backend.packed
+        assert modules and all(isinstance(m.forward, PackedLinear) for m in modules)
+        packed = backend.generate(conversations, sampling)
+        restore_linears(modules)
+        assert backend.generate(conversations, sampling) == packed
+        backend.packed = use_packed_linears(backend.model, 3)
+        module = backend.packed[0]
+        inputs = torch.randn(2, module.in_features, dtype=module.weight.dtype)
+        with torch.no_grad():
+            module.weight.mul_(2)
+            expected = torch.nn.functional.linear(inputs, module.weight)
+            assert torch.allclose(module(inputs), expected, rtol=1e-2, atol=1e-3)
+        assert module(inputs.requires_grad_()).requires_grad  # training: the plain forward
+        backend.close()
+        assert all("forward" not in vars(m) for m in modules)
 
 
 def test_grouped_sdpa_attention_repeats_no_heads_and_decodes_the_same_tokens(

@@ -23,7 +23,12 @@ from typing import Literal
 import torch
 
 from aries.backends.base import Generation, Sampling
-from aries.backends.hf_decode import use_grouped_decode_attention, use_grouped_sdpa_attention
+from aries.backends.hf_decode import (
+    restore_linears,
+    use_grouped_decode_attention,
+    use_grouped_sdpa_attention,
+    use_packed_linears,
+)
 from aries.backends.hf_pool import RowPool
 from aries.core.views import Message, prompt_token_ids, render_prompt
 
@@ -98,6 +103,8 @@ class HFBackend:
         use_grouped_decode_attention(self.model)
         if decode == "static":
             use_grouped_sdpa_attention(self.model)
+        self.packed = use_packed_linears(self.model, batch_size)
+        """The linear layers given pre-packed weights on a CPU: close() restores them."""
 
     @property
     def context_length(self) -> int | None:
@@ -203,6 +210,8 @@ class HFBackend:
 
         if self.model.config._attn_implementation != self.attention:
             self.model.set_attn_implementation(self.attention)
+        restore_linears(self.packed)
+        self.packed = []
         del self.model
         self.slot_decoder = None
         gc.collect()

@@ -138,9 +138,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {}
     for key, value in data.items():
-        path = f"{where}.{key}" if where else key
+        path = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            close = difflib.get_close_matches(key, sorted(fields), n=1)
+            close = difflib.get_close_matches(str(key), sorted(fields), n=1)
             hint = f"; did you mean {where + '.' if where else ''}{close[0]}?" if close else ""
             raise AriesError(f"unknown config key {path!r}{hint}")
         values[key] = _convert(hints[key], value, path)
@@ -153,7 +153,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
 def _convert(hint: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value or {}, path)
+        return from_dict(hint, {} if value is None else value, path)
     if origin in (Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
@@ -219,7 +219,9 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key.sub=value` overrides (values parsed as YAML: `3`, `0.1`, `true`, `[a, b]`)."""
-    data = json.loads(json.dumps(data))
+    if not isinstance(data, dict):
+        raise AriesError(f"config: expected a mapping, got {type(data).__name__}")
+    data = copy.deepcopy(data)
     for override in overrides:
         key, eq, raw = override.partition("=")
         if not eq or not key:
@@ -284,8 +286,8 @@ def located_error(path: str | Path, message: str, overrides: list[str] = ()) -> 
         root = None
     flags = [override.partition("=")[0] for override in overrides]
     for match in DOTTED_KEY.finditer(message):
-        key = match.group()
-        if match.start() and not re.search(r"[.\[]", key):
+        key, start = match.group(), match.start()
+        if start and message[start - 1] not in "'\"" and not re.search(r"[.\[]", key):
             continue
         if any(key == flag or key.startswith((f"{flag}.", f"{flag}[")) for flag in flags):
             return message
@@ -296,23 +298,23 @@ def located_error(path: str | Path, message: str, overrides: list[str] = ()) -> 
 
 
 def _line_of(node: yaml.Node | None, key: str) -> int | None:
-    """The line that sets dotted `key` in a composed YAML document, or None."""
+    """The line that sets dotted `key` in a composed YAML document; for a key the file leaves
+    out, the line of its deepest section the file has (None: not even the first)."""
     line = None
     for part in re.findall(r"\[\d+\]|[^.\[\]]+", key):
         if part.startswith("[") and isinstance(node, yaml.SequenceNode):
-            index = int(part[1:-1])
-            if index >= len(node.value):
-                return None
-            node = node.value[index]
+            if int(part[1:-1]) >= len(node.value):
+                break
+            node = node.value[int(part[1:-1])]
             line = node.start_mark.line + 1
         elif isinstance(node, yaml.MappingNode):
             found = [(k, v) for k, v in node.value if k.value == part]
             if not found:
-                return None
+                break
             key_node, node = found[-1]
             line = key_node.start_mark.line + 1
         else:
-            return None
+            break
     return line
 
 

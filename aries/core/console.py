@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from aries.core.jsonl import writing
+
 NOISE = (
     # TRL 1.16 reads this deprecated alias in its activation-checkpointing helpers on every
     # step; transformers 5.x warns on each read. Nothing the user can change.
@@ -102,7 +104,7 @@ def trainer_console(log_file: Path | None, *, desc: str, progress: bool):
                 return
             if log_file is not None:
                 log_file.parent.mkdir(parents=True, exist_ok=True)
-                with log_file.open("a") as f:
+                with writing(log_file, "the training log"), log_file.open("a") as f:
                     f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
             shown = {name: logs[k] for k, name in SHOWN.items() if isinstance(logs.get(k), float)}
             if self.bar is not None and shown:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aries import AriesError
 from aries.core.distributed import LAUNCH_TOKEN_ENV
-from aries.core.jsonl import atomic_write_json
+from aries.core.jsonl import atomic_write_json, writing
 from aries.core.processes import die_with_parent, kill_tree
 from aries.pipeline.runconfig import RunConfig
 from aries.pipeline.rundir import RunDir
@@ -89,7 +89,7 @@ def run_launched(
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         recorder.start()
-        with log.open("wb") as out:
+        with writing(log, "the launcher's log"), log.open("wb") as out:
             for line in process.stdout:
                 out.write(line)
                 out.flush()

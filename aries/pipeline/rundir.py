@@ -172,7 +172,7 @@ class RunDir:
         return read_jsonl(self.heldout) if self.heldout.is_file() else None
 
     def write_heldout(self, prompts: list[dict[str, Any]]) -> None:
-        atomic_write_jsonl(self.heldout, prompts)
+        atomic_write_jsonl(self.heldout, prompts, "the held-out prompts")
 
 
 def read_json(path: Path) -> Any:
@@ -198,7 +198,7 @@ def prepare_run_dir(config: Any, *, overwrite: bool = False) -> RunDir:
             )
         shutil.rmtree(run.root)
     run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.config, _config_text(config))
+    atomic_write_text(run.config, _config_text(config), "the run config")
     return run
 
 
@@ -273,7 +273,7 @@ class Manifest:
     def save(self) -> None:
         # Under `accelerate launch` every rank runs the stage; only the main process records it.
         if is_main_process():
-            atomic_write_json(self.path, self.data)
+            atomic_write_json(self.path, self.data, "the manifest")
 
 
 def _mb(value: float | None) -> int | None:
