@@ -57,8 +57,8 @@ def test_a_name_registered_twice_fails_and_a_lazy_entry_resolves_once():
         table.register("a")(len)
     import os.path
 
-    assert table["join"] is os.path.join and list(table) == ["join", "a"]
-    with pytest.raises(AriesError, match=r"^where: unknown test entry 'b': choose one of join, a$"):
+    assert table["join"] is os.path.join and list(table) == ["a", "join"]
+    with pytest.raises(AriesError, match=r"^where: unknown test entry 'b': choose one of a, join$"):
         table.lookup("b", "where")
 
 
@@ -67,7 +67,7 @@ def test_every_reward_source_can_be_closed():
     from aries.rewards import REWARDS
     from aries.rewards.verifiers import Verifier
 
-    assert list(REWARDS) == ["verifier", "exact-match", "regex", "reward-model", "judge"]
+    assert list(REWARDS) == ["exact-match", "judge", "regex", "reward-model", "verifier"]
     for reward in REWARDS.values():
         assert callable(reward.source.close), reward
     Verifier().close()

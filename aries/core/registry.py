@@ -1,13 +1,14 @@
 """Name -> entry tables, the one pattern behind every name a config or a flag chooses (backends,
 reward sources, selection strategies, losses, methods) instead of if-chains.
 
-An entry joins its table where it is defined (`@table.register("name")`), or, when it pulls a
-heavy dependency (torch, vLLM, an HTTP client), is declared by its `"module:attribute"` path and
-imported on first use. A table whose entries register themselves in other modules names those
-modules (`load=`): they are imported the first time the table is read, so asking for the names
-never depends on who imported what first. The config field that chooses an entry declares the
-table as its choices (`"choices": table` in its metadata, aries.core.config), so the allowed
-values, the CLI choices and the configuration reference all come from the table itself.
+An entry joins its table where it is defined (`@table.register("name")`), or, when it pulls a heavy
+dependency (torch, vLLM, an HTTP client), is declared by its `"module:attribute"` path and imported
+on first use. A table whose entries register themselves in other modules names those modules
+(`load=`): they are imported the first time the table is read, and the names come in alphabetical
+order, so neither the names nor their order depend on who imported what first. The config field
+that chooses an entry declares the table as its choices (`"choices": table` in its metadata,
+aries.core.config), so the allowed values, the CLI choices and the configuration reference all come
+from the table itself.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Registry(MutableMapping[str, T], Generic[T]):
         return entry
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._loaded())
+        return iter(sorted(self._loaded()))
 
     def __len__(self) -> int:
         return len(self._loaded())
