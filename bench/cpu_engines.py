@@ -13,7 +13,7 @@ prompts, then times one `generate` of all prompts; engine start-up is reported, 
 
     python bench/cpu_engines.py [--prompts 64] [--new-tokens 128] [--batch-sizes 16,64]
         [--dtypes float32,bfloat16] [--engines hf,vllm] [--vllm-python .venv-vllm/bin/python]
-        [--hf-option decode=static]
+        [--hf-option decode=static] [--hf-option packed_float32=true]
 
 Writes results/bench/cpu_engines.json and results/bench/cpu_engines.md (`--json` elsewhere).
 """
@@ -71,7 +71,9 @@ def worker(args: argparse.Namespace) -> int:
     conversations = json.loads(Path(args.input).read_text())
     start = time.perf_counter()
     if args.worker == "hf":
-        options = dict(option.split("=", 1) for option in args.hf_option)
+        import yaml
+
+        options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.hf_option)}
         backend = make_backend(
             "hf", "embedded", dtype=args.dtype, batch_size=args.batch_size, **options
         )

@@ -87,9 +87,9 @@ def test_an_old_run_folder_resumes_under_the_moved_keys(tmp_path):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"selection": {"strategy": "rewad"}}, "'reward', 'verifier', 'rule'.*did you mean"),
+        ({"selection": {"strategy": "rewad"}}, "'reward', 'rule', 'verifier'.*did you mean"),
         ({"selection": {"tie_break": "short"}}, "'shorter' or 'reward'"),
-        ({"generation": {"backend": "vlm"}}, "'hf', 'vllm', 'openai'"),
+        ({"generation": {"backend": "vlm"}}, "'hf', 'openai', 'vllm'"),
         ({"reward": {"type": "judge", "mode": "pairwse"}}, "'pointwise' or 'pairwise'"),
         ({"train": {"loss_type": "sigmoid,ipo2"}}, "'ipo2'.*installed TRL.*sigmoid"),
     ],
@@ -110,10 +110,10 @@ def test_every_method_has_a_plan_of_stages():
 
     assert list(METHODS) == [
         "aries",
-        "iterative-dpo",
         "dno",
-        "temporal-self-rewarding",
+        "iterative-dpo",
         "self-refine",
+        "temporal-self-rewarding",
     ]
     assert [s.name for s in METHODS["aries"].plan.per_iteration][-2:] == ["train", "eval"]
 

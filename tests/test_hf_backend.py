@@ -310,8 +310,9 @@ def test_static_decode_equals_the_default_path_token_for_token(chatty_model_path
 
 
 def test_packed_linears_decode_the_plain_tokens_and_follow_weight_updates(chatty_model_path):
-    """On a CPU every nn.Linear runs from oneDNN-packed weights (hf_decode.PackedLinear): the
-    same greedy tokens as torch's own linear, float32 and bfloat16, with a pool that refills;
+    """On a CPU every bfloat16 nn.Linear runs from oneDNN-packed weights (hf_decode.PackedLinear),
+    float32 ones only with packed_float32: the same greedy tokens as torch's own linear, float32
+    and bfloat16, with a pool that refills;
     close() gives the modules their own forward back; a weight changed in place (a training
     step) is repacked, and with gradients on, the module's own forward runs."""
     import torch
@@ -320,14 +321,19 @@ def test_packed_linears_decode_the_plain_tokens_and_follow_weight_updates(chatty
 
     conversations = [chat(q) for q in QUESTIONS]
     sampling = Sampling(max_new_tokens=9)
+    plain = HFBackend(str(chatty_model_path), batch_size=3, device="cpu", dtype="float32")
+    assert plain.packed == []  # float32 stays on torch's linear unless asked
+    plain.close()
     for dtype in ("float32", "bfloat16"):
-        backend = HFBackend(str(chatty_model_path), batch_size=3, device="cpu", dtype=dtype)
+        backend = HFBackend(
+            str(chatty_model_path), batch_size=3, device="cpu", dtype=dtype, packed_float32=True
+        )
         modules = backend.packed
         assert modules and all(isinstance(m.forward, PackedLinear) for m in modules)
         packed = backend.generate(conversations, sampling)
         restore_linears(modules)
         assert backend.generate(conversations, sampling) == packed
-        backend.packed = use_packed_linears(backend.model, 3)
+        backend.packed = use_packed_linears(backend.model, 3, float32=True)
         module = backend.packed[0]
         inputs = torch.randn(2, module.in_features, dtype=module.weight.dtype)
         with torch.no_grad():

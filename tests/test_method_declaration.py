@@ -57,7 +57,9 @@ def test_a_declared_method_is_a_choice_in_the_help_plan_and_stop_before(toy, tmp
 
 
 def test_an_undeclared_method_is_refused_naming_the_declared_ones():
-    with pytest.raises(AriesError, match=r"^method must be one of 'aries', .*'self-refine', not"):
+    with pytest.raises(
+        AriesError, match=r"^method must be one of 'aries', .*'temporal-self-rewarding', not"
+    ):
         resolve_config({"method": "toy"})
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--config", "c.yaml", "--stop-before", "count"])

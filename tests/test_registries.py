@@ -17,7 +17,7 @@ from aries.pipeline.runconfig import resolve_config
 
 
 def test_every_backend_name_builds_a_class_with_generate():
-    assert list(ENGINES) == ["hf", "vllm", "openai"]
+    assert list(ENGINES) == ["hf", "openai", "vllm"]
     for name in ENGINES:
         assert callable(ENGINES[name].generate)
 
@@ -35,7 +35,7 @@ def test_a_backend_is_imported_only_when_it_is_built():
 
 def test_choices_come_from_the_registries():
     with pytest.raises(
-        AriesError, match=r"^generation.backend must be one of 'hf', 'vllm', 'openai'"
+        AriesError, match=r"^generation.backend must be one of 'hf', 'openai', 'vllm'"
     ):
         resolve_config({"generation": {"backend": "vlm"}})
     with pytest.raises(AriesError, match=r"^teacher.backend must be .*not 'x'$"):

@@ -42,6 +42,12 @@ class HFBackend:
     the KV cache as wide as the pool's rows need (best on a CPU); 'static' gives each row a
     fixed-shape cache slot and, on CUDA, replays the decode step as a CUDA graph (a GPU is
     launch-bound otherwise). Both give the same greedy tokens.
+
+    On an x86 CPU the linear layers run from oneDNN-packed weights (hf_decode.PackedLinear):
+    always in bfloat16, where the outputs are bit-identical; in float32 only with
+    `packed_float32: true` (1.5-2x the decode tokens/s, bench/cpu_engines.py), because there
+    the logits move in the last bits, which can move a sampled run's records, and the project's
+    recorded results were made without it.
     """
 
     name = "hf"
@@ -56,6 +62,7 @@ class HFBackend:
         trust_remote_code: bool = False,
         chat_template: str | None = None,
         decode: Decode = "dynamic",
+        packed_float32: bool = False,
     ):
         from aries.core.models import load_causal_lm, load_tokenizer
 
@@ -65,20 +72,29 @@ class HFBackend:
             load_tokenizer(model, trust_remote_code=trust_remote_code, chat_template=chat_template),
             batch_size,
             decode,
+            packed_float32,
         )
 
     @classmethod
     def from_loaded(
-        cls, model, tokenizer, *, batch_size: int = 16, decode: Decode = "dynamic"
+        cls,
+        model,
+        tokenizer,
+        *,
+        batch_size: int = 16,
+        decode: Decode = "dynamic",
+        packed_float32: bool = False,
     ) -> HFBackend:
         """A backend around a model already in memory: benchmarks of random-weight shapes
         (an 8B model takes minutes to save and load again)."""
         backend = cls.__new__(cls)
         backend.model_spec = getattr(model, "name_or_path", "") or "a model in memory"
-        backend._start(model, tokenizer, batch_size, decode)
+        backend._start(model, tokenizer, batch_size, decode, packed_float32)
         return backend
 
-    def _start(self, model, tokenizer, batch_size: int, decode: Decode) -> None:
+    def _start(
+        self, model, tokenizer, batch_size: int, decode: Decode, packed_float32: bool
+    ) -> None:
         if decode not in ("dynamic", "static"):
             from aries import AriesError
 
@@ -103,7 +119,7 @@ class HFBackend:
         use_grouped_decode_attention(self.model)
         if decode == "static":
             use_grouped_sdpa_attention(self.model)
-        self.packed = use_packed_linears(self.model, batch_size)
+        self.packed = use_packed_linears(self.model, batch_size, float32=packed_float32)
         """The linear layers given pre-packed weights on a CPU: close() restores them."""
 
     @property

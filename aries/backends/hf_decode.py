@@ -156,10 +156,11 @@ class PackedLinear:
         return torch.ops.mkldnn._linear_pointwise(input, self.packed, module.bias, "none", [], "")
 
 
-def use_packed_linears(model, rows: int) -> list[torch.nn.Linear]:
-    """Give every plain float32/bfloat16 `nn.Linear` of a model on an x86 CPU a `PackedLinear`
-    forward, packed for `rows` rows a call (the pool's size); the modules changed, for
-    `restore_linears`. Costs a second copy of those weights in memory [design]."""
+def use_packed_linears(model, rows: int, *, float32: bool = False) -> list[torch.nn.Linear]:
+    """Give every plain bfloat16 (and with `float32`, float32) `nn.Linear` of a model on an x86
+    CPU a `PackedLinear` forward, packed for `rows` rows a call (the pool's size); the modules
+    changed, for `restore_linears`. Costs a second copy of those weights in memory [design]."""
+    dtypes = (torch.bfloat16, torch.float32) if float32 else (torch.bfloat16,)
     if (
         model.device.type != "cpu"
         or platform.machine().lower() not in ("x86_64", "amd64")
@@ -168,10 +169,7 @@ def use_packed_linears(model, rows: int) -> list[torch.nn.Linear]:
         return []
     changed = []
     for module in model.modules():
-        if type(module) is torch.nn.Linear and module.weight.dtype in (
-            torch.float32,
-            torch.bfloat16,
-        ):
+        if type(module) is torch.nn.Linear and module.weight.dtype in dtypes:
             module.forward = PackedLinear(module, rows)
             changed.append(module)
     return changed
