@@ -16,21 +16,18 @@ e.g. an answer-format instruction), `answer` is the gold/reference answer when o
 
 from __future__ import annotations
 
-import collections.abc
-import csv
 import difflib
 import importlib.metadata
 import json
-import re
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 from aries import AriesError
 from aries.core.config import FieldError, Options, Range, from_dict
 from aries.core.jsonl import iter_jsonl
+from aries.method.prompt_files import rows_from_disk, rows_from_file, rows_from_hub
+from aries.method.task_options import check_task_options, source_key
 
 REASONING_GYM_SUFFIX = "\nEnd your response with 'Answer: <answer>'."
 """Default answer-format instruction for reasoning-gym tasks, so a verifier can find the answer."""
@@ -90,18 +87,22 @@ class PromptSource(Options):
             spec = dict(spec)
             if spec.get("name") is None:
                 raise AriesError(
-                    f"{_at(where, 'name')}: missing (a file, folder, hub id or task name)"
+                    f"{source_key(where, 'name')}: missing (a file, folder, hub id or task name)"
                 )
             known = {k: spec.pop(k) for k in list(spec) if k in cls.__dataclass_fields__}
             options = known.pop("options", {})
             if not isinstance(options, dict):
-                raise AriesError(f"{_at(where, 'options')}: expected a mapping, got {options!r}")
+                raise AriesError(
+                    f"{source_key(where, 'options')}: expected a mapping, got {options!r}"
+                )
             source = from_dict(cls, {**known, "options": {**options, **spec}}, where)
             if not source.name.strip():
-                raise AriesError(f"{_at(where, 'name')}: empty")
-            check_task_options(source.name, spec, where)
+                raise AriesError(f"{source_key(where, 'name')}: empty")
+            check_task_options(source.name, spec, where, cls.__dataclass_fields__)
             if options:
-                check_task_options(source.name, options, f"{where}.options")
+                check_task_options(
+                    source.name, options, f"{where}.options", cls.__dataclass_fields__
+                )
             return source
         if not isinstance(spec, str):
             raise AriesError(
@@ -116,121 +117,6 @@ class PromptSource(Options):
                 raise AriesError(f"prompt source {spec!r}: expected key=value, got {item!r}")
             data[key] = raw if key in ("suffix", "split", "subset") else _parse_value(raw)
         return cls.parse(data, where or f"prompt source {spec!r}")
-
-
-MTBenchCategory = Literal[
-    "writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"
-]
-
-
-@dataclass
-class MTBenchOptions(Options):
-    """The task options of the `mt-bench` source."""
-
-    category: MTBenchCategory | None = field(
-        default=None, metadata={"help": "Only the questions of this MT-Bench category."}
-    )
-
-
-def check_task_options(name: str, options: dict[str, Any], where: str) -> None:
-    """Task options against the ones the source's task declares: a reasoning-gym task's own
-    config dataclass (its field types, and its `validate()` for ranges), `MTBenchOptions` for
-    mt-bench, none for files, folders, hub datasets and sharegpt. An unknown key or a wrong
-    type is one line naming `where.key`, with a suggestion among the source's fields and the
-    task's options."""
-    if not options and not name.startswith("reasoning-gym:"):
-        return
-    if name.startswith("reasoning-gym:"):
-        declared = _reasoning_gym_options(name.split(":", 1)[1], where)
-    elif name == "mt-bench":
-        declared = {f.name: f.type for f in fields(MTBenchOptions)}
-    else:
-        declared = {}
-    for key in options:
-        if key not in declared:
-            known = sorted({*declared, *PromptSource.__dataclass_fields__} - {"options"})
-            close = difflib.get_close_matches(key, known, n=1)
-            if close:
-                hint = f"; did you mean {_at(where, close[0])}?"
-            elif declared:
-                hint = f"; {name} takes the task options {', '.join(declared)}"
-            else:
-                hint = f"; {name} takes no task options"
-            raise AriesError(f"unknown config key '{_at(where, key)}'{hint}")
-    if name == "mt-bench":
-        from_dict(MTBenchOptions, options, where)
-    else:
-        _check_reasoning_gym_values(name.split(":", 1)[1], options, where)
-
-
-def _at(where: str, key: str) -> str:
-    """The dotted key of a source's field (`prompts.sources[0].size`); for a source given as a
-    string (no config key), the key after its name."""
-    return f"{where}.{key}" if " " not in where else f"{key} of {where}"
-
-
-def _reasoning_gym_options(task: str, where: str) -> dict[str, Any]:
-    """A reasoning-gym task's options and their type hints (size and seed are the source's)."""
-    from reasoning_gym.factory import DATASETS
-
-    if task not in DATASETS:
-        close = difflib.get_close_matches(task, sorted(DATASETS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise AriesError(
-            f"{where.removesuffix('.options')}.name: reasoning-gym has no task {task!r}{hint}"
-        )
-    config_class = DATASETS[task][1]
-    hints = typing.get_type_hints(config_class)
-    return {f.name: hints[f.name] for f in fields(config_class) if f.name not in ("size", "seed")}
-
-
-def _check_reasoning_gym_values(task: str, options: dict[str, Any], where: str) -> None:
-    """Each option's type from the task's annotations; its range from the task's own
-    `validate()` (reasoning-gym asserts there), the error naming the option it mentions."""
-    from reasoning_gym.factory import DATASETS
-
-    declared = _reasoning_gym_options(task, where)
-    for key, value in options.items():
-        if not _fits(declared[key], value):
-            expected = _type_name(declared[key])
-            raise AriesError(f"{_at(where, key)}: expected {expected}, got {value!r}")
-    config_class = DATASETS[task][1]
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-    try:
-        config = config_class(**values)
-        if hasattr(config, "validate"):
-            config.validate()
-    except (AssertionError, TypeError, ValueError, KeyError) as error:
-        text = str(error) or type(error).__name__
-        named = [k for k in options if re.search(rf"\b{re.escape(k)}\b", text)]
-        key = _at(where, named[0]) if named else where
-        raise AriesError(f"{key}: reasoning-gym task {task!r} refuses {values}: {text}") from None
-
-
-def _fits(hint: Any, value: Any) -> bool:
-    """Whether a YAML value fits a reasoning-gym option's annotation (lists stand for tuples);
-    a type this cannot judge (a class of the task's own) is left to the task's `validate()`."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return any(_fits(option, value) for option in args)
-    if origin is Literal:
-        return value in args
-    if hint is type(None):
-        return value is None
-    if hint in (list, tuple) or origin in (list, tuple, collections.abc.Sequence):
-        items = [a for a in args if a is not Ellipsis]
-        return isinstance(value, (list, tuple)) and (
-            len(items) != 1 or all(_fits(items[0], v) for v in value)
-        )
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint in (int, str, bool):
-        return isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def _parse_value(raw: str) -> Any:
@@ -428,12 +314,12 @@ def parse_sharegpt(text: str, source: PromptSource) -> list[dict[str, Any]]:
 def _from_files(source: PromptSource) -> list[tuple[str, dict[str, Any]]]:
     path = Path(source.name).expanduser()
     if path.is_dir():
-        rows = _rows_from_disk(path, source.split)
+        rows = rows_from_disk(path, source.split)
     elif path.suffix in FILE_SUFFIXES:
         if not path.is_file():
             raise AriesError(f"{path}: prompt file not found")
         try:
-            rows = _rows_from_file(path)
+            rows = rows_from_file(path)
         except OSError as error:
             raise AriesError(f"{path}: cannot read file ({error.strerror or error})") from None
         except UnicodeDecodeError as error:
@@ -443,7 +329,7 @@ def _from_files(source: PromptSource) -> list[tuple[str, dict[str, Any]]]:
     elif path.exists():
         raise AriesError(f"{path}: unsupported prompt file type (use {', '.join(FILE_SUFFIXES)})")
     elif source.name.count("/") == 1:
-        rows = _rows_from_hub(source.name, source.split, source.subset)
+        rows = rows_from_hub(source.name, source.split, source.subset)
     else:
         raise AriesError(f"{source.name}: no such file or folder, and not a known prompt source")
     prompt_field = source.fields.get("prompt", "prompt")
@@ -472,81 +358,6 @@ def _from_files(source: PromptSource) -> list[tuple[str, dict[str, Any]]]:
             record["metadata"] = json.loads(json.dumps(extra, default=str))
         records.append((location, record))
     return records
-
-
-Row = tuple[str, dict[str, Any]]
-"""A raw record and where it came from ('file:line'), for error messages."""
-
-
-def _rows_from_file(path: Path) -> list[Row]:
-    if path.stat().st_size == 0:
-        raise AriesError(f"{path}: file is empty")
-    if path.suffix == ".jsonl":
-        rows, number = [], 0
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                rows.append((f"{path}:{number}", line))
-        return [(where, _json_object(where, line)) for where, line in rows]
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise AriesError(f"{path}:{error.lineno}: malformed JSON ({error.msg})") from None
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise AriesError(f"{path}: expected a JSON list of objects")
-        return [(f"{path}[{i}]", _object(f"{path}[{i}]", row)) for i, row in enumerate(data)]
-    if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as file:
-            reader = csv.DictReader(file)
-            return [(f"{path}:{reader.line_num}", row) for row in reader]
-    import pandas as pd
-
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises several types for a broken file
-        raise AriesError(f"{path}: cannot read Parquet ({error})") from None
-    return [(f"{path} row {i}", row) for i, row in enumerate(frame.to_dict("records"))]
-
-
-def _json_object(where: str, line: str) -> dict[str, Any]:
-    try:
-        return _object(where, json.loads(line))
-    except json.JSONDecodeError as error:
-        raise AriesError(f"{where}: malformed JSON ({error.msg})") from None
-
-
-def _object(where: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise AriesError(f"{where}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _rows_from_disk(path: Path, split: str) -> list[Row]:
-    import datasets
-
-    try:
-        data = datasets.load_from_disk(str(path))
-    except FileNotFoundError:
-        raise AriesError(f"{path}: not a saved `datasets` folder") from None
-    if isinstance(data, datasets.DatasetDict):
-        if split not in data:
-            raise AriesError(f"{path}: no split {split!r} (has {', '.join(data)})")
-        data = data[split]
-    return [(f"{path} row {i}", row) for i, row in enumerate(data)]
-
-
-def _rows_from_hub(name: str, split: str, subset: str | None) -> list[Row]:
-    import datasets
-
-    try:
-        data = datasets.load_dataset(name, subset, split=split)
-    except Exception as error:  # hub errors come in many types; the message is what matters
-        raise AriesError(
-            f"{name}: cannot load hub dataset ({str(error).splitlines()[0]})"
-        ) from None
-    return [(f"{name} row {i}", row) for i, row in enumerate(data)]
 
 
 def _check_unique_ids(records: list[dict[str, Any]], name: str) -> None:
