@@ -141,15 +141,29 @@ def marked(mark: str) -> list[str]:
     return found
 
 
-def port_is_free(port: int) -> bool:
-    """Nobody listens on `port` (connections closed a moment ago may linger: SO_REUSEADDR)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def port_is_free(port: int, timeout: float = 30.0) -> bool:
+    """Nobody listens on `port` (connections closed a moment ago may linger: SO_REUSEADDR),
+    after waiting up to `timeout` seconds for the kernel to let the killed server's socket go."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+        time.sleep(0.5)
+
+
+def port_users(port: int) -> list[str]:
+    """The sockets still on `port`, with their state and process, for a failure's message."""
+    return [
+        f"{c.status} pid {c.pid}"
+        for c in psutil.net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port
+    ]
 
 
 def answering_record(records: Path, loop: subprocess.Popen) -> dict:
@@ -185,7 +199,8 @@ def test_a_killed_run_leaves_no_vllm_server_and_a_failed_stage_stops_its_own(
         loop.send_signal(signal.SIGKILL)  # the loop tidies nothing up
         loop.wait()
         # The guard took the server's process group down: API server, engine core, workers.
-        assert still_marked(mark) == [] and port_is_free(record["port"])
+        assert still_marked(mark) == []
+        assert port_is_free(record["port"]), port_users(record["port"])
         assert len(record["processes"]) >= 3 and same_processes(record["processes"]) == []
 
         # The rerun finds nothing to stop; this one fails in its collection (vLLM answers 404
