@@ -22,10 +22,10 @@ test-slow: setup
 # The floor environment (.venv-floor: every direct dependency at its declared floor,
 # constraints/floor.txt): the tests that touch transformers, TRL, datasets, accelerate and PEFT,
 # with a tiny end-to-end `aries run` among them. Run by .ci/run after `make test`.
-FLOOR_TESTS = tests/test_compat.py tests/test_dependencies.py tests/test_prefix_dpo.py \
-	tests/test_losses.py tests/test_lora.py tests/test_sft.py tests/test_models.py \
-	tests/test_pairs.py tests/test_integrations.py tests/test_kill_anywhere.py \
-	tests/test_hf_backend.py "tests/test_loop.py::test_one_iteration_end_to_end"
+FLOOR_TESTS = tests/core/test_compat.py tests/project/test_dependencies.py tests/training/test_prefix_dpo.py \
+	tests/training/test_losses.py tests/training/test_lora.py tests/commands/test_sft.py tests/core/test_models.py \
+	tests/method/test_pairs.py tests/training/test_integrations.py tests/e2e/test_kill_anywhere.py \
+	tests/backends/test_hf_backend.py "tests/e2e/test_loop.py::test_one_iteration_end_to_end"
 
 test-floor:
 	./scripts/setup.sh floor
@@ -36,8 +36,8 @@ test-floor:
 # backend, `aries run` through it, managed servers and LoRA. .venv-vllm holds vLLM's x86 CPU build
 # (scripts/setup.sh vllm), which needs AVX-512: elsewhere this target says so and skips. The KV
 # cache is sized for the tests (GiB), not vLLM's default share of memory.
-VLLM_TESTS = tests/test_vllm_backend.py tests/test_vllm_servers.py tests/test_vllm_lora.py \
-	tests/test_vllm_runs.py
+VLLM_TESTS = tests/backends/test_vllm_backend.py tests/backends/test_vllm_servers.py tests/e2e/test_vllm_lora.py \
+	tests/e2e/test_vllm_runs.py
 
 test-vllm:
 	@if ! grep -qw avx512f /proc/cpuinfo; then \

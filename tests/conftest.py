@@ -150,8 +150,8 @@ def launched_runs(tmp_path_factory, tiny_model_path) -> dict:
     2, "manual" by the three-commands-per-iteration procedure, its `aries train` started by two
     one-process torchrun "nodes"; and "single": iteration 0 by one process at the same global
     batch (4). "outputs": the console of each manual `aries train`. Shared by
-    tests/test_launcher.py and tests/test_distributed.py: each launch costs two interpreters that
-    import the trainer (seconds each on a CPU)."""
+    tests/e2e/test_launcher.py and tests/e2e/test_distributed.py: each launch costs two
+    interpreters that import the trainer (seconds each on a CPU)."""
     from aries.core.testing import tiny_run_config
     from aries.pipeline.loop import run
     from aries.pipeline.runconfig import resolve_config

@@ -1,7 +1,8 @@
 """Answer files for the standard external judges, from any chains file and any refinement round.
 
-Each file is what the judge's own loader reads, unchanged (tests/test_export.py runs alpaca_eval
-and FastChat's `llm_judge` on them, and arena-hard-auto's loading code, which is not on PyPI):
+Each file is what the judge's own loader reads, unchanged (tests/serving/test_export.py runs
+alpaca_eval and FastChat's `llm_judge` on them, and arena-hard-auto's loading code, which is not
+on PyPI):
 - AlpacaEval `model_outputs.json`: a JSON list of `{"instruction", "output", "generator"}`.
   `instruction` is the original question, without the answer-format suffix a prompt source may
   add: AlpacaEval joins model and reference outputs on it.

@@ -51,7 +51,7 @@ def serve_command(tmp_path: Path, prefix: str = "") -> str:
 
 def start_driver(command: str, records: Path) -> tuple[subprocess.Popen, dict]:
     """The driver process and its server's record, once the server answers."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER, command, str(records)],
         stdout=subprocess.PIPE,

@@ -17,7 +17,7 @@ from aries.evaluation.evaluate import check_held_out, evaluate
 from aries.rewards.pairwise import Comparison, PairwiseJudge, RewardJudge
 from aries.rewards.verifiers import Verifier
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 class ScriptedBackend:

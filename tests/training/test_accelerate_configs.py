@@ -8,7 +8,7 @@ import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.commands.launch import launch_command_parser
 
-CONFIGS = Path(__file__).resolve().parent.parent / "accelerate"
+CONFIGS = Path(__file__).resolve().parents[2] / "accelerate"
 EXPECTED = {
     "ddp.yaml": ("MULTI_GPU", None),
     "deepspeed_zero2.yaml": ("DEEPSPEED", 2),

@@ -190,7 +190,7 @@ def test_a_killed_run_leaves_no_vllm_server_and_a_failed_stage_stops_its_own(
     options = {"serve_command": serve, "tokenizer": str(embedded_path), "max_retries": 0}
     path = write_config(tmp_path, embedded_path, backend="openai", backend_options=options)
     records = tmp_path / "runs" / "tiny" / "servers"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     loop = subprocess.Popen(
         [sys.executable, "-m", "aries.cli", "run", "--config", str(path)], env=env
     )

@@ -16,7 +16,7 @@ from aries.core.testing import tiny_run_config
 from aries.pipeline.loop import run
 from aries.pipeline.runconfig import load_run_config
 
-METHOD_CONFIGS = sorted(Path(__file__).parent.parent.glob("configs/methods/*.yaml"))
+METHOD_CONFIGS = sorted(Path(__file__).parents[2].glob("configs/methods/*.yaml"))
 
 
 @pytest.mark.parametrize("path", METHOD_CONFIGS, ids=lambda p: p.stem)
@@ -232,7 +232,7 @@ def test_check_piped_into_head_ends_without_a_traceback():
     import subprocess
     import sys
 
-    config = Path(__file__).parent.parent / "configs" / "demo.yaml"
+    config = Path(__file__).parents[2] / "configs" / "demo.yaml"
     command = f'"{sys.executable}" -m aries.cli run --config "{config}" --check | head -1'
     done = subprocess.run(command, shell=True, capture_output=True, text=True)
     assert done.stdout.strip() == f"{config}: valid"

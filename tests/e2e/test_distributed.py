@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 @pytest.fixture(scope="module")
 def two_runs(launched_runs):
     """The same iteration trained by one process at batch 4 and by two at batch 2 (torchrun,
-    launched by `aries run`): conftest.py's launched runs, shared with tests/test_launcher.py."""
+    launched by `aries run`): conftest.py's launched runs, shared with e2e/test_launcher.py."""
     one, two = launched_runs["single"], launched_runs["launched"]
     return one, two, (two.run_dir / "logs" / "train-iter_0.log").read_text()
 

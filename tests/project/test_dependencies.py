@@ -12,7 +12,7 @@ import pytest
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 NEEDED_WITHOUT_IMPORT = {
     "gguf": "transformers reads the embedded model's GGUF file with it",
     "accelerate": "TRL's trainers run on it, and `accelerate launch` trains on several GPUs",

@@ -12,7 +12,7 @@ from test_docs import _anchors
 from aries.cli import COMMAND_PAGES, build_parser
 from aries.core.docs import DOCS_URL
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

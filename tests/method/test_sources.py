@@ -12,7 +12,7 @@ import pytest
 from aries import AriesError
 from aries.method.sources import REASONING_GYM_SUFFIX, PromptSource, load_prompts, parse_sharegpt
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 MAPPING = {"prompt": "question", "id": "qid", "answer": "gold"}
 ROWS = [
     {"qid": "q1", "question": "What is 2 + 3?", "gold": "5"},

@@ -129,7 +129,7 @@ def test_atomic_write_failure_during_write_removes_temp_file(tmp_path, monkeypat
     atomic_write_text(path, "old")
 
     def failing_fsync(fd):
-        raise OSError(5, "Input/output error")  # not a full disk (tests/test_disk_full.py): as is
+        raise OSError(5, "Input/output error")  # not a full disk (e2e/test_disk_full.py): as is
 
     monkeypatch.setattr("aries.core.jsonl.os.fsync", failing_fsync)
     with pytest.raises(OSError, match="Input/output error"):

@@ -30,7 +30,7 @@ from aries.sweep.report import share
 from aries.sweep.spec import check_budgets, load_spec, run_config
 from aries.sweep.stats import rewrite_rates, seeds_problems_ci
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EVIDENCE = ROOT / "results" / "efficacy-runs"
 
 

@@ -7,7 +7,7 @@ import sys
 import unicodedata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_configuration_reference_page_is_current():
@@ -29,7 +29,7 @@ def test_the_speed_table_is_rendered_from_the_bench_records():
 def test_a_bench_record_becomes_its_readme_row(tmp_path, monkeypatch, capsys):
     """bench/timing.py's record of a run (timed with its own `measure`) is what the results page's
     row says: the figures, the command, the date and the load average, marked measured."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     monkeypatch.syspath_prepend(str(root / "bench"))
     monkeypatch.syspath_prepend(str(root / "scripts"))
     import readme_tables

@@ -151,7 +151,7 @@ def test_temporal_self_rewarding_two_iterations(tmp_path, tiny_model_path):
 def test_the_method_configs_judge_with_the_policy(name):
     from pathlib import Path
 
-    config = load_run_config(Path(__file__).parent.parent / "configs" / "methods" / f"{name}.yaml")
+    config = load_run_config(Path(__file__).parents[2] / "configs" / "methods" / f"{name}.yaml")
     assert config.method == ("iterative-dpo" if name == "self-rewarding" else name)
     assert config.reward["type"] == "judge" and "model" not in config.reward
     assert config.generation.rounds == 0 and config.generation.samples == 4

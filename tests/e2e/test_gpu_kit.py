@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 MIB = 2**20
 PART_MIB, TRANSFER_MIB = 4, 6
 NO_NETWORK = {  # any attempt to reach an index or the hub fails at once

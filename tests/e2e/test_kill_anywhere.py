@@ -16,7 +16,7 @@ from aries.method.pairs import tiny_pairs
 from aries.training import checkpoints as checkpoints_module
 from aries.training import train
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "kill_anywhere.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kill_anywhere.py"
 
 
 class Killed(Exception):

@@ -101,6 +101,6 @@ def test_two_iterations_with_momentum_and_a_resume(tmp_path, tiny_model_path):
 def test_the_apo_config_loads():
     from pathlib import Path
 
-    config = load_run_config(Path(__file__).parent.parent / "configs" / "methods" / "apo.yaml")
+    config = load_run_config(Path(__file__).parents[2] / "configs" / "methods" / "apo.yaml")
     assert config.method == "iterative-dpo" and config.train.momentum == 0.3
     assert config.train.reference == "previous" and config.iterations == 2
