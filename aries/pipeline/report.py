@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aries.core.jsonl import atomic_write_text
 from aries.evaluation.evaltable import eval_table
+from aries.pipeline.report_chains import chains_sections
 from aries.pipeline.report_plots import (
     TRAINING_KEYS,
     plot_counts,
@@ -33,20 +33,8 @@ from aries.pipeline.report_plots import (
     plot_stages,
     plot_training,
 )
+from aries.pipeline.report_section import NOT_AVAILABLE, Section
 from aries.pipeline.rundir import RunDir, read_json
-
-NOT_AVAILABLE = "not available"
-
-
-@dataclass
-class Section:
-    """One report section; rendered to Markdown and to HTML from the same content."""
-
-    title: str
-    text: list[str] = field(default_factory=list)
-    tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
-    plots: list[str] = field(default_factory=list)
-
 
 # ---------------------------------------------------------------------------------------------
 # Reading the run
@@ -292,7 +280,6 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
     run = RunDir(run_dir)
     plots = run.plots
     manifest = run.read_manifest() or {}
-    from aries.pipeline.report_chains import chains_sections  # it imports this module
 
     its = run.iterations()
     sections = [

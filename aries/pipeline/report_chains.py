@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aries.pipeline.report import NOT_AVAILABLE, Section
+from aries.pipeline.report_section import NOT_AVAILABLE, Section
 from aries.pipeline.rundir import RunDir
 
 SHOWN_CHARS = 400
