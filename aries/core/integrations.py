@@ -21,14 +21,14 @@ from aries import AriesError
 def report_targets(report_to: str) -> list[str]:
     """`train.report_to` as the list TRL takes; unknown or uninstalled integrations fail here,
     at config load, rather than after collection."""
+    names = [name.strip() for name in report_to.split(",") if name.strip()]
+    if names == ["none"]:
+        return []
     from transformers.integrations.integration_utils import (
         INTEGRATION_TO_CALLBACK,
         get_available_reporting_integrations,
     )
 
-    names = [name.strip() for name in report_to.split(",") if name.strip()]
-    if names == ["none"]:
-        return []
     installed = get_available_reporting_integrations()
     for name in names:
         if name not in INTEGRATION_TO_CALLBACK:

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from aries import AriesError
+from aries.core.compat import check_private_api
 from aries.core.console import quiet_libraries
 from aries.core.distributed import launched_processes
 from aries.core.memory import return_freed_memory
@@ -157,6 +158,9 @@ def run(
     from aries.pipeline.launch import TRAINING_STAGES, run_launched
     from aries.pipeline.runlock import RunLock
 
+    plan = METHODS[config.method].plan
+    if any(step.name in TRAINING_STAGES for step in plan.once + plan.per_iteration):
+        check_private_api("trl")  # a TRL that lacks what aries overrides: now, not after collection
     run_dir = RunDir(config.run_dir)
     # Managed servers are recorded in RUN/servers; those a killed run left are stopped first.
     with RunLock(run_dir.root) as lock, recording(run_dir.servers):

@@ -7,30 +7,27 @@
 
 TRL 1.16's DPOTrainer has none of them (its `sppo_hard` is SPPO with P̂_w = 1, P̂_l = 0; SimPO is
 only in the experimental CPOTrainer, a separate trainer without our prefix sharing), so
-`PreferenceTrainer` adds them to DPOTrainer: the batches, the reference precomputation and the
-forward stay TRL's (or prefix_dpo.py's), only the loss is computed here. TRL's own loss types run
-TRL's `_compute_loss` unchanged. The per-pair values a loss reads besides the policy's log-probs
-(reference log-probs, log-probs under π_t, win rates) travel as dataset columns.
+`PreferenceTrainer` (preference_trainer.py) adds them to DPOTrainer: the batches, the reference
+precomputation and the forward stay TRL's (or prefix_dpo.py's), only the loss is computed here.
+TRL's own loss types run TRL's `_compute_loss` unchanged. The per-pair values a loss reads besides
+the policy's log-probs (reference log-probs, log-probs under π_t, win rates) travel as dataset
+columns.
+
+This module imports neither TRL nor torch at load: a config's loss settings are checked here when
+it is loaded, and that should not cost the trainer's import (seconds).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
-
-import torch
-import torch.nn.functional as F
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from aries import AriesError
-from aries.core.compat import check_private_api
 from aries.core.registry import Registry
 
-check_private_api("trl")  # before the names below are imported: one line instead of an ImportError
-
-from trl import DPOTrainer  # noqa: E402
-from trl.trainer.dpo_trainer import DataCollatorForPreference  # noqa: E402
+if TYPE_CHECKING:
+    import torch
 
 WIN_RATES = ("chosen_win_rate", "rejected_win_rate")
 PREVIOUS_LOGPS = ("previous_chosen_logps", "previous_rejected_logps")
@@ -48,8 +45,10 @@ def simpo_loss(
     gamma: float,
 ) -> torch.Tensor:
     """SimPO (arXiv 2405.14734, Eq. 6): reference-free, length-normalised, target margin γ."""
+    from torch.nn.functional import logsigmoid
+
     margin = beta * chosen_logps / chosen_tokens - beta * rejected_logps / rejected_tokens
-    return -F.logsigmoid(margin - gamma)
+    return -logsigmoid(margin - gamma)
 
 
 def inpo_loss(
@@ -110,7 +109,7 @@ def _sppo_batch(trainer, inputs, chosen, rejected, tokens):
     return loss, (trainer.beta * chosen_ratio, trainer.beta * rejected_ratio)
 
 
-BatchLoss = Callable[..., tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]
+BatchLoss = Callable[..., "tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]"]
 
 
 @dataclass(frozen=True)
@@ -140,13 +139,25 @@ ARIES_LOSSES["sppo"] = LossSpec(
 """The losses aries adds to TRL's DPO loss types, by `train.loss_type` name."""
 
 
-def trl_loss_types() -> tuple[str, ...]:
-    """The DPO loss types of the installed TRL, read from its `DPOConfig.loss_type` help text
-    (TRL keeps no list of them elsewhere); empty if that text changes shape."""
-    from trl.trainer.dpo_config import DPOConfig
-
-    help_text = next(f.metadata["help"] for f in fields(DPOConfig) if f.name == "loss_type")
-    return tuple(re.findall(r"`'(\w+)'`", help_text))
+TRL_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+"""The loss types of TRL 1.16's DPOTrainer, in its order: declared here so that a config load
+imports no trainer (tests/training/test_losses.py checks them against the installed TRL)."""
 
 
 def loss_names(loss_type: str | Sequence[str]) -> tuple[str, ...]:
@@ -165,15 +176,15 @@ def aries_loss(loss_type: str | Sequence[str]) -> str | None:
 def check_loss_type(loss_type: str) -> None:
     """Fail at config load, not after collection, on a loss type neither TRL nor aries knows."""
     names = loss_names(loss_type)
-    known = trl_loss_types()
     for name in names:
         if name in ARIES_LOSSES:
             if len(names) > 1:
                 raise AriesError(f"train.loss_type {name!r} cannot be combined with other losses")
-        elif known and name not in known:
+        elif name not in TRL_LOSS_TYPES:
             raise AriesError(
                 f"train.loss_type {name!r} is not a loss type of the installed TRL nor of aries; "
-                f"choose from {', '.join(known + tuple(ARIES_LOSSES))} (comma-separate TRL's)"
+                f"choose from {', '.join(TRL_LOSS_TYPES + tuple(ARIES_LOSSES))} "
+                "(comma-separate TRL's)"
             )
 
 
@@ -221,89 +232,10 @@ def loss_columns(dataset, loss_type: str, where: Any):
 
 def pair_values(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """The batch tensors of the per-pair values present in the examples."""
+    import torch
+
     return {
         key: torch.tensor([example[key] for example in examples], dtype=torch.float32)
         for key in PAIR_VALUES
         if key in examples[0]
     }
-
-
-@dataclass
-class PairValuesCollator(DataCollatorForPreference):
-    """TRL's preference collator that also carries the per-pair values (win rates, π_t's
-    log-probs) into the batch."""
-
-    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        return {**super().torch_call(examples), **pair_values(examples)}
-
-
-class PreferenceTrainer(DPOTrainer):
-    """TRL's DPOTrainer with the aries losses too; `args.loss_type` names one of either."""
-
-    def __init__(self, *args, simpo_gamma: float = 0.0, inpo_tau: float = 0.0, **kwargs):
-        self.aries_loss = aries_loss(kwargs["args"].loss_type)
-        self.simpo_gamma, self.inpo_tau = simpo_gamma, inpo_tau
-        if self.aries_loss and not kwargs["args"].precompute_ref_log_probs:
-            # SimPO: TRL then loads no reference copy; INPO, SPPO: the loss reads the columns
-            raise AriesError(f"loss {self.aries_loss} needs train.precompute_ref_log_probs: true")
-        super().__init__(*args, **kwargs)
-        if type(self.data_collator) is DataCollatorForPreference:
-            self.data_collator = PairValuesCollator(**asdict(self.data_collator))
-
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        self._signature_columns = list(dict.fromkeys(self._signature_columns + list(PAIR_VALUES)))
-
-    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
-        """TRL's reference log-probs; none for SimPO; INPO also those of π_t."""
-        if self.aries_loss == "simpo":
-            return dataset  # reference-free
-        with_ref = super()._precompute_ref_logps(dataset, name, batch_size)
-        if self.aries_loss != "inpo":
-            return with_ref
-        from datasets import concatenate_datasets
-
-        if self.ref_model is None:  # π_ref is the policy itself: π_0 = π_t (iteration 0)
-            previous = with_ref.select_columns(list(REF_LOGPS))
-        else:  # the same precomputation with the policy as the model
-            from trl.trainer.utils import hash_module
-
-            saved = self.ref_model, self._precompute_model_hash
-            self.ref_model, self._precompute_model_hash = None, hash_module(self.model)
-            try:
-                previous = super()._precompute_ref_logps(dataset, f"{name} (π_t)", batch_size)
-            finally:
-                self.ref_model, self._precompute_model_hash = saved
-            previous = previous.select_columns(list(REF_LOGPS))
-        previous = previous.rename_columns(dict(zip(REF_LOGPS, PREVIOUS_LOGPS)))
-        return concatenate_datasets([with_ref, previous], axis=1)
-
-    def compute_ref_log_probs(self, model, inputs):
-        model_inputs = {k: v for k, v in inputs.items() if k not in PREVIOUS_LOGPS + WIN_RATES}
-        return super().compute_ref_log_probs(model, model_inputs)
-
-    def _compute_loss(self, model, inputs, return_outputs):
-        if self.aries_loss is None:
-            return super()._compute_loss(model, inputs, return_outputs)
-        completion_mask = inputs["completion_mask"]
-        token_mask = completion_mask[:, 1:]
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        model_inputs = {k: v for k, v in inputs.items() if k not in PAIR_VALUES}
-        model_inputs.pop("completion_mask")
-        outputs = model(**model_inputs, labels=labels, use_cache=False, fused_lm_head=True)
-        logps = outputs.log_probs[:, -token_mask.size(1) :].sum(dim=1)
-        chosen, rejected = logps.chunk(2)
-        per_pair, rewards = self._aries_loss(inputs, chosen, rejected, token_mask.sum(dim=1))
-        mode = "train" if self.model.training else "eval"
-        gather = self.accelerator.gather_for_metrics
-        margins = (rewards[0] - rewards[1]).detach()
-        self._metrics[mode]["rewards/margins"].append(gather(margins).mean().item())
-        self._metrics[mode]["rewards/accuracies"].append(gather(margins > 0).float().mean().item())
-        self._metrics[mode]["logps/chosen"].append(gather(chosen.detach()).mean().item())
-        self._metrics[mode]["logps/rejected"].append(gather(rejected.detach()).mean().item())
-        loss = per_pair.mean()
-        return (loss, outputs) if return_outputs else loss
-
-    def _aries_loss(self, inputs, chosen, rejected, tokens):
-        """The per-pair loss and the implicit rewards (chosen, rejected) it compares."""
-        return ARIES_LOSSES[self.aries_loss].batch_loss(self, inputs, chosen, rejected, tokens)

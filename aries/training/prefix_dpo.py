@@ -32,7 +32,8 @@ from trl.kernels import ChunkedLogProbFunction  # noqa: E402
 from trl.trainer.dpo_trainer import DataCollatorForPreference  # noqa: E402
 from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, FusedCausalLMOutput, pad  # noqa: E402
 
-from aries.training.losses import PreferenceTrainer, pair_values  # noqa: E402
+from aries.training.losses import pair_values  # noqa: E402
+from aries.training.preference_trainer import PreferenceTrainer  # noqa: E402
 
 SHARED_IDS = "prefix_shared_input_ids"
 SHARED_LENGTHS = "prefix_shared_lengths"

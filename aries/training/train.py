@@ -158,7 +158,8 @@ def train_preference(
     from trl import DPOConfig
 
     from aries.core.models import load_causal_lm
-    from aries.training.losses import PreferenceTrainer, loss_columns, reference_kind
+    from aries.training.losses import loss_columns, reference_kind
+    from aries.training.preference_trainer import PreferenceTrainer
 
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")

@@ -34,6 +34,19 @@ def test_a_renamed_trl_method_fails_in_one_line_naming_it_and_the_tested_version
     assert "trl 1.16.x" in message and "pip install 'trl>=1.16,<1.17'" in message
 
 
+def test_a_run_that_trains_checks_trl_before_it_writes_anything(monkeypatch, tmp_path):
+    """A config load no longer imports TRL (aries/training/losses.py): the run checks it first."""
+    from trl.trainer.dpo_trainer import DPOTrainer
+
+    from aries.pipeline.loop import run
+    from aries.pipeline.runconfig import resolve_config
+
+    monkeypatch.delattr(DPOTrainer, "_compute_loss")
+    with pytest.raises(AriesError, match=r"DPOTrainer\._compute_loss"):
+        run(resolve_config({"output_dir": str(tmp_path / "runs")}))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_changed_kernel_signature_and_a_missing_transformers_name_are_caught(monkeypatch):
     import transformers.masking_utils
     from trl.kernels import ChunkedLogProbFunction

@@ -1,5 +1,8 @@
 """Run configuration: resolved round trip, overrides, and errors that name the key."""
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -99,10 +102,16 @@ def test_a_typo_in_an_enumerated_option_fails_at_load_with_the_choices(data, mes
         resolve_config(data)
 
 
-def test_loss_types_are_read_from_trl():
-    from aries.training.losses import trl_loss_types
-
-    assert {"sigmoid", "ipo", "hinge"} <= set(trl_loss_types())
+def test_a_config_load_imports_neither_trl_nor_torch():
+    """Its loss settings are checked against a declared table (aries/training/losses.py), so
+    loading a config (aries status, report, run --check) costs no trainer import."""
+    code = (
+        "import sys; from aries.pipeline.runconfig import load_run_config; "
+        "load_run_config('configs/demo.yaml', ['train.report_to=none', 'train.loss_type=inpo', "
+        "'train.reference=initial']); print(sorted({'trl', 'torch'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_every_method_has_a_plan_of_stages():

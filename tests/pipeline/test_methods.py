@@ -73,7 +73,8 @@ def _trainer(model_path, pairs, loss_type, *, prefix_sharing, ref_model=None, **
     from trl import DPOConfig
 
     from aries.core.models import load_causal_lm, load_tokenizer
-    from aries.training.losses import PreferenceTrainer, loss_columns
+    from aries.training.losses import loss_columns
+    from aries.training.preference_trainer import PreferenceTrainer
     from aries.training.prefix_dpo import PrefixSharedDPOTrainer
 
     dataset = datasets.load_from_disk(str(pairs)).remove_columns(["id", "view"])

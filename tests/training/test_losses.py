@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
+import re
 
 import pytest
 import torch
 
 from aries import AriesError
 from aries.method.winrates import estimator, win_rates
-from aries.training.losses import check_loss_type, inpo_loss, simpo_loss, sppo_loss
+from aries.training.losses import (
+    TRL_LOSS_TYPES,
+    check_loss_type,
+    inpo_loss,
+    simpo_loss,
+    sppo_loss,
+)
 
 
 def t(*values: float) -> torch.Tensor:
@@ -84,3 +93,17 @@ def test_selection_writes_win_rates_into_pairs():
 def test_bad_loss_types_fail_with_the_choices(loss_type, message):
     with pytest.raises(AriesError, match=message):
         check_loss_type(loss_type)
+
+
+def test_the_declared_trl_loss_types_are_the_installed_trl_s():
+    """losses.py declares TRL's loss types, so that a config load imports no trainer: they are the
+    ones the installed DPOTrainer computes, in the order its DPOConfig lists them."""
+    from trl.trainer.dpo_config import DPOConfig
+    from trl.trainer.dpo_trainer import DPOTrainer
+
+    computed = re.findall(r'loss_type == "(\w+)"', inspect.getsource(DPOTrainer._compute_loss))
+    help_text = next(
+        f.metadata["help"] for f in dataclasses.fields(DPOConfig) if f.name == "loss_type"
+    )
+    listed = re.findall(r"`'(\w+)'`", help_text)
+    assert TRL_LOSS_TYPES == tuple(computed) == tuple(listed)
