@@ -48,11 +48,16 @@ SHARED_RUNS = {
 (`make test`: -n 2) each group runs in one worker, so that each fixture is made once."""
 _GROUP_OF = {file: name for name, files in SHARED_RUNS.items() for file in files}
 
+LONG_FILES = ("test_prefix_dpo.py", "test_gpu_kit.py", "test_methods.py", "test_self_rewarding.py")
+"""The files of the default suite that take longest after the SHARED_RUNS groups (20-50 s each on
+two cores): handed out right after the groups, so that neither worker ends the suite alone on one
+of them while the other has finished."""
+
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """Files as units of work (a module fixture is made once), the files of each SHARED_RUNS
-    group as one unit, in collection order (workers put the groups first: the longest units)."""
+    group as one unit, in collection order (workers put the groups and LONG_FILES first)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class Scheduling(LoadScopeScheduling):
@@ -65,9 +70,11 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """In an xdist worker: the SHARED_RUNS groups first (see pytest_xdist_make_scheduler)."""
+    """In an xdist worker: the SHARED_RUNS groups first, then the LONG_FILES (see
+    pytest_xdist_make_scheduler): the longest units first, the short ones fill in at the end."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         rank = {file: i for i, files in enumerate(SHARED_RUNS.values()) for file in files}
+        rank.update({file: len(SHARED_RUNS) + i for i, file in enumerate(LONG_FILES)})
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 

@@ -22,12 +22,16 @@ def test_every_backend_name_builds_a_class_with_generate():
         assert callable(ENGINES[name].generate)
 
 
-def test_a_backend_is_imported_only_when_it_is_built():
-    """Choosing among the backends (a config, a flag) imports no engine's dependencies."""
+def test_a_config_load_imports_no_engine_and_no_trainer():
+    """Choosing among the backends (a config, a flag) imports no engine's dependencies, and the
+    loss settings are checked against TRL's loss types declared in aries/training/losses.py: a
+    config load (aries run --check, a sweep's plan) imports neither TRL nor torch."""
     code = (
         "import sys; from aries.pipeline.runconfig import resolve_config; "
-        "resolve_config({'generation': {'backend': 'vllm'}}); "
-        "print(sorted(m for m in ('aries.backends.hf', 'aries.backends.vllm') if m in sys.modules))"
+        "resolve_config({'generation': {'backend': 'vllm'}, 'train': {'report_to': 'none', "
+        "'loss_type': 'inpo', 'reference': 'initial'}}); "
+        "print(sorted(m for m in ('aries.backends.hf', 'aries.backends.vllm', 'trl', 'torch') "
+        "if m in sys.modules))"
     )
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"

@@ -1,8 +1,5 @@
 """Run configuration: resolved round trip, overrides, and errors that name the key."""
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
@@ -100,18 +97,6 @@ def test_an_old_run_folder_resumes_under_the_moved_keys(tmp_path):
 def test_a_typo_in_an_enumerated_option_fails_at_load_with_the_choices(data, message):
     with pytest.raises(AriesError, match=message):
         resolve_config(data)
-
-
-def test_a_config_load_imports_neither_trl_nor_torch():
-    """Its loss settings are checked against a declared table (aries/training/losses.py), so
-    loading a config (aries status, report, run --check) costs no trainer import."""
-    code = (
-        "import sys; from aries.pipeline.runconfig import load_run_config; "
-        "load_run_config('configs/demo.yaml', ['train.report_to=none', 'train.loss_type=inpo', "
-        "'train.reference=initial']); print(sorted({'trl', 'torch'} & set(sys.modules)))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
 
 
 def test_every_method_has_a_plan_of_stages():
