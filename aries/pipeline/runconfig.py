@@ -24,6 +24,7 @@ from aries.core.config import (
     located_error,
 )
 from aries.core.integrations import check_hub, report_targets
+from aries.core.models import ModelSettings
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION, chat_template_text
 from aries.method.pairs import PairsConfig
 from aries.method.select import SelectionConfig
@@ -224,6 +225,11 @@ class RunConfig(Options):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+    def model_settings(self, path: str | None = None) -> ModelSettings:
+        """How the run loads a model: `path` (default π_0, `model`), any iteration's policy, its
+        reference or the teacher, with the run's trust_remote_code and chat template."""
+        return ModelSettings(path or self.model, self.trust_remote_code, self.chat_template)
 
 
 def resolve_config(data: dict[str, Any]) -> RunConfig:

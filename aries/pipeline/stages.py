@@ -101,15 +101,13 @@ def _train_sft(run: RunDir, config: RunConfig, progress: bool) -> dict[str, floa
     from aries.training.train import train_sft
 
     metrics = train_sft(
-        config.model,
+        config.model_settings(),
         run.sft_examples,
         run.sft_model,
         config.sft,
         seed=config.seed,
         log_dir=run.logs(None),
         report_to=config.train.report_to,
-        trust_remote_code=config.trust_remote_code,
-        chat_template=config.chat_template,
         progress=progress,
     )
     return _numbers(metrics)
@@ -300,15 +298,13 @@ def train_into(
     if config.train.reference == "initial" and t > 0:
         reference = resolve_model(policy(run, config, 0))
     metrics = train_preference(
-        resolve_model(training_start(run, config, t)),
+        config.model_settings(resolve_model(training_start(run, config, t))),
         pairs_dir,
         out,
         config.train,
         seed=config.seed + t,
         reference=reference,
         log_dir=run.logs(t),
-        trust_remote_code=config.trust_remote_code,
-        chat_template=config.chat_template,
         progress=progress,
     )
     return _numbers(metrics)
