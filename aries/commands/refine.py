@@ -35,7 +35,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = "em
     )
 
 
-def engine_options_from_args(args: argparse.Namespace) -> dict:
+def backend_options_from_args(args: argparse.Namespace) -> dict:
     """The add_model_arguments options that the chosen `--backend` takes, their ranges checked."""
     from aries.backends import backend_options
     from aries.core.models import ModelSettings
@@ -51,7 +51,7 @@ def backend_from_args(args: argparse.Namespace, model: str | None = None):
     """The generation backend the add_model_arguments options describe (`model` overrides)."""
     from aries.backends import make_backend
 
-    return make_backend(args.backend, model or args.model, **engine_options_from_args(args))
+    return make_backend(args.backend, model or args.model, **backend_options_from_args(args))
 
 
 def sampling_from_args(args: argparse.Namespace):

@@ -8,7 +8,7 @@ import pytest
 from aries import AriesError
 from aries.backends import ENGINES, backend_options
 from aries.cli import build_parser
-from aries.commands.refine import backend_from_args, engine_options_from_args
+from aries.commands.refine import backend_from_args, backend_options_from_args
 from aries.core.models import ModelSettings
 from aries.pipeline.runconfig import resolve_config
 from aries.pipeline.session import run_options
@@ -35,7 +35,7 @@ def test_run_and_command_line_build_the_same_options(name):
     if name != "openai":
         config["chat_template"] = "plain"
     run = run_options(resolve_config(config), name, "embedded", {})
-    assert run == engine_options_from_args(args) == EXPECTED[name]
+    assert run == backend_options_from_args(args) == EXPECTED[name]
 
 
 def test_config_options_win_and_a_template_needs_a_started_server():
@@ -46,7 +46,7 @@ def test_config_options_win_and_a_template_needs_a_started_server():
     with pytest.raises(AriesError, match="put {chat_template} in serve_command"):
         backend_options("openai", settings)
     with pytest.raises(AriesError, match="put {chat_template} in serve_command"):
-        engine_options_from_args(cli_args("--backend", "openai", "--chat-template", "plain"))
+        backend_options_from_args(cli_args("--backend", "openai", "--chat-template", "plain"))
     started = {"serve_command": "vllm serve {model} --chat-template {chat_template}"}
     built = backend_options("openai", settings, started)
     assert built == {**started, "trust_remote_code": False, "chat_template": "plain"}
