@@ -29,7 +29,7 @@ from aries.method.pairs import PairsConfig
 from aries.method.select import SelectionConfig
 from aries.method.teacher import TeacherConfig
 from aries.pipeline.methods import METHODS, method_help
-from aries.rewards import reward_config
+from aries.rewards import RewardSpec
 from aries.training.config import SFTConfig, TrainConfig
 
 
@@ -157,8 +157,8 @@ class EvalConfig(Options):
     max_new_tokens: int = field(
         default=256, metadata={"range": Range(ge=1), "help": "Tokens per response."}
     )
-    verifier: dict[str, Any] = field(
-        default_factory=lambda: {"type": "verifier"},
+    verifier: RewardSpec = field(
+        default_factory=lambda: RewardSpec({"type": "verifier"}, "eval.verifier"),
         metadata={"help": "Reward source deciding correctness (accuracy per round)."},
     )
 
@@ -210,8 +210,8 @@ class RunConfig(Options):
     )
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    reward: dict[str, Any] = field(
-        default_factory=lambda: {"type": "verifier"},
+    reward: RewardSpec = field(
+        default_factory=lambda: RewardSpec({"type": "verifier"}),
         metadata={"help": "Reward source for selection (see aries.rewards.make_reward_source)."},
     )
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -243,8 +243,6 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
         chat_template_text(config.chat_template)  # a missing template file fails here
     check_hub(config.train.push_to_hub, config.train.hub_model_id)
     _check_prompt_sources(config)
-    reward_config(config.reward, "reward")
-    reward_config(config.eval.verifier, "eval.verifier")
     if config.sft.enabled and not config.sft.dataset:
         raise AriesError("sft.enabled needs sft.dataset (prompt/chosen/rejected records)")
     warm = [m.name for m in METHODS.values() if "warm_start" in _stages(m.plan.per_iteration)]
