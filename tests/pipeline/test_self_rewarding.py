@@ -134,19 +134,17 @@ def test_temporal_self_rewarding_two_iterations(tmp_path, tiny_model_path):
     assert all(p["rejected"] in anchors for p in selections)
     judge = f"judge:pointwise:logprob:{run_dir.model(0)}"
     sources = {r["source"] for r in read_jsonl(run_dir.anchor_scores(1))}
-    sources |= {r["source"] for r in read_jsonl(run_dir.future(1) / "scores.jsonl")}
+    sources |= {r["source"] for r in read_jsonl(run_dir.future_scores(1))}
     assert sources == {judge}
     # the temporary future model answered too, and chosen responses come from π_1 or from it
     future_texts = {
-        s["text"]
-        for r in read_jsonl(run_dir.future(1) / "chains.jsonl")
-        for s in r["chain"] + r["samples"]
+        s["text"] for r in read_jsonl(run_dir.future_chains(1)) for s in r["chain"] + r["samples"]
     }
     present = {s["text"] for r in run_dir.read_chains(1) for s in r["chain"] + r["samples"]}
     for pair in selections:
         source = future_texts if pair["chosen_from"].startswith("future:") else present
         assert pair["chosen"] in source
-    assert (run_dir.future(1) / "model" / "model.safetensors").is_file()
+    assert (run_dir.future_model(1) / "model.safetensors").is_file()
     assert (run_dir.model(1) / "model.safetensors").is_file()
 
 
