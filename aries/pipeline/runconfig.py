@@ -240,6 +240,14 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
     if config.chat_template is not None:
         serve_command = config.generation.backend_options.get("serve_command")
         check_chat_template_backend(config.generation.backend, serve_command)
+        if config.teacher.model is not None:  # the teacher's backend gets the template too
+            teacher = config.teacher
+            try:
+                check_chat_template_backend(
+                    teacher.backend, teacher.backend_options.get("serve_command")
+                )
+            except AriesError as error:
+                raise AriesError(f"teacher.backend: {error}") from None
         chat_template_text(config.chat_template)  # a missing template file fails here
     check_hub(config.train.push_to_hub, config.train.hub_model_id)
     _check_prompt_sources(config)
