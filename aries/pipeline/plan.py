@@ -209,7 +209,7 @@ def _teacher(config: RunConfig) -> str:
 
 @DESCRIPTIONS.register("score")
 def _score(config: RunConfig) -> str:
-    self_judge = config.reward.get("type") == "judge" and "model" not in config.reward
+    self_judge = config.reward.kind == "judge" and not config.reward.sets("model")
     judge = "; the judge is π_t itself (Self-Rewarding)" if self_judge else ""
     return f"every response scored by {config.reward}{judge}"
 
