@@ -11,7 +11,7 @@ import sys
 import typing
 from pathlib import Path
 
-from aries.core.config import choices, help_text
+from aries.core.config import AsWritten, choices, help_text
 from aries.core.jsonl import atomic_write_text
 from aries.pipeline.runconfig import RunConfig
 from aries.rewards import REWARDS
@@ -39,6 +39,8 @@ def rows(cls, prefix: str = ""):
         if dataclasses.is_dataclass(default):
             yield from rows(type(default), f"{prefix}{field.name}.")
             continue
+        if isinstance(default, AsWritten):
+            default = default.written
         text = help_text(field)
         shown = repr(default) if len(repr(default)) < 40 else "see configs/demo.yaml"
         values = allowed(hints[field.name], field)

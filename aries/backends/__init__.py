@@ -11,8 +11,10 @@ Imports `aries.core`.
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
 
 from aries.backends.base import Backend, Generation, Sampling, request_seeds
+from aries.core.models import ModelSettings
 from aries.core.registry import Lazy, Registry
 from aries.core.views import Message
 
@@ -49,25 +51,33 @@ def check_chat_template_backend(name: str, serve_command: str | None = None) -> 
         )
 
 
-def engine_options(
+def backend_options(
     name: str,
+    model: ModelSettings,
+    options: Mapping[str, typing.Any] | None = None,
     *,
     batch_size: int | None = None,
     device: str | None = None,
-    dtype: str = "auto",
-    trust_remote_code: bool = False,
-    chat_template: str | None = None,
 ) -> dict[str, typing.Any]:
-    """The model-loading options that engine `name` takes: vLLM and OpenAI-compatible servers
-    schedule their own batches and place their own weights; a server has its own dtype and
-    chat template."""
-    options: dict[str, typing.Any] = {"trust_remote_code": trust_remote_code}
-    if chat_template is not None:
-        check_chat_template_backend(name)  # the command line starts no server
-        options["chat_template"] = chat_template
+    """Engine `name`'s constructor options for `model` (whose path the caller passes on): the
+    config's own `options` first, then the model's settings and the caller's batch size and
+    device where that engine takes them. The one builder for the run's policy and teacher, the
+    LLM judge and the command line, so that a setting reaches every engine the same way.
+
+    vLLM and OpenAI-compatible servers schedule their own batches and place their own weights;
+    a server has its own dtype, and renders with its own chat template unless aries starts it
+    (`check_chat_template_backend`).
+    """
+    built = dict(options or {})
+    built.setdefault("trust_remote_code", model.trust_remote_code)
+    if model.chat_template is not None:
+        check_chat_template_backend(name, built.get("serve_command"))
+        built.setdefault("chat_template", model.chat_template)
     if name in ("hf", "vllm"):
-        options["dtype"] = dtype
+        built.setdefault("dtype", model.dtype)
     if name == "hf":
-        options.update(batch_size=batch_size, device=device)
-        options = {k: v for k, v in options.items() if v is not None}
-    return options
+        placement = {"batch_size": batch_size, "device": device}
+        for key, value in placement.items():
+            if value is not None:
+                built.setdefault(key, value)
+    return built

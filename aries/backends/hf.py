@@ -64,12 +64,13 @@ class HFBackend:
         decode: Decode = "dynamic",
         packed_float32: bool = False,
     ):
-        from aries.core.models import load_causal_lm, load_tokenizer
+        from aries.core.models import ModelSettings, load_causal_lm, load_tokenizer
 
         self.model_spec = model
+        settings = ModelSettings(model, trust_remote_code, chat_template, dtype)
         self._start(
-            load_causal_lm(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code),
-            load_tokenizer(model, trust_remote_code=trust_remote_code, chat_template=chat_template),
+            load_causal_lm(settings, device=device),
+            load_tokenizer(settings),
             batch_size,
             decode,
             packed_float32,

@@ -133,10 +133,10 @@ class OpenAIBackend:
         self._tokenizer = None
         self._tokenizer_lock = threading.Lock()
         if tokenizer:
-            from aries.core.models import load_tokenizer
+            from aries.core.models import ModelSettings, load_tokenizer
 
             self._tokenizer = load_tokenizer(
-                tokenizer, trust_remote_code=trust_remote_code, chat_template=chat_template
+                ModelSettings(tokenizer, trust_remote_code, chat_template)
             )
         self._slots = {url: threading.BoundedSemaphore(max_concurrency) for url in self.base_urls}
         self._next = 0

@@ -35,18 +35,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, model: str | None = "em
     )
 
 
-def engine_options_from_args(args: argparse.Namespace) -> dict:
+def backend_options_from_args(args: argparse.Namespace) -> dict:
     """The add_model_arguments options that the chosen `--backend` takes, their ranges checked."""
-    from aries.backends import engine_options
+    from aries.backends import backend_options
+    from aries.core.models import ModelSettings
 
     engine = from_flags(args, GenerationConfig, ENGINE_FLAGS)
-    return engine_options(
-        engine.backend,
-        batch_size=engine.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-        chat_template=args.chat_template,
+    settings = ModelSettings(args.model, args.trust_remote_code, args.chat_template, args.dtype)
+    return backend_options(
+        engine.backend, settings, batch_size=engine.batch_size, device=args.device
     )
 
 
@@ -54,7 +51,7 @@ def backend_from_args(args: argparse.Namespace, model: str | None = None):
     """The generation backend the add_model_arguments options describe (`model` overrides)."""
     from aries.backends import make_backend
 
-    return make_backend(args.backend, model or args.model, **engine_options_from_args(args))
+    return make_backend(args.backend, model or args.model, **backend_options_from_args(args))
 
 
 def sampling_from_args(args: argparse.Namespace):

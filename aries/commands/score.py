@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from aries.core.config import Options
 from aries.core.flags import add_flags, from_flags
 from aries.rewards import REWARDS
 
@@ -68,16 +68,14 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def reward_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The `make_reward_source` config that the command-line options describe, every setting
-    checked by the reward type's dataclass (errors name the flag)."""
+def reward_settings(args: argparse.Namespace) -> Options:
+    """The reward type's settings that the command-line options describe, every setting checked
+    by its dataclass (errors name the flag)."""
     from aries import AriesError
 
     if args.reward == "reward-model" and not args.reward_model:
         raise AriesError("--reward reward-model needs --reward-model PATH")
-    flags = REWARD_FLAGS.get(args.reward, {})
-    settings = from_flags(args, reward_class(args.reward), flags)
-    return {"type": args.reward, **{name: getattr(settings, name) for name in flags}}
+    return from_flags(args, reward_class(args.reward), REWARD_FLAGS.get(args.reward, {}))
 
 
 def reward_class(kind: str) -> type:
@@ -90,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from aries.rewards import make_reward_source
 
     out = Path(args.out) if args.out else Path(args.chains).with_name("scores.jsonl")
-    stats = score_file(args.chains, make_reward_source(reward_config(args)), out)
+    stats = score_file(args.chains, make_reward_source(reward_settings(args)), out)
     mean = "n/a" if stats["mean"] is None else f"{stats['mean']:.4g}"
     print(
         f"{out}: {stats['responses']} responses of {stats['prompts']} prompts scored by "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aries.commands.refine import add_model_arguments, engine_options_from_args
+from aries.commands.refine import add_model_arguments, backend_options_from_args
 from aries.core.flags import add_flags, from_flags
 from aries.pipeline.runconfig import GenerationConfig
 
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         host=args.host,
         backend=args.backend,
-        backend_options=engine_options_from_args(args),
+        backend_options=backend_options_from_args(args),
         served_model_name=args.served_model_name,
         log_level=args.log_level,
         max_new_tokens=from_flags(args, GenerationConfig, ["max_new_tokens"]).max_new_tokens,

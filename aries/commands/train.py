@@ -89,8 +89,6 @@ def sft_command(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         examples = f"{tmp}/examples"
         count = sft_dataset(config.dataset, examples, DEFAULT_REFINE_INSTRUCTION, run.system_prompt)
-        metrics = train_sft(
-            model, examples, args.out, config, seed=run.seed, chat_template=run.chat_template
-        )
+        metrics = train_sft(run.model_settings(model), examples, args.out, config, seed=run.seed)
     print(f"trained on {count} examples ({metrics['steps']} steps); model saved to {args.out}")
     return 0

@@ -81,6 +81,22 @@ class Options:
         validate(self)
 
 
+class AsWritten:
+    """Base of a config value that its own type reads (`parse`) and that the run records as it
+    was written: a reward entry, whose `type:` picks the dataclass of its settings, is one.
+    `to_dict` (config.yaml, the config hash) keeps `written`, so a setting the file leaves to its
+    default stays out of the record, and a new default changes no saved run's hash."""
+
+    written: Any
+    """The value as the file (or the caller) wrote it."""
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> AsWritten:
+        """The typed value of `value` (one already typed is returned as is); errors name
+        `where`, the dotted key."""
+        raise NotImplementedError
+
+
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -152,6 +168,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
 
 def _convert(hint: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
+    if isinstance(hint, type) and issubclass(hint, AsWritten):
+        return hint.parse(value, path)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, {} if value is None else value, path)
     if origin in (Union, types.UnionType):
@@ -207,10 +225,13 @@ def to_dict(config: Any) -> dict[str, Any]:
     """The resolved configuration as plain data, every default written out.
 
     Fields marked `"execution": True` (how to run, e.g. `train.launcher`) are left out: they change
-    no result, so a run started with or without them saves the same file and hash.
+    no result, so a run started with or without them saves the same file and hash. An `AsWritten`
+    value is written as it was written.
     """
     return {
-        f.name: to_dict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+        f.name: to_dict(value)
+        if dataclasses.is_dataclass(value)
+        else copy.deepcopy(value.written if isinstance(value, AsWritten) else value)
         for f in dataclasses.fields(config)
         if not f.metadata.get("execution")
         for value in (getattr(config, f.name),)

@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import shutil
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aries import AriesError
@@ -130,25 +131,53 @@ def resolve_model(spec: str) -> str:
     return spec
 
 
-def load_tokenizer(spec: str, *, trust_remote_code: bool = False, chat_template: str | None = None):
-    """The tokenizer of a model spec (an adapter folder carries its own or its base's), with
-    the `chat_template` override if any (aries.core.views.use_chat_template)."""
+@dataclass(frozen=True)
+class ModelSettings:
+    """A model and how to load it, passed whole from the run config or the command line to the
+    loaders and the generation backends (`aries.backends.backend_options`), so that a loading
+    setting cannot be dropped on one of the ways a model is loaded."""
+
+    path: str
+    """A model spec (`resolve_model`): 'embedded', a folder, a .gguf file, an adapter, a hub id."""
+    trust_remote_code: bool = False
+    """Let the model's repository run its own code."""
+    chat_template: str | None = None
+    """A chat template instead of the model's own (aries.core.views.use_chat_template)."""
+    dtype: str = "auto"
+    """The weights' precision where aries places them (`resolve_dtype`)."""
+
+    @classmethod
+    def of(cls, model: str | ModelSettings) -> ModelSettings:
+        """`model` itself, or a bare spec with the default (safe) settings."""
+        return model if isinstance(model, ModelSettings) else cls(str(model))
+
+    def at(self, path: str) -> ModelSettings:
+        """The same settings for another model: the next policy, the reference, the teacher."""
+        return replace(self, path=path)
+
+
+def load_tokenizer(model: str | ModelSettings):
+    """The tokenizer of a model (an adapter folder carries its own or its base's), with the
+    settings' `chat_template` override if any (aries.core.views.use_chat_template)."""
     from transformers import AutoTokenizer
 
     from aries.core.views import use_chat_template
 
-    path = resolve_model(spec)
+    settings = ModelSettings.of(model)
+    path = resolve_model(settings.path)
     base = _adapter_base(path)
     try:
         if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
             # Some transformers releases build an empty tokenizer from config.json alone.
             raise OSError(f"no tokenizer file ({', '.join(TOKENIZER_FILES)}) in {path}")
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, trust_remote_code=settings.trust_remote_code
+        )
     except (OSError, ValueError) as error:
         if base is None:
-            raise AriesError(f"{spec}: cannot load tokenizer ({error})") from None
-        tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
-    return use_chat_template(tokenizer, chat_template)
+            raise AriesError(f"{settings.path}: cannot load tokenizer ({error})") from None
+        tokenizer = load_tokenizer(replace(settings, path=base, chat_template=None))
+    return use_chat_template(tokenizer, settings.chat_template)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -164,23 +193,24 @@ def _adapter_base(path: str) -> str | None:
 
 
 def load_causal_lm(
-    spec: str,
+    model: str | ModelSettings,
     *,
-    dtype: str = "auto",
+    dtype: str | None = None,
     device: str | None = None,
-    trust_remote_code: bool = False,
     merge_adapter: bool = True,
 ):
     """Load a causal LM (safetensors only) on `device`; PEFT adapters are applied to their base.
 
-    `dtype='auto'` means float32 on CPU and bfloat16 on a GPU that supports it; 'fast' also
-    means bfloat16 on a CPU with bf16 instructions (`native_bf16`).
+    `dtype` (default: the settings') 'auto' means float32 on CPU and bfloat16 on a GPU that
+    supports it; 'fast' also means bfloat16 on a CPU with bf16 instructions (`native_bf16`).
     """
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    settings = ModelSettings.of(model)
+    spec = settings.path
     device = device or default_device()
-    torch_dtype = resolve_dtype(dtype, device)
+    torch_dtype = resolve_dtype(dtype or settings.dtype, device)
     path = resolve_model(spec)
     base = _adapter_base(path)
     try:
@@ -188,7 +218,7 @@ def load_causal_lm(
             resolve_model(base) if base else path,
             dtype=torch_dtype,
             use_safetensors=True,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=settings.trust_remote_code,
         )
         if base:
             from peft import PeftModel

@@ -99,11 +99,7 @@ def longest_prompt(config: RunConfig) -> tuple[int, str, str] | None:
         return direct_messages(prompt, system_prompt=system)
 
     try:
-        tokenizer = load_tokenizer(
-            config.model,
-            trust_remote_code=config.trust_remote_code,
-            chat_template=config.chat_template,
-        )
+        tokenizer = load_tokenizer(config.model_settings())
     except AriesError as error:
         raise AriesError(f"model: {error}") from None
     sources = [PromptSource.parse(s) for s in config.prompts.sources]
@@ -213,7 +209,7 @@ def _teacher(config: RunConfig) -> str:
 
 @DESCRIPTIONS.register("score")
 def _score(config: RunConfig) -> str:
-    self_judge = config.reward.get("type") == "judge" and "model" not in config.reward
+    self_judge = config.reward.kind == "judge" and not config.reward.sets("model")
     judge = "; the judge is π_t itself (Self-Rewarding)" if self_judge else ""
     return f"every response scored by {config.reward}{judge}"
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from aries import AriesError
 from aries.pipeline.runconfig import RunConfig
+from aries.rewards import RewardSpec
 
 
 def check_references(config: RunConfig) -> None:
@@ -36,14 +37,12 @@ def check_references(config: RunConfig) -> None:
         raise AriesError(f"sft.dataset: {config.sft.dataset} does not exist")
 
 
-def check_reward_models(spec: dict[str, Any] | str, where: str) -> None:
+def check_reward_models(spec: RewardSpec, where: str) -> None:
     """The model a reward-model or judge reward reads (a judge without one judges with π_t)."""
-    if not isinstance(spec, dict):
-        return
-    if spec.get("type") == "reward-model" or (
-        spec.get("type") == "judge" and "model" in spec and spec.get("backend") != "openai"
+    if spec.kind == "reward-model" or (
+        spec.kind == "judge" and spec.sets("model") and spec.settings.backend != "openai"
     ):
-        check_model(spec["model"], f"{where}.model")
+        check_model(spec.settings.model, f"{where}.model")
 
 
 def check_model(spec: str, key: str) -> None:

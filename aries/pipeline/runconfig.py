@@ -24,12 +24,13 @@ from aries.core.config import (
     located_error,
 )
 from aries.core.integrations import check_hub, report_targets
+from aries.core.models import ModelSettings
 from aries.core.views import DEFAULT_REFINE_INSTRUCTION, chat_template_text
 from aries.method.pairs import PairsConfig
 from aries.method.select import SelectionConfig
 from aries.method.teacher import TeacherConfig
 from aries.pipeline.methods import METHODS, method_help
-from aries.rewards import reward_config
+from aries.rewards import RewardSpec
 from aries.training.config import SFTConfig, TrainConfig
 
 
@@ -157,8 +158,8 @@ class EvalConfig(Options):
     max_new_tokens: int = field(
         default=256, metadata={"range": Range(ge=1), "help": "Tokens per response."}
     )
-    verifier: dict[str, Any] = field(
-        default_factory=lambda: {"type": "verifier"},
+    verifier: RewardSpec = field(
+        default_factory=lambda: RewardSpec({"type": "verifier"}, "eval.verifier"),
         metadata={"help": "Reward source deciding correctness (accuracy per round)."},
     )
 
@@ -210,8 +211,8 @@ class RunConfig(Options):
     )
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    reward: dict[str, Any] = field(
-        default_factory=lambda: {"type": "verifier"},
+    reward: RewardSpec = field(
+        default_factory=lambda: RewardSpec({"type": "verifier"}),
         metadata={"help": "Reward source for selection (see aries.rewards.make_reward_source)."},
     )
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -224,6 +225,11 @@ class RunConfig(Options):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+    def model_settings(self, path: str | None = None) -> ModelSettings:
+        """How the run loads a model: `path` (default π_0, `model`), any iteration's policy, its
+        reference or the teacher, with the run's trust_remote_code and chat template."""
+        return ModelSettings(path or self.model, self.trust_remote_code, self.chat_template)
 
 
 def resolve_config(data: dict[str, Any]) -> RunConfig:
@@ -240,11 +246,17 @@ def resolve_config(data: dict[str, Any]) -> RunConfig:
     if config.chat_template is not None:
         serve_command = config.generation.backend_options.get("serve_command")
         check_chat_template_backend(config.generation.backend, serve_command)
+        if config.teacher.model is not None:  # the teacher's backend gets the template too
+            teacher = config.teacher
+            try:
+                check_chat_template_backend(
+                    teacher.backend, teacher.backend_options.get("serve_command")
+                )
+            except AriesError as error:
+                raise AriesError(f"teacher.backend: {error}") from None
         chat_template_text(config.chat_template)  # a missing template file fails here
     check_hub(config.train.push_to_hub, config.train.hub_model_id)
     _check_prompt_sources(config)
-    reward_config(config.reward, "reward")
-    reward_config(config.eval.verifier, "eval.verifier")
     if config.sft.enabled and not config.sft.dataset:
         raise AriesError("sft.enabled needs sft.dataset (prompt/chosen/rejected records)")
     warm = [m.name for m in METHODS.values() if "warm_start" in _stages(m.plan.per_iteration)]

@@ -99,6 +99,21 @@ class RunDir:
         chains.jsonl, scores.jsonl)."""
         return self.iteration(t) / "future"
 
+    def future_pairs(self, t: int) -> Path:
+        """The future model's training pairs (the anchored ones)."""
+        return self.future(t) / "pairs"
+
+    def future_model(self, t: int) -> Path:
+        """The temporary future model, trained from π_t on the anchored pairs."""
+        return self.future(t) / "model"
+
+    def future_chains(self, t: int) -> Path:
+        """The future model's responses to iteration t's prompts."""
+        return self.future(t) / "chains.jsonl"
+
+    def future_scores(self, t: int) -> Path:
+        return self.future(t) / "scores.jsonl"
+
     def before_momentum(self, t: int) -> Path:
         """θ̂_{t+1}: iteration t's trained weights before the `train.momentum` extrapolation."""
         return self.iteration(t) / "model_before_momentum"

@@ -1,15 +1,15 @@
 """What consecutive stages of a run share: one generation backend at a time (reused while the
 model stays the same), a LoRA run's managed servers, and the console.
 
-`backend_options` is the one place a run builds a backend's options, for the policy and the
-teacher alike.
+The run builds a backend's options, for the policy and the teacher alike, with `run_options`
+(aries.backends.backend_options with the run's model settings and batch size).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aries.backends import Backend, make_backend
+from aries.backends import Backend, backend_options, make_backend
 from aries.core.memory import return_freed_memory
 from aries.pipeline.runconfig import RunConfig
 
@@ -33,7 +33,9 @@ class Session:
         if self._model != model:
             self.release()
             generation = self.config.generation
-            options = backend_options(self.config, generation.backend, generation.backend_options)
+            options = run_options(
+                self.config, generation.backend, model, generation.backend_options
+            )
             if (
                 generation.backend == "openai"
                 and options.get("serve_command")
@@ -76,18 +78,15 @@ class Session:
             print(f"[aries] {message}", flush=True)
 
 
-def backend_options(config: RunConfig, name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """A generation backend's options in the run (the policy's, the teacher's): the config's own
-    `options` first, then the run's batch size and trust_remote_code (hf) and chat template."""
-    options = dict(options)
-    if name == "hf":
-        options.setdefault("batch_size", config.generation.batch_size)
-        options.setdefault("trust_remote_code", config.trust_remote_code)
-    if config.chat_template is not None:
-        options.setdefault("chat_template", config.chat_template)
-    return options
+def run_options(
+    config: RunConfig, name: str, model: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Backend `name`'s options for `model` in the run (the policy's, the teacher's): the
+    config's own `options` first, then the run's model settings and batch size."""
+    settings = config.model_settings(model)
+    return backend_options(name, settings, options, batch_size=config.generation.batch_size)
 
 
 def run_backend(config: RunConfig, name: str, model: str, options: dict[str, Any]) -> Backend:
-    """A generation backend of the run, built with `backend_options`."""
-    return make_backend(name, model, **backend_options(config, name, options))
+    """A generation backend of the run, built with `run_options`."""
+    return make_backend(name, model, **run_options(config, name, model, options))

@@ -10,11 +10,13 @@ backend, the run's LoRA servers and the console.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aries import AriesError
 from aries.backends import Sampling
+from aries.core.config import Options
 from aries.core.distributed import on_main_process
 from aries.core.jsonl import atomic_write_jsonl, replace_folder, writing
 from aries.pipeline.runconfig import RunConfig
@@ -62,7 +64,7 @@ def eval_settings(config: RunConfig) -> dict[str, Any]:
     return {
         "rounds": config.eval.rounds,
         "sampling": Sampling(config.eval.max_new_tokens, 0.0, 1.0, config.seed),
-        "verifier": make_reward_source(config.eval.verifier),
+        "verifier": make_reward_source(config.eval.verifier.settings),
         "instruction": config.generation.instruction,
         "system_prompt": config.system_prompt,
         "seed": config.seed,
@@ -101,15 +103,13 @@ def _train_sft(run: RunDir, config: RunConfig, progress: bool) -> dict[str, floa
     from aries.training.train import train_sft
 
     metrics = train_sft(
-        config.model,
+        config.model_settings(),
         run.sft_examples,
         run.sft_model,
         config.sft,
         seed=config.seed,
         log_dir=run.logs(None),
         report_to=config.train.report_to,
-        trust_remote_code=config.trust_remote_code,
-        chat_template=config.chat_template,
         progress=progress,
     )
     return _numbers(metrics)
@@ -175,12 +175,13 @@ def collect_into(
     }
 
 
-def reward_spec(run: RunDir, config: RunConfig, t: int) -> dict[str, Any]:
-    """Iteration t's reward source: a `judge` without a `model` is the current policy π_t, the
-    model that wrote the responses (Self-Rewarding, Yuan et al. 2024, arXiv 2401.10020)."""
-    if config.reward.get("type") == "judge" and "model" not in config.reward:
-        return {**config.reward, "model": policy(run, config, t)}
-    return config.reward
+def reward_settings(run: RunDir, config: RunConfig, t: int) -> Options:
+    """Iteration t's reward source settings: a `judge` without a `model` is the current policy
+    π_t, the model that wrote the responses (Self-Rewarding, Yuan et al. 2024, arXiv
+    2401.10020)."""
+    if config.reward.kind == "judge" and not config.reward.sets("model"):
+        return replace(config.reward.settings, model=policy(run, config, t))
+    return config.reward.settings
 
 
 def score(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
@@ -194,10 +195,9 @@ def score_into(
     from aries.method.score import score_file
     from aries.rewards import make_reward_source
 
-    spec = reward_spec(run, config, t)
-    if spec.get("type") == "judge":
+    if config.reward.kind == "judge":
         session.release()  # one model in memory at a time
-    source = make_reward_source(spec)
+    source = make_reward_source(reward_settings(run, config, t))
     try:
         stats = score_file(chains, source, out)
     finally:
@@ -300,15 +300,13 @@ def train_into(
     if config.train.reference == "initial" and t > 0:
         reference = resolve_model(policy(run, config, 0))
     metrics = train_preference(
-        resolve_model(training_start(run, config, t)),
+        config.model_settings(resolve_model(training_start(run, config, t))),
         pairs_dir,
         out,
         config.train,
         seed=config.seed + t,
         reference=reference,
         log_dir=run.logs(t),
-        trust_remote_code=config.trust_remote_code,
-        chat_template=config.chat_template,
         progress=progress,
     )
     return _numbers(metrics)

@@ -117,13 +117,12 @@ def select(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str
 def future_model(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
     """The temporary future model: π_t trained on the anchored pairs (the config's views: the
     direct view, as resolve_config sets for this method)."""
-    folder = run.future(t)
-    counts = pairs_into(config, t, read_jsonl(run.anchored(t)), folder / "pairs")
+    counts = pairs_into(config, t, read_jsonl(run.anchored(t)), run.future_pairs(t))
     if not counts["pairs"]:
         return {"pairs": 0, "skipped": "no anchored pairs: no future model"}
     session.release()  # hand the memory to the trainer
     trained = train_into(
-        run, config, t, folder / "pairs", folder / "model", progress=session.progress
+        run, config, t, run.future_pairs(t), run.future_model(t), progress=session.progress
     )
     return {"pairs": counts["pairs"], **trained}
 
@@ -131,11 +130,10 @@ def future_model(run: RunDir, config: RunConfig, t: int, session: Session) -> di
 def future(run: RunDir, config: RunConfig, t: int, session: Session) -> dict[str, Any]:
     """Future-Guided Chosen: the future model answers the prompts, π_t's judge scores, and the
     final pairs take the future's best response as chosen where it is judged better."""
-    folder = run.future(t)
-    chains, scores = folder / "chains.jsonl", folder / "scores.jsonl"
+    chains, scores = run.future_chains(t), run.future_scores(t)
     future_chains, future_scores, counts = [], [], {}
-    if (folder / "model").is_dir():
-        counts = collect_into(run, config, t, session, str(folder / "model"), chains)
+    if run.future_model(t).is_dir():
+        counts = collect_into(run, config, t, session, str(run.future_model(t)), chains)
         score_into(run, config, t, session, chains, scores)
         future_chains, future_scores = read_jsonl(chains), read_jsonl(scores)
     selection = temporal_pairs(

@@ -11,11 +11,13 @@ Imports `aries.core` and `aries.backends` (the judge generates).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from aries import AriesError
+from aries.core.config import AsWritten, Options, from_dict
 from aries.core.registry import Registry
 
 
@@ -61,27 +63,53 @@ REWARDS: Registry[RewardType] = Registry(
 model before its source is built)."""
 
 
-def make_reward_source(config: dict[str, Any] | str) -> RewardSource:
-    """Build a reward source from `{"type": ..., **fields of that type's config dataclass}`.
+def make_reward_source(config: Options | dict[str, Any] | str) -> RewardSource:
+    """Build a reward source from its typed settings (a reward type's config dataclass), or from
+    a spec as a config writes it: `{"type": ..., **fields of that type's config dataclass}`.
 
     A bare string is a type with default settings (the types: `REWARDS`). Unknown keys are an
     error, not ignored.
     """
-    kind, settings = reward_config(config)
-    return REWARDS[kind].source(settings)
+    if not isinstance(config, Options):
+        config = RewardSpec.parse({"type": config} if isinstance(config, str) else config).settings
+    kinds = [kind for kind, reward in REWARDS.items() if type(config) is reward.config]
+    if not kinds:
+        raise AriesError(f"{type(config).__name__} is not the settings of a reward type")
+    return REWARDS[kinds[0]].source(config)
 
 
-def reward_config(config: dict[str, Any] | str, where: str = "reward") -> tuple[str, Any]:
-    """(type, its config dataclass) of a reward spec, checked without loading any model: what a
-    run config's `reward:` and `eval.verifier:` are validated with when the config is loaded,
-    by the same loader as every other section (errors name `where.key`)."""
-    from aries.core.config import from_dict
+class RewardSpec(AsWritten):
+    """A `reward:` or `eval.verifier:` entry of a run config, typed when the config loads (by the
+    same loader as every other section: errors name `where.key`) without loading any model:
+    `kind`, its `type:`, and `settings`, that type's config dataclass, which the source is built
+    from. The entry as written is what the run records (aries.core.config.AsWritten)."""
 
-    if not isinstance(config, (dict, str)):
-        raise AriesError(f"{where}: expected a reward type or a mapping, got {config!r}")
-    options = {"type": config} if isinstance(config, str) else dict(config)
-    kind = options.pop("type", None)
-    return kind, from_dict(REWARDS.lookup(kind, f"{where}.type").config, options, where)
+    def __init__(self, written: dict[str, Any], where: str = "reward"):
+        if not isinstance(written, dict):
+            raise AriesError(f"{where}: expected a mapping, got {type(written).__name__}")
+        options = dict(written)
+        self.kind: str = options.pop("type", None)
+        reward = REWARDS.lookup(self.kind, f"{where}.type")
+        self.settings: Options = from_dict(reward.config, options, where)
+        self.written = copy.deepcopy(written)
+
+    @classmethod
+    def parse(cls, value: Any, where: str = "reward") -> RewardSpec:
+        return value if isinstance(value, cls) else cls(value, where)
+
+    def sets(self, name: str) -> bool:
+        """Whether the entry as written sets `name` (a run's judge that leaves out its `model`
+        judges with the policy)."""
+        return name in self.written
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RewardSpec) and self.written == other.written
+
+    def __repr__(self) -> str:
+        return f"RewardSpec({self.written!r})"
+
+    def __str__(self) -> str:
+        return str(self.written)
 
 
 def is_missing(score: float | None) -> bool:

@@ -186,13 +186,12 @@ class Judge:
         self.sampling = Sampling(max_new_tokens=config.max_new_tokens, temperature=0.0)
         self._owns_backend = backend is None
         if backend is None:
-            from aries.backends import engine_options, make_backend
+            from aries.backends import backend_options, make_backend
+            from aries.core.models import ModelSettings
 
-            options = engine_options(
-                config.backend,
-                batch_size=config.batch_size,
-                device=config.device,
-                dtype=config.dtype,
+            settings = ModelSettings(config.model, dtype=config.dtype)
+            options = backend_options(
+                config.backend, settings, batch_size=config.batch_size, device=config.device
             )
             backend = make_backend(config.backend, config.model, **options)
         if config.verdict == "logprob" and not hasattr(backend, "next_token_logprobs"):

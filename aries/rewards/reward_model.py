@@ -71,13 +71,19 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from aries.core.models import default_device, load_tokenizer, resolve_dtype, resolve_model
+        from aries.core.models import (
+            ModelSettings,
+            default_device,
+            load_tokenizer,
+            resolve_dtype,
+            resolve_model,
+        )
 
         self.config = config
         self.name = f"reward-model:{config.model}"
         self.device = config.device or default_device()
         path = resolve_model(config.model)
-        self.tokenizer = load_tokenizer(path, trust_remote_code=config.trust_remote_code)
+        self.tokenizer = load_tokenizer(ModelSettings(path, config.trust_remote_code))
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         try:

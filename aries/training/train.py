@@ -20,6 +20,7 @@ from aries.core.compat import training_arguments
 from aries.core.console import watch
 from aries.core.integrations import log_to, push_policy, trainer_arguments
 from aries.core.jsonl import writing
+from aries.core.models import ModelSettings, load_causal_lm, load_tokenizer
 from aries.training.checkpoints import (
     checkpoint_folders,
     checkpoint_marker,
@@ -135,7 +136,7 @@ def dpo_arguments(
 
 
 def train_preference(
-    policy: str,
+    policy: str | ModelSettings,
     pairs_dir: str | Path,
     output_dir: str | Path,
     config: TrainConfig,
@@ -143,29 +144,28 @@ def train_preference(
     seed: int = 0,
     reference: str | None = None,
     log_dir: str | Path | None = None,
-    trust_remote_code: bool = False,
-    chat_template: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train π_{t+1} from π_t (`policy`) on a both-view pair dataset; returns the final metrics.
 
-    `reference` is the reference model's path when it is not the policy itself (π_0). Checkpoints
-    go to `<output_dir>.checkpoints/` and a rerun resumes from the last one. A `chat_template`
-    override renders the pairs and is saved with the policy's tokenizer (aries.core.views).
-    The console shows one progress line; the trainer's logs go to `<log_dir>/train.log`.
+    `reference` is the reference model's path when it is not the policy itself (π_0), loaded
+    with the policy's settings. Checkpoints go to `<output_dir>.checkpoints/` and a rerun resumes
+    from the last one. The policy's `chat_template` override renders the pairs and is saved with
+    its tokenizer (aries.core.views). The console shows one progress line; the trainer's logs go
+    to `<log_dir>/train.log`.
     """
     import datasets
     from trl import DPOConfig
 
-    from aries.core.models import load_causal_lm
     from aries.training.losses import loss_columns, reference_kind
     from aries.training.preference_trainer import PreferenceTrainer
 
+    policy = ModelSettings.of(policy)
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
     dataset = datasets.load_from_disk(str(pairs_dir)).remove_columns(["id", "view"])
     dataset = loss_columns(dataset, config.loss_type, pairs_dir)
-    dataset = _for_policy(dataset, policy, trust_remote_code, chat_template)
+    dataset = _for_policy(dataset, policy)
     if len(dataset) == 0:
         raise AriesError(f"{pairs_dir}: no preference pairs to train on")
     args = DPOConfig(
@@ -175,7 +175,7 @@ def train_preference(
             output_dir=output_dir,
             log_dir=log_dir,
             seed=seed,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=policy.trust_remote_code,
         )
     )
     update = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
@@ -185,12 +185,10 @@ def train_preference(
         # Grouped by the rows of one optimizer update across all ranks, so that every process
         # count trains on the same updates at the same global batch (docs/scaling.md).
         dataset = dataset.select(length_grouped_order(dataset, update, seed))
-    model, tokenizer = _load_policy(policy, trust_remote_code, chat_template)
+    model, tokenizer = _load_policy(policy)
     ref_model = None
     if reference is not None and reference_kind(config.loss_type, config.reference) != "none":
-        ref_model = load_causal_lm(
-            reference, dtype="float32", device="cpu", trust_remote_code=trust_remote_code
-        )
+        ref_model = load_causal_lm(policy.at(reference), dtype="float32", device="cpu")
     trainer_class = PreferenceTrainer
     engine = sharded_head_engine(os.environ) if config.prefix_sharing else None
     if engine is not None and args.process_index == 0:
@@ -215,7 +213,7 @@ def train_preference(
 
 
 def train_sft(
-    policy: str,
+    policy: str | ModelSettings,
     examples_dir: str | Path,
     output_dir: str | Path,
     config: SFTConfig,
@@ -223,8 +221,6 @@ def train_sft(
     seed: int = 0,
     log_dir: str | Path | None = None,
     report_to: str = "tensorboard",
-    trust_remote_code: bool = False,
-    chat_template: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Stage 0 (docs/specification.md) with TRL's `SFTTrainer` on prompt-completion examples of
@@ -233,10 +229,11 @@ def train_sft(
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
+    policy = ModelSettings.of(policy)
     output_dir = Path(output_dir)
     checkpoints = output_dir.with_name(output_dir.name + ".checkpoints")
     dataset = datasets.load_from_disk(str(examples_dir)).remove_columns(["id", "view"])
-    dataset = _for_policy(dataset, policy, trust_remote_code, chat_template)
+    dataset = _for_policy(dataset, policy)
     args = TRLSFTConfig(
         **trl_settings(config),
         output_dir=str(checkpoints),
@@ -248,7 +245,7 @@ def train_sft(
         seed=seed,
         **_precision_flags("auto"),
     )
-    model, tokenizer = _load_policy(policy, trust_remote_code, chat_template)
+    model, tokenizer = _load_policy(policy)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -258,31 +255,21 @@ def train_sft(
     return _train_and_save(trainer, tokenizer, checkpoints, output_dir, log_dir, progress)
 
 
-def _for_policy(dataset, policy: str, trust_remote_code: bool, chat_template: str | None):
+def _for_policy(dataset, policy: ModelSettings):
     """Stored examples are conversational; plain text for a policy without a chat template."""
-    from aries.core.models import load_tokenizer
     from aries.core.views import for_tokenizer
 
-    tokenizer = load_tokenizer(
-        policy, trust_remote_code=trust_remote_code, chat_template=chat_template
-    )
-    return for_tokenizer(dataset, tokenizer)
+    return for_tokenizer(dataset, load_tokenizer(policy))
 
 
-def _load_policy(policy: str, trust_remote_code: bool, chat_template: str | None):
+def _load_policy(policy: ModelSettings):
     """The policy in fp32 (the trainer's mixed precision casts) and its tokenizer, padded.
 
     Loaded on the CPU: the trainer places it (each rank's device, or shards it under DeepSpeed
     and FSDP), instead of every rank first moving a whole copy to the first GPU.
     """
-    from aries.core.models import load_causal_lm, load_tokenizer
-
-    model = load_causal_lm(
-        policy, dtype="float32", device="cpu", trust_remote_code=trust_remote_code
-    )
-    tokenizer = load_tokenizer(
-        policy, trust_remote_code=trust_remote_code, chat_template=chat_template
-    )
+    model = load_causal_lm(policy, dtype="float32", device="cpu")
+    tokenizer = load_tokenizer(policy)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 from aries import AriesError
 from aries.backends import Sampling
 from aries.backends.hf import HFBackend
-from aries.core.models import load_tokenizer
+from aries.core.models import ModelSettings, load_tokenizer
 from aries.core.views import (
     DEFAULT_REFINE_INSTRUCTION,
     chat_template_text,
@@ -121,7 +121,8 @@ def test_training_renders_pairs_with_the_system_prompt_and_template_and_saves_it
     monkeypatch.setattr(TrainerCallback, "on_train_begin", record_batch)
     config = TrainConfig(batch_size=2, max_steps=1, max_length=128, report_to="none")
     out = tmp_path / "model"
-    train_preference(str(tiny_model_path), tmp_path / "pairs", out, config, chat_template=TEMPLATE)
+    policy = ModelSettings(str(tiny_model_path), chat_template=TEMPLATE)
+    train_preference(policy, tmp_path / "pairs", out, config)
     tokenizer = load_tokenizer(str(out))
     assert tokenizer.chat_template == TEMPLATE  # serve / eval of the folder use it
     trained = sorted({tokenizer.decode(row["prompt_ids"]) for row in seen})  # every callback

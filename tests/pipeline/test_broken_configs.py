@@ -192,6 +192,11 @@ ROWS = [
     ("eval verifier type", {"eval.verifier": {"type": "nope"}}, r"eval.verifier.type: unknown"),
     ("teacher backend", {"teacher.backend": "x"}, r"teacher.backend must be"),
     ("teacher model missing", {"teacher.model": "{tmp}/teach"}, r"teacher.model: .*teach"),
+    (
+        "teacher openai with a chat_template",
+        {"teacher": {"model": "a/b", "backend": "openai"}, "chat_template": "plain"},
+        r":\d+: teacher.backend: chat_template with the openai backend needs .*serve_command",
+    ),
 ]
 
 

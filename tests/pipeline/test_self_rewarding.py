@@ -63,16 +63,19 @@ def test_the_judge_of_iteration_1_is_the_model_trained_in_iteration_0(tmp_path, 
 
 
 def test_a_named_judge_model_is_kept(tmp_path, tiny_model_path):
-    from aries.pipeline.stages import reward_spec
+    from aries.pipeline.stages import reward_settings
 
     named = {**SELF_JUDGE, "model": "embedded"}
     config = self_rewarding_config(tmp_path / "named", tiny_model_path, reward=named)
-    assert reward_spec(RunDir(config.run_dir), config, 1)["model"] == "embedded"
+    assert reward_settings(RunDir(config.run_dir), config, 1).model == "embedded"
     config = self_rewarding_config(tmp_path / "self", tiny_model_path)
     run_dir = RunDir(config.run_dir)
-    assert reward_spec(run_dir, config, 0)["model"] == str(tiny_model_path)
-    assert reward_spec(run_dir, config, 2)["model"] == str(run_dir.model(1))
-    assert "model" not in config.reward  # the config itself is not rewritten
+    settings = reward_settings(run_dir, config, 0)
+    assert isinstance(settings, JudgeConfig) and settings.model == str(tiny_model_path)
+    assert settings.verdict == "logprob" and settings.batch_size == 8  # the rest as written
+    assert reward_settings(run_dir, config, 2).model == str(run_dir.model(1))
+    assert not config.reward.sets("model")  # the config itself is not rewritten
+    assert config.reward.settings.model == "embedded"
 
 
 def _record(key: str, texts: list[str]) -> dict:
@@ -131,19 +134,17 @@ def test_temporal_self_rewarding_two_iterations(tmp_path, tiny_model_path):
     assert all(p["rejected"] in anchors for p in selections)
     judge = f"judge:pointwise:logprob:{run_dir.model(0)}"
     sources = {r["source"] for r in read_jsonl(run_dir.anchor_scores(1))}
-    sources |= {r["source"] for r in read_jsonl(run_dir.future(1) / "scores.jsonl")}
+    sources |= {r["source"] for r in read_jsonl(run_dir.future_scores(1))}
     assert sources == {judge}
     # the temporary future model answered too, and chosen responses come from π_1 or from it
     future_texts = {
-        s["text"]
-        for r in read_jsonl(run_dir.future(1) / "chains.jsonl")
-        for s in r["chain"] + r["samples"]
+        s["text"] for r in read_jsonl(run_dir.future_chains(1)) for s in r["chain"] + r["samples"]
     }
     present = {s["text"] for r in run_dir.read_chains(1) for s in r["chain"] + r["samples"]}
     for pair in selections:
         source = future_texts if pair["chosen_from"].startswith("future:") else present
         assert pair["chosen"] in source
-    assert (run_dir.future(1) / "model" / "model.safetensors").is_file()
+    assert (run_dir.future_model(1) / "model.safetensors").is_file()
     assert (run_dir.model(1) / "model.safetensors").is_file()
 
 
@@ -153,6 +154,6 @@ def test_the_method_configs_judge_with_the_policy(name):
 
     config = load_run_config(Path(__file__).parents[2] / "configs" / "methods" / f"{name}.yaml")
     assert config.method == ("iterative-dpo" if name == "self-rewarding" else name)
-    assert config.reward["type"] == "judge" and "model" not in config.reward
+    assert config.reward.kind == "judge" and not config.reward.sets("model")
     assert config.generation.rounds == 0 and config.generation.samples == 4
     assert config.selection.strategy == "reward"
