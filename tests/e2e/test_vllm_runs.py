@@ -18,8 +18,8 @@ import psutil
 import pytest
 import yaml
 
-from aries import AriesError
 from aries.backends import Sampling
+from aries.backends.servers import reap
 from aries.core.processes import same_processes
 from aries.core.testing import tiny_run_config
 from aries.pipeline import stages
@@ -181,9 +181,7 @@ def answering_record(records: Path, loop: subprocess.Popen) -> dict:
     raise AssertionError(f"aries run ended with code {loop.returncode} before its server answered")
 
 
-def test_a_killed_run_leaves_no_vllm_server_and_a_failed_stage_stops_its_own(
-    tmp_path, embedded_path, capsys
-):
+def test_a_killed_run_leaves_no_vllm_server(tmp_path, embedded_path):
     pytest.importorskip("vllm", reason="the real engine runs in .venv-vllm: make test-vllm")
     mark = tmp_path.name
     serve = SERVE.format(mark=mark)
@@ -203,14 +201,10 @@ def test_a_killed_run_leaves_no_vllm_server_and_a_failed_stage_stops_its_own(
         assert port_is_free(record["port"]), port_users(record["port"])
         assert len(record["processes"]) >= 3 and same_processes(record["processes"]) == []
 
-        # The rerun finds nothing to stop; this one fails in its collection (vLLM answers 404
-        # for a model it does not serve), and the loop stops its server.
-        failing = options | {"serve_command": serve + " --served-model-name other"}
-        write_config(tmp_path, embedded_path, backend="openai", backend_options=failing)
-        with pytest.raises(AriesError, match="HTTP 404"):
-            run(load_run_config(path), overwrite=True, progress=False)
-        assert "stopping server" not in capsys.readouterr().err
-        assert still_marked(mark) == [] and list(records.glob("*.json")) == []
+        # What a rerun's `aries run` does first finds nothing left to stop. (A failed stage
+        # stopping its own server is tested with fast real servers in
+        # tests/backends/test_server_records.py; a second vLLM start here would add ~30 s.)
+        assert reap(records) == [] and list(records.glob("*.json")) == []
     finally:
         loop.kill()
         for process in psutil.process_iter():  # whatever a failed assertion left
